@@ -1,0 +1,147 @@
+"""The public function :func:`downscale`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import numpy as np
+
+from . import colour
+from .core import PoolJob, check_image, dtype_max, quantize
+from .geometry import plan_windows
+from .methods import get_method, resolve_params
+
+__all__ = ["downscale", "DeviceUnavailableError"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class DeviceUnavailableError(RuntimeError):
+    """``device="cuda"`` was asked for and no CUDA GPU is usable."""
+
+
+def _kernels(device: Any):
+    """The module whose ``pool_<method>`` functions run on ``device``."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
+    if device == "cuda":
+        raise DeviceUnavailableError(
+            "device='cuda': no usable CUDA GPU (downpool's CUDA kernels are not built yet); "
+            "use device='cpu' or 'auto'"
+        )
+    return importlib.import_module(".cpu", __package__)
+
+
+def downscale(
+    image: Any,
+    method: str = "softpool",
+    *,
+    kernel_size: Any = None,
+    stride: Any = None,
+    size: Any = None,
+    scale: Any = None,
+    device: str = "auto",
+    has_alpha: bool = False,
+    linear: bool = False,
+    **params: Any,
+) -> np.ndarray:
+    """Downscale an image with a pooling method.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        Channels last; dtype uint8, uint16, float32 or float64.  Integer
+        images are pooled as values in [0, 1]; float images as they are.
+        The array is never modified.
+    method : str
+        One of ``downpool.METHODS``: ``avg``, ``max``, ``lp``, ``softpool``,
+        ``stochastic``, ``dpp``, ``dpid``.
+    kernel_size : int or (int, int), optional
+        Integer pooling window; windows at the bottom and right edges may be
+        partial.  For ``dpid``, k means ``size=(ceil(H/k), ceil(W/k))``.
+    stride : int or (int, int), optional
+        Step between windows (default: ``kernel_size``).  Not with ``dpid``.
+    size : (int, int), optional
+        Output (height, width), at most the input's: each output pixel pools
+        its box of the input, with fractional coverage at the box edges.
+    scale : float, optional
+        In (0, 1]: ``size = max(1, round(n * scale))`` per axis.
+    device : {"auto", "cpu", "cuda"}
+        Where to compute.  ``"auto"`` is the CPU until the CUDA path exists.
+    has_alpha : bool
+        The last channel is alpha: colour is pooled premultiplied by it, and
+        alpha is not a colour channel for ``dpid``'s distance.  Arrays are
+        plain channels unless this is set.
+    linear : bool
+        Pool the colour channels in linear light: decode from sRGB first and
+        encode the result back.
+    **params
+        The method's parameters (see ``downpool.METHODS[method].params``).
+
+    Returns
+    -------
+    ndarray
+        The downscaled image, with the input's dtype and number of dimensions.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or parameter, a value outside its range, a
+        bad geometry, an output larger than the input, NaN/inf input, or
+        negative input to ``lp`` or ``stochastic``.
+    TypeError
+        For an unsupported dtype.
+    DeviceUnavailableError
+        For ``device="cuda"`` without a usable CUDA GPU.
+
+    Examples
+    --------
+    >>> import numpy as np, downpool
+    >>> img = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    >>> downpool.downscale(img, "max", kernel_size=2)
+    array([[ 5,  7],
+           [13, 15]], dtype=uint8)
+    """
+    spec = get_method(method)
+    values = resolve_params(spec, params)
+    arr = check_image(image)
+    rows, cols = plan_windows(spec.name, spec.area_only, arr.shape[:2],
+                              kernel_size, stride, size, scale)
+    kernels = _kernels(device)
+    img = np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, np.newaxis])
+    channels = img.shape[2]
+    if has_alpha and channels < 2:
+        raise ValueError(f"{spec.name}: has_alpha needs at least 2 channels, got {channels}")
+    if spec.needs_nonnegative and arr.dtype.kind == "f" and arr.min() < 0:
+        raise ValueError(
+            f"{spec.name}: needs non-negative values, but the image's minimum is {arr.min()!r}"
+        )
+    top = dtype_max(arr.dtype)
+    out_shape = (rows.size, cols.size, channels)
+    n_colour = channels - 1 if has_alpha else channels
+    job = PoolJob(
+        image=img, in_scale=1.0 / top, rows=rows, cols=cols,
+        out=np.empty(out_shape, dtype=arr.dtype), out_max=top, out_int=arr.dtype.kind == "u",
+        n_colour=n_colour, value_mode=1 if channels in (3, 4) else 0,
+    )
+    pool = getattr(kernels, f"pool_{spec.name}")
+    if not (linear or has_alpha):
+        pool(job, **values)
+        out = job.out
+    else:
+        # Transfer function and premultiplication need float working values.
+        work = img.astype(np.float64 if arr.dtype == np.float64 else np.float32) * np.float32(1.0 / top)
+        if linear:
+            colour.srgb_to_linear(work[..., :n_colour])
+        if has_alpha:
+            colour.premultiply(work)
+        result = np.empty(out_shape, dtype=np.float64)
+        pool(dataclasses.replace(job, image=work, in_scale=1.0).with_output(result), **values)
+        if has_alpha:
+            colour.unpremultiply(result)
+        if linear:
+            colour.linear_to_srgb(result[..., :n_colour])
+        out = quantize(result, arr.dtype)
+    return out if arr.ndim == 3 else out[:, :, 0]

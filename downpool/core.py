@@ -1,0 +1,135 @@
+"""Helpers shared by the API and the kernels of every device.
+
+Pure NumPy (no Numba): the image checks and dtype rules of SPEC section 1,
+the :class:`PoolJob` that carries one call's arrays to a kernel, and the
+small output-sized steps (the DPID guide smoothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import AxisWindows
+
+__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "PoolJob", "smooth_guide",
+           "quantize"]
+
+#: Input dtypes downpool accepts; the result has the same dtype.
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32),
+                    np.dtype(np.float64))
+
+
+def dtype_max(dtype: np.dtype) -> float:
+    """The value that means 1.0: 255 for uint8, 65535 for uint16, 1 for floats."""
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
+
+
+def check_image(image) -> np.ndarray:
+    """Return ``image`` as an ndarray of a supported dtype in native byte order.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than uint8, uint16, float32, float64.
+    ValueError
+        For anything but 2-D or 3-D, an empty axis, or NaN/inf values.
+    """
+    arr = np.asarray(image)
+    if arr.dtype.kind in "uf" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"image dtype {arr.dtype} is not supported: use uint8, uint16, float32 or float64"
+        )
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"image must be 2-D (H, W) or 3-D (H, W, C), got a {arr.ndim}-D array of shape {arr.shape}"
+        )
+    if 0 in arr.shape:
+        raise ValueError(f"image has an empty axis: shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        # min and max propagate NaN and show inf, without a full-size temporary.
+        lo, hi = arr.min(), arr.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("image contains NaN or infinite values")
+    return arr
+
+
+@dataclass(frozen=True)
+class PoolJob:
+    """One kernel call: the input, its windows and where the result goes.
+
+    Attributes
+    ----------
+    image : ndarray, shape (H, W, C)
+        C-contiguous input, in its own dtype.
+    in_scale : float
+        Multiplier that takes stored values to working values (1/255, 1/65535, 1).
+    rows, cols : AxisWindows
+        Windows of each axis.
+    out : ndarray, shape (out_h, out_w, C)
+        Written by the kernel.
+    out_max : float
+        Working value 1.0 is stored as ``out_max`` (255, 65535 or 1).
+    out_int : bool
+        ``out`` is an integer array: values are rounded half up and clipped.
+    n_colour : int
+        Leading channels that are colour (all, or all but a trailing alpha).
+    value_mode : int
+        Stochastic pooling's pixel value: 1 luma of channels 0-2, 0 mean of the colour channels.
+    """
+
+    image: np.ndarray
+    in_scale: float
+    rows: AxisWindows
+    cols: AxisWindows
+    out: np.ndarray
+    out_max: float
+    out_int: bool
+    n_colour: int
+    value_mode: int
+
+    def kernel_args(self) -> tuple:
+        """The leading arguments every window kernel takes."""
+        gy, gx = self.rows, self.cols
+        return (self.image, self.in_scale, gy.start, gy.count, gy.weight,
+                gx.start, gx.count, gx.weight, self.out, self.out_max, self.out_int)
+
+    def with_output(self, out: np.ndarray) -> "PoolJob":
+        """The same job writing working values (unscaled floats) to ``out``."""
+        return dataclasses.replace(self, out=out, out_max=1.0, out_int=False)
+
+
+def _smooth_axis(g: np.ndarray, axis: int) -> np.ndarray:
+    """[1 2 1] along ``axis``; neighbours outside are left out, the rest renormalised."""
+    n = g.shape[axis]
+    if n == 1:
+        return g
+    g = np.moveaxis(g, axis, 0)
+    acc = 2.0 * g
+    acc[1:] += g[:-1]
+    acc[:-1] += g[1:]
+    norm = np.full(n, 4.0)
+    norm[0] = norm[-1] = 3.0
+    acc /= norm.reshape((n,) + (1,) * (g.ndim - 1))
+    return np.moveaxis(acc, 0, axis)
+
+
+def smooth_guide(guide: np.ndarray) -> np.ndarray:
+    """DPID's ``Gs``: ``guide`` smoothed by ``[1 2 1]^T [1 2 1]`` with border renormalisation.
+
+    The kernel is separable and the neighbours that exist form a product set,
+    so smoothing rows then columns, each renormalised, is the 2-D definition.
+    """
+    return np.ascontiguousarray(_smooth_axis(_smooth_axis(guide, 0), 1))
+
+
+def quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Working values to ``dtype``: integers are scaled, rounded half up and clipped."""
+    if dtype.kind == "f":
+        return values.astype(dtype, copy=False)
+    top = dtype_max(dtype)
+    return np.clip(np.floor(values * top + 0.5), 0, top).astype(dtype)

@@ -1,0 +1,166 @@
+"""Window geometry: which input pixels feed each output pixel, and how much.
+
+Both geometries of SPEC section 2 are separable, so each axis is described on
+its own by :class:`AxisWindows` and a pixel's coverage is the product of its
+row and column coverages.  The per-axis coverages are stored *normalised*
+(each window's weights sum to 1): every method is a ratio of coverage-weighted
+sums or ignores the size of the weights, so this changes no result, and it
+keeps weighted sums of large float values from overflowing.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AxisWindows", "pooling_axis", "area_axis", "plan_windows"]
+
+
+@dataclass(frozen=True)
+class AxisWindows:
+    """The windows of one axis.
+
+    Attributes
+    ----------
+    start : ndarray of int64, shape (n_out,)
+        First input index of each window.
+    count : ndarray of int64, shape (n_out,)
+        Number of input indices in each window (all with coverage > 0).
+    weight : ndarray of float64, shape (n_out, max(count))
+        ``weight[i, t]`` is the coverage of input ``start[i] + t``, divided by
+        the window's total coverage; zero past ``count[i]``.
+    """
+
+    start: np.ndarray
+    count: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Number of output pixels along this axis."""
+        return int(self.start.shape[0])
+
+
+def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
+    """Integer pooling windows: kernel ``k``, stride ``s``, partial edge windows.
+
+    ``n_out = ceil((n_in - k) / s) + 1`` when ``n_in >= k``, else 1; window ``i``
+    reads ``[i*s, min(i*s + k, n_in))``.
+    """
+    n_out = -(-(n_in - k) // s) + 1 if n_in >= k else 1
+    start = np.arange(n_out, dtype=np.int64) * s
+    count = np.minimum(start + k, n_in) - start
+    weight = np.zeros((n_out, int(count.max())), dtype=np.float64)
+    for i, c in enumerate(count):
+        weight[i, :c] = 1.0 / c
+    return AxisWindows(start, count, weight)
+
+
+def area_axis(n_in: int, n_out: int) -> AxisWindows:
+    """Arbitrary-size windows: output ``i`` covers ``[i*n_in/n_out, (i+1)*n_in/n_out)``.
+
+    Coverages are computed in integers (units of ``1/n_out`` of a pixel), so
+    there are no slivers of rounding error at window edges.
+    """
+    lo = np.arange(n_out, dtype=np.int64) * n_in  # box start, in units of 1/n_out
+    hi = lo + n_in
+    start = lo // n_out
+    end = -(-hi // n_out)  # first input pixel not touched
+    count = end - start
+    weight = np.zeros((n_out, int(count.max())), dtype=np.float64)
+    for i in range(n_out):
+        q = np.arange(start[i], end[i], dtype=np.int64)
+        overlap = np.minimum(hi[i], (q + 1) * n_out) - np.maximum(lo[i], q * n_out)
+        weight[i, : count[i]] = overlap / n_in  # overlap / n_out, normalised by n_in / n_out
+    return AxisWindows(start, count, weight)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _pair(method: str, name: str, value: Any) -> tuple[int, int]:
+    """Accept ``k`` or ``(kh, kw)`` of positive integers."""
+    if _positive_int(value):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(_positive_int(v) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(
+        f"{method}: {name} must be a positive integer or a pair (h, w) of them, got {value!r}"
+    )
+
+
+def output_size_for_scale(method: str, shape: tuple[int, int], scale: Any) -> tuple[int, int]:
+    """``max(1, round(n * scale))`` per axis, for ``scale`` in (0, 1]."""
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, numbers.Real)
+        or not math.isfinite(scale)
+        or not 0 < scale <= 1
+    ):
+        raise ValueError(
+            f"{method}: scale must be a number in (0, 1] (downpool only downscales), got {scale!r}"
+        )
+    return tuple(max(1, round(n * float(scale))) for n in shape)  # type: ignore[return-value]
+
+
+def plan_windows(
+    method: str,
+    area_only: bool,
+    shape: tuple[int, int],
+    kernel_size: Any = None,
+    stride: Any = None,
+    size: Any = None,
+    scale: Any = None,
+) -> tuple[AxisWindows, AxisWindows]:
+    """Validate the geometry arguments of :func:`downpool.downscale` and build the windows.
+
+    Parameters
+    ----------
+    method : str
+        Method name, for error messages.
+    area_only : bool
+        The method always uses the arbitrary-size geometry (``dpid``).
+    shape : (int, int)
+        Input height and width.
+    kernel_size, stride, size, scale
+        As in :func:`downpool.downscale`: at most one of ``kernel_size``,
+        ``size`` and ``scale``; none means ``kernel_size=2``.
+
+    Returns
+    -------
+    rows, cols : AxisWindows
+    """
+    given = [n for n, v in (("kernel_size", kernel_size), ("size", size), ("scale", scale))
+             if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"{method}: give at most one of kernel_size, size, scale (got {' and '.join(given)})")
+    if stride is not None:
+        if area_only:
+            raise ValueError(f"{method}: stride is not accepted ({method} always uses area geometry)")
+        if size is not None or scale is not None:
+            raise ValueError(f"{method}: stride goes only with kernel_size, not with size or scale")
+    h, w = shape
+    if size is None and scale is None:
+        kh, kw = _pair(method, "kernel_size", 2 if kernel_size is None else kernel_size)
+        if area_only:
+            size = (-(-h // kh), -(-w // kw))
+        else:
+            sh, sw = (kh, kw) if stride is None else _pair(method, "stride", stride)
+            return pooling_axis(h, kh, sh), pooling_axis(w, kw, sw)
+    elif scale is not None:
+        size = output_size_for_scale(method, shape, scale)
+    oh, ow = _pair(method, "size", size)
+    if oh > h or ow > w:
+        raise ValueError(
+            f"{method}: size {oh}x{ow} (HxW) is larger than the {h}x{w} input; downpool only downscales"
+        )
+    return area_axis(h, oh), area_axis(w, ow)
