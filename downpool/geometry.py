@@ -49,9 +49,13 @@ def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     """Integer pooling windows: kernel ``k``, stride ``s``, partial edge windows.
 
     ``n_out = ceil((n_in - k) / s) + 1`` when ``n_in >= k``, else 1; window ``i``
-    reads ``[i*s, min(i*s + k, n_in))``.
+    reads ``[i*s, min(i*s + k, n_in))``.  With a stride larger than the kernel
+    that formula can count a last window that starts past the edge and so
+    holds no pixel; it is dropped (as PyTorch's ``ceil_mode`` does), which
+    caps ``n_out`` at ``ceil(n_in / s)``.
     """
     n_out = -(-(n_in - k) // s) + 1 if n_in >= k else 1
+    n_out = min(n_out, -(-n_in // s))
     start = np.arange(n_out, dtype=np.int64) * s
     count = np.minimum(start + k, n_in) - start
     weight = np.zeros((n_out, int(count.max())), dtype=np.float64)
