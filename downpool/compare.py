@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from .api import downscale
@@ -58,9 +58,8 @@ from .methods import METHODS, MethodSpec, resolve_params
 __all__ = [
     "UPSAMPLE_FILTERS", "AGAINST", "BASELINES", "Score", "ImageComparison",
     "to_unit_float", "resize_float", "parse_methods", "compare_image", "mean_scores",
-    "best_marks", "format_table", "format_csv", "format_json", "montage", "montage_size",
-    "save_montage",
-    "load_image",
+    "best_marks", "format_table", "format_csv", "format_json", "montage_cells", "montage",
+    "montage_size", "save_montage",
 ]
 
 #: ``upsample`` names and the Pillow filters they mean.
@@ -674,58 +673,81 @@ def montage_size(n_images: int, n_tiles: int) -> tuple[int, int]:
             n_images * rows * (TILE_SIDE + LABEL_HEIGHT + GAP) + GAP)
 
 
-def montage(comparisons: Sequence[ImageComparison]) -> Image.Image:
+#: One montage cell: its picture and its label lines, each line a list of
+#: ``(text, is_best)`` pieces (a best value is drawn in red).
+MontageCell = tuple[Image.Image, list[list[tuple[str, bool]]]]
+
+
+def montage_cells(comparison: ImageComparison) -> list[MontageCell]:
+    """The cells of one image's montage block: the original crop, then one per score.
+
+    The region with the most detail (see ``_detail_window``; ``CROP_SIDE``
+    output pixels a side, or the whole output if smaller) is cut from X and
+    from every output, and each crop is enlarged with nearest neighbour so
+    its pixels show; labels give the method, its parameters and its
+    SSIM/PSNR.  Needs a comparison made with ``keep_outputs=True``; the cells
+    are small, so a caller going through many images can keep these and drop
+    the comparison.
+    """
+    x = comparison.original
+    if x is None:
+        raise ValueError("a montage needs a comparison made with keep_outputs=True")
+    out_h, out_w = comparison.scores[0].size
+    crop = (min(CROP_SIDE, out_h), min(CROP_SIDE, out_w))
+    top, left = _detail_window(x, comparison, crop)
+    fy, fx = comparison.footprint
+    y0, x0 = round(top * fy), round(left * fx)
+    y1 = min(x.shape[0], round((top + crop[0]) * fy))
+    x1 = min(x.shape[1], round((left + crop[1]) * fx))
+    cells: list[MontageCell] = [(
+        _tile(x[y0:y1, x0:x1], nearest=False),
+        [[(f"original: {os.path.basename(comparison.image)}", False)],
+         [(f"{x1 - x0}x{y1 - y0} px at ({x0}, {y0})", False)]],
+    )]
+    for s, mark in zip(comparison.scores, best_marks(comparison.scores)):
+        y = comparison.outputs[s.label][top:top + crop[0], left:left + crop[1]]
+        suffix = " (reference)" if s.reference else ""
+        cells.append((_tile(y, nearest=True),
+                      [[(s.label + suffix, False)],
+                       [(f"SSIM {s.ssim:.4f}", mark["ssim"]),
+                        (f"PSNR {_psnr_text(s.psnr)}", mark["psnr"])]]))
+    return cells
+
+
+def montage(images: Sequence[ImageComparison | list[MontageCell]]) -> Image.Image:
     """The picture to look at before choosing: what each method keeps of the detail.
 
-    For every image (made with ``keep_outputs=True``): the region with the
-    most detail (see ``_detail_window``; ``CROP_SIDE`` output pixels a side,
-    or the whole output if smaller) is cut from X and from every output, and
-    each crop is enlarged with nearest neighbour so its pixels show.  Cells
-    are labelled with the method, its parameters and its SSIM/PSNR (the
-    best of each marked in red, as in the table).  Each image is a block of
-    cells ``MONTAGE_COLUMNS`` wide, the original crop first; the size is
-    :func:`montage_size`.
+    Parameters
+    ----------
+    images : sequence of ImageComparison or of lists of cells
+        Comparisons made with ``keep_outputs=True``, or their
+        :func:`montage_cells`; all with the same methods.
 
     Returns
     -------
     PIL.Image.Image
-        An RGB image.
+        An RGB image of :func:`montage_size`: each image is a block of cells
+        ``MONTAGE_COLUMNS`` wide, the original crop first, then each method
+        and baseline in table order.
     """
-    if not comparisons:
-        raise ValueError("montage needs at least one image")
-    n_tiles = len(comparisons[0].scores) + 1
-    width, height = montage_size(len(comparisons), n_tiles)
+    blocks = [montage_cells(item) if isinstance(item, ImageComparison) else item
+              for item in images]
+    if not blocks:
+        raise ValueError("a montage needs at least one image")
+    n_tiles = len(blocks[0])
+    if any(len(cells) != n_tiles for cells in blocks):
+        raise ValueError("every image of a montage needs the same methods")
+    width, height = montage_size(len(blocks), n_tiles)
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     columns = min(n_tiles, MONTAGE_COLUMNS)
-    block = -(-n_tiles // columns) * (TILE_SIDE + LABEL_HEIGHT + GAP)
-    for index, comparison in enumerate(comparisons):
-        x = comparison.original
-        if x is None or len(comparison.scores) + 1 != n_tiles:
-            raise ValueError("montage needs comparisons made with keep_outputs=True and the same methods")
-        out_h, out_w = comparison.scores[0].size
-        crop = (min(CROP_SIDE, out_h), min(CROP_SIDE, out_w))
-        top, left = _detail_window(x, comparison, crop)
-        fy, fx = comparison.footprint
-        y0, x0 = round(top * fy), round(left * fx)
-        y1 = min(x.shape[0], round((top + crop[0]) * fy))
-        x1 = min(x.shape[1], round((left + crop[1]) * fx))
-        # A cell: its picture and label lines, each line a list of (text, is_best) pieces.
-        cells = [(_tile(x[y0:y1, x0:x1], nearest=False),
-                  [[(f"original: {os.path.basename(comparison.image)}", False)],
-                   [(f"{x1 - x0}x{y1 - y0} px at ({x0}, {y0})", False)]])]
-        for s, mark in zip(comparison.scores, best_marks(comparison.scores)):
-            y = comparison.outputs[s.label][top:top + crop[0], left:left + crop[1]]
-            suffix = " (reference)" if s.reference else ""
-            cells.append((_tile(y, nearest=True),
-                          [[(s.label + suffix, False)],
-                           [(f"SSIM {s.ssim:.4f}", mark["ssim"]),
-                            (f"PSNR {_psnr_text(s.psnr)}", mark["psnr"])]]))
+    block_height = -(-n_tiles // columns) * (TILE_SIDE + LABEL_HEIGHT + GAP)
+    for index, cells in enumerate(blocks):
         for i, (picture, lines) in enumerate(cells):
             row, col = divmod(i, columns)
             cx = GAP + col * (TILE_SIDE + GAP)
-            cy = GAP + index * block + row * (TILE_SIDE + LABEL_HEIGHT + GAP)
+            cy = GAP + index * block_height + row * (TILE_SIDE + LABEL_HEIGHT + GAP)
             canvas.paste(picture, (cx, cy))
             for j, pieces in enumerate(lines):
                 for k, (text, best) in enumerate(pieces):
@@ -751,41 +773,3 @@ def save_montage(picture: Image.Image, path: str | os.PathLike) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-
-
-# --- files -------------------------------------------------------------------
-
-
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, bool]:
-    """Read an image file as ``(pixels, has_alpha)``, EXIF orientation applied.
-
-    A stand-in until ``downpool.io.read_image`` exists: modes 1, L, LA, RGB,
-    RGBA and 16-bit grey are read as they are; palette images become RGB or
-    RGBA (when they have transparency), CMYK and others become RGB.
-
-    Raises
-    ------
-    OSError, ValueError
-        When Pillow cannot read the file (the message says why).
-    """
-    with Image.open(path) as opened:
-        picture = ImageOps.exif_transpose(opened)
-        mode = picture.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            values = np.asarray(picture)
-            if values.min() < 0 or values.max() > 65535:
-                raise ValueError(f"32-bit integer image with values outside 0..65535 ({mode})")
-            return values.astype(np.uint16), False
-        if mode == "F":
-            return np.asarray(picture, dtype=np.float32).copy(), False  # must lie in [0, 1]
-        if mode == "1":
-            picture = picture.convert("L")
-        elif mode == "P":
-            transparent = "transparency" in picture.info
-            picture = picture.convert("RGBA" if transparent else "RGB")
-        elif mode == "PA":
-            picture = picture.convert("RGBA")
-        elif mode not in ("L", "LA", "RGB", "RGBA"):
-            picture = picture.convert("RGB")
-        pixels = np.asarray(picture).copy()
-        return pixels, picture.mode in ("LA", "RGBA")
