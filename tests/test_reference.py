@@ -1,0 +1,428 @@
+"""Every method's kernel against the independent float64 reference in ``reference.py``.
+
+Tolerances are stated once, in ``reference.assert_matches``: floats within
+1e-5 relative/absolute (absolute part scaled by the data's magnitude), integers
+within 1 unit of the rounded float64 result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import downpool  # noqa: E402
+from reference import (  # noqa: E402
+    area_axis,
+    assert_matches,
+    dtype_max,
+    reference_downscale,
+    to_work,
+)
+
+SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images")
+
+DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
+LAYOUTS = ["2d", 1, 3, 4]  # (H, W) or (H, W, C)
+
+#: (method, params) for the deterministic methods; stochastic sample mode is
+#: tested statistically in test_limits.py.
+METHOD_CASES = [
+    ("avg", {}),
+    ("max", {}),
+    ("lp", {}),
+    ("lp", {"p": 0.5}),
+    ("softpool", {}),
+    ("stochastic", {"mode": "expectation"}),
+    ("dpp", {}),
+    ("dpp", {"alpha": 0.3, "lam": 2.0, "variant": "asym"}),
+    ("dpid", {}),
+    ("dpid", {"lam": 0.5}),
+]
+CASE_IDS = [m + "".join(f"-{k}={v}" for k, v in p.items()) for m, p in METHOD_CASES]
+
+#: Geometry keyword sets on a 13x17 image: identity, integer kernels, a
+#: rectangular one, overlapping strides, strides larger than the kernel (gaps),
+#: partial edge windows, a kernel larger than the image, fractional-coverage
+#: sizes and scales.
+GEOMETRIES = [
+    {"kernel_size": 1},
+    {"kernel_size": 2},
+    {"kernel_size": 3},
+    {"kernel_size": (2, 3)},
+    {"kernel_size": 2, "stride": 1},
+    {"kernel_size": 3, "stride": 2},
+    {"kernel_size": 2, "stride": 3},
+    {"kernel_size": (3, 2), "stride": (1, 4)},
+    {"kernel_size": 20},
+    {"size": (5, 7)},
+    {"size": (13, 6)},
+    {"size": (1, 1)},
+    {"scale": 0.37},
+    {},
+]
+
+
+def downscale(image, method, **kw):
+    return downpool.downscale(image, method, device="cpu", **kw)
+
+
+def geometry_ok(method, geom):
+    """dpid always uses the area geometry and rejects ``stride``."""
+    return not (method == "dpid" and "stride" in geom)
+
+
+def random_image(rng, shape, dtype, layout=None, lo=0.0, hi=1.0):
+    """Random image; integer dtypes use their full range, floats ``[lo, hi]``.
+
+    A few pixels are set to the extremes (0 and max) so that saturation is exercised.
+    """
+    if layout is not None and layout != "2d":
+        shape = (*shape, layout)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u":
+        top = int(dtype_max(dtype))
+        img = rng.integers(0, top + 1, size=shape).astype(dtype)
+        flat = img.reshape(-1)
+        n = max(1, flat.size // 20)
+        flat[rng.integers(0, flat.size, n)] = 0
+        flat[rng.integers(0, flat.size, n)] = top
+    else:
+        img = (lo + (hi - lo) * rng.random(shape)).astype(dtype)
+    return img
+
+
+def check(image, method, params, geom, *, data_scale=1.0, has_alpha=False, linear=False, tol=None):
+    """Run the kernel and the reference and compare them."""
+    before = image.copy()
+    out = downscale(image, method, has_alpha=has_alpha, linear=linear, **geom, **params)
+    assert np.array_equal(image, before), "the input was modified"
+    ref = reference_downscale(image, method, has_alpha=has_alpha, linear=linear, **geom, **params)
+    extra = {} if tol is None else {"tol": tol}
+    assert_matches(out, ref, image.dtype, data_scale=data_scale,
+                   what=f"{method} {params} {geom} {image.dtype} {image.shape}", **extra)
+    return out, ref
+
+
+# ------------------------------------------------------- the reference itself --
+
+def test_area_coverage_by_supersampling():
+    """The reference's fractional coverages equal an average over a supersampled image.
+
+    Repeating every input pixel ``out`` times turns the box
+    ``[i*n/out, (i+1)*n/out)`` into the whole pixels ``[i*n, (i+1)*n)``.
+    """
+    rng = np.random.default_rng(1)
+    for n, n_out in [(13, 5), (17, 7), (10, 10), (9, 1), (7, 6)]:
+        x = rng.random(n)
+        ax = area_axis(n, n_out)
+        super_ = np.repeat(x, n_out)
+        for i in range(n_out):
+            expected = super_[i * n:(i + 1) * n].mean()
+            got = (ax.cov[i] * x[ax.idx[i]]).sum() / ax.cov[i].sum()
+            assert got == pytest.approx(expected, rel=1e-12)
+            assert ax.cov[i].sum() == pytest.approx(n / n_out, rel=1e-12)
+            assert np.all(ax.cov[i] > 0) and np.all(ax.cov[i] <= 1)
+
+
+def test_reference_softpool_matches_naive_formula():
+    """The max-subtracted softpool equals the naive formula where that does not overflow."""
+    rng = np.random.default_rng(2)
+    a = rng.random((9, 3))
+    c = rng.random(9) + 0.1
+    beta = 7.0
+    naive = (c[:, None] * np.exp(beta * a) * a).sum(0) / (c[:, None] * np.exp(beta * a)).sum(0)
+    from reference import pool_dpp, pool_lp, pool_softpool
+
+    assert np.allclose(pool_softpool(a, c, beta), naive, rtol=1e-13)
+    p = 3.5
+    assert np.allclose(pool_lp(a, c, p), ((c[:, None] * a**p).sum(0) / c.sum()) ** (1 / p), rtol=1e-13)
+    g = (c[:, None] * a).sum(0) / c.sum()
+    w = c[:, None] * (0.2 + ((a - g) ** 2 + 1e-3) ** (2.5 / 2))
+    assert np.allclose(pool_dpp(a, c, 0.2, 2.5, "sym"), (w * a).sum(0) / w.sum(0), rtol=1e-13)
+
+
+# ------------------------------------------------------ random arrays --
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda v: f"C{v}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+def test_random_arrays_every_geometry(method, params, dtype, layout):
+    rng = np.random.default_rng(hash((method, str(params), np.dtype(dtype).name, layout)) % 2**32)
+    image = random_image(rng, (13, 17), dtype, layout)
+    for geom in GEOMETRIES:
+        if geometry_ok(method, geom):
+            check(image, method, params, geom)
+
+
+@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+def test_large_window_accumulation(method, params):
+    """One window of 48x48 = 2304 pixels: the float32 accumulators keep 1e-5 relative accuracy."""
+    rng = np.random.default_rng(3)
+    image = (0.5 + 0.5 * rng.random((48, 48, 3))).astype(np.float32)
+    check(image, method, params, {"kernel_size": 48})
+    check(image, method, params, {"size": (1, 1)})
+    check(image, method, params, {"size": (3, 2)})
+
+
+# ------------------------------------------------------ extreme parameters --
+
+def _range_cases():
+    """(name, image, data_scale) for the value-range tests."""
+    rng = np.random.default_rng(4)
+    shape = (11, 14, 3)
+    return [
+        ("f64-unit", rng.random(shape), 1.0),
+        ("f32-unit", rng.random(shape).astype(np.float32), 1.0),
+        ("u8", random_image(rng, shape[:2], np.uint8, 3), 1.0),
+        ("u16", random_image(rng, shape[:2], np.uint16, 3), 1.0),
+        ("f64-1e6", rng.uniform(-1e6, 1e6, shape), 1e6),
+        ("f32-1e6", rng.uniform(-1e6, 1e6, shape).astype(np.float32), 1e6),
+        ("f64-offset", 1e6 + rng.random(shape), 1e6),
+        ("f64-tiny", 1e-6 * rng.random(shape), 1.0),
+    ]
+
+
+RANGE_CASES = _range_cases()
+EXTREME_GEOMS = [{"kernel_size": 3}, {"kernel_size": 3, "stride": 2}, {"size": (4, 5)}]
+
+
+@pytest.mark.parametrize("beta", [0.0, 1e-3, 4.4, 60.0, 1e3, 1e4])
+@pytest.mark.parametrize("case", RANGE_CASES, ids=[c[0] for c in RANGE_CASES])
+def test_softpool_any_beta_any_range(case, beta):
+    _, image, scale = case
+    for geom in EXTREME_GEOMS:
+        check(image, "softpool", {"beta": beta}, geom, data_scale=scale)
+
+
+NONNEG_CASES = [c for c in RANGE_CASES if c[0] in ("f64-unit", "f32-unit", "u8", "u16", "f64-tiny")]
+NONNEG_CASES.append(("f64-0-1e6", np.random.default_rng(5).uniform(0, 1e6, (11, 14, 3)), 1e6))
+
+
+def _with_zero_windows(image):
+    """Zero the top-left 3x3 block and one pixel, so some windows are all zero."""
+    image = image.copy()
+    image[:3, :3] = 0
+    image[5, 7] = 0
+    return image
+
+
+@pytest.mark.parametrize("p", [0.01, 0.5, 1.0, 2.0, 10.0, 100.0, 1000.0])
+@pytest.mark.parametrize("case", NONNEG_CASES, ids=[c[0] for c in NONNEG_CASES])
+def test_lp_any_p(case, p):
+    _, image, scale = case
+    image = _with_zero_windows(image)
+    for geom in EXTREME_GEOMS:
+        check(image, "lp", {"p": p}, geom, data_scale=scale)
+
+
+@pytest.mark.parametrize("case", NONNEG_CASES, ids=[c[0] for c in NONNEG_CASES])
+def test_stochastic_expectation_ranges(case):
+    _, image, scale = case
+    image = _with_zero_windows(image)
+    for geom in EXTREME_GEOMS:
+        check(image, "stochastic", {"mode": "expectation"}, geom, data_scale=scale)
+
+
+@pytest.mark.parametrize("variant", ["sym", "asym"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1e3])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0, 4.0, 30.0, 100.0])
+@pytest.mark.parametrize("case", RANGE_CASES[:4], ids=[c[0] for c in RANGE_CASES[:4]])
+def test_dpp_any_lam_alpha(case, lam, alpha, variant):
+    _, image, scale = case
+    for geom in EXTREME_GEOMS:
+        check(image, "dpp", {"lam": lam, "alpha": alpha, "variant": variant}, geom, data_scale=scale)
+
+
+@pytest.mark.parametrize("variant", ["sym", "asym"])
+@pytest.mark.parametrize("lam", [0.0, 1.0, 100.0])
+@pytest.mark.parametrize("case", RANGE_CASES[4:], ids=[c[0] for c in RANGE_CASES[4:]])
+def test_dpp_large_ranges(case, lam, variant):
+    """Values far outside [0, 1]: eps^2 stays 1e-3 in working units; no NaN/inf for lam up to 100."""
+    _, image, scale = case
+    for geom in EXTREME_GEOMS:
+        check(image, "dpp", {"lam": lam, "variant": variant}, geom, data_scale=scale)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 4.0, 30.0, 100.0])
+@pytest.mark.parametrize("case", RANGE_CASES, ids=[c[0] for c in RANGE_CASES])
+def test_dpid_any_lam(case, lam):
+    _, image, scale = case
+    for geom in [{"kernel_size": 3}, {"size": (4, 5)}, {"scale": 0.6}]:
+        check(image, "dpid", {"lam": lam}, geom, data_scale=scale)
+
+
+# ------------------------------------------------------ real images --
+
+@functools.lru_cache(maxsize=None)
+def sample_image(name):
+    from PIL import Image
+
+    with Image.open(os.path.join(SAMPLES, name)) as im:
+        return np.asarray(im).copy()
+
+
+def crops():
+    """(id, uint8 crop) of every sample image: a 32x40 region with detail."""
+    out = []
+    for name, (y, x) in [("astronaut.png", (150, 200)), ("camera.png", (100, 220)),
+                         ("chelsea.png", (120, 180)), ("coffee.png", (200, 250)),
+                         ("rocket.jpg", (180, 300)), ("logo.png", (230, 230))]:
+        out.append((name, y, x))
+    return out
+
+
+def as_dtype(img_u8, dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return img_u8
+    if dtype == np.uint16:
+        return img_u8.astype(np.uint16) * 257
+    return (img_u8 / 255.0).astype(dtype)
+
+
+REAL_GEOMS = [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2}, {"kernel_size": (2, 3)},
+              {"size": (9, 13)}, {"scale": 0.3}]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("crop", crops(), ids=lambda c: c[0])
+def test_sample_images(crop, dtype):
+    name, y, x = crop
+    img = as_dtype(sample_image(name)[y:y + 32, x:x + 40], dtype)
+    has_alpha = img.ndim == 3 and img.shape[2] == 4
+    for method, params in METHOD_CASES:
+        for geom in REAL_GEOMS:
+            if geometry_ok(method, geom):
+                check(img, method, params, geom, has_alpha=has_alpha)
+
+
+# ------------------------------------------------------ alpha and linear light --
+
+ALPHA_GEOMS = [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2}, {"size": (4, 6)}]
+
+
+def alpha_image(rng, dtype, channels):
+    """Random colour with an alpha channel that has fully transparent regions."""
+    img = random_image(rng, (10, 13), dtype, channels)
+    top = dtype_max(img.dtype)
+    a = img[..., -1]
+    a[:4, :4] = 0          # whole windows transparent
+    a[6, ::2] = 0          # scattered transparent pixels
+    a[8:, 10:] = top       # opaque corner
+    return img
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+def test_premultiplied_alpha(method, params, dtype, channels):
+    rng = np.random.default_rng(6)
+    img = alpha_image(rng, dtype, channels)
+    for geom in ALPHA_GEOMS:
+        if geometry_ok(method, geom):
+            out, ref = check(img, method, params, geom, has_alpha=True)
+            # where the pooled alpha is 0, the colour is 0
+            assert np.all(out[ref[..., -1] == 0][..., :-1] == 0)
+
+
+@pytest.mark.parametrize("has_alpha", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+def test_linear_light(method, params, dtype, has_alpha):
+    rng = np.random.default_rng(7)
+    img = alpha_image(rng, dtype, 4) if has_alpha else random_image(rng, (10, 13), dtype, 3)
+    for geom in ALPHA_GEOMS:
+        if geometry_ok(method, geom):
+            check(img, method, params, geom, has_alpha=has_alpha, linear=True)
+
+
+def test_linear_light_differs_from_encoded():
+    """Averaging black and white in linear light gives sRGB ~0.735, not 0.5."""
+    img = np.array([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    assert downscale(img, "avg", kernel_size=(1, 2))[0, 0, 0] == pytest.approx(0.5)
+    assert downscale(img, "avg", kernel_size=(1, 2), linear=True)[0, 0, 0] == pytest.approx(
+        1.055 * 0.5 ** (1 / 2.4) - 0.055, rel=1e-6)
+
+
+# ------------------------------------------------------ hypothesis --
+
+@st.composite
+def images(draw, nonneg=True, max_side=24):
+    h = draw(st.integers(1, max_side))
+    w = draw(st.integers(1, max_side))
+    dtype = draw(st.sampled_from(DTYPES))
+    layout = draw(st.sampled_from(LAYOUTS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    img = random_image(rng, (h, w), dtype, layout)
+    if np.dtype(dtype).kind == "f" and not nonneg and draw(st.booleans()):
+        img = (img * 200 - 100).astype(dtype)
+    if draw(st.booleans()):  # some flat regions
+        img[: h // 2, : w // 2] = img.reshape(-1)[0]
+    return img
+
+
+@st.composite
+def geometries(draw, shape, area_only=False):
+    h, w = shape
+    kind = draw(st.sampled_from(["default", "kernel", "stride", "size", "scale"]))
+    if kind == "default":
+        return {}
+    if kind in ("kernel", "stride"):
+        kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+        geom = {"kernel_size": (kh, kw) if kh != kw or draw(st.booleans()) else kh}
+        if kind == "stride" and not area_only:
+            geom["stride"] = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+        return geom
+    if kind == "size":
+        return {"size": (draw(st.integers(1, h)), draw(st.integers(1, w)))}
+    return {"scale": draw(st.floats(0.01, 1.0))}
+
+
+PARAMS = {
+    "avg": st.just({}),
+    "max": st.just({}),
+    "lp": st.fixed_dictionaries({"p": st.one_of(st.floats(0.05, 20.0), st.floats(20.0, 1000.0))}),
+    "softpool": st.fixed_dictionaries({"beta": st.one_of(st.just(0.0), st.floats(0.0, 50.0),
+                                                         st.floats(50.0, 1e4))}),
+    "stochastic": st.just({"mode": "expectation"}),
+    "dpp": st.fixed_dictionaries({"alpha": st.one_of(st.just(0.0), st.floats(0.0, 100.0)),
+                                  "lam": st.one_of(st.floats(0.0, 5.0), st.floats(5.0, 100.0)),
+                                  "variant": st.sampled_from(["sym", "asym"])}),
+    "dpid": st.fixed_dictionaries({"lam": st.one_of(st.just(0.0), st.floats(0.0, 5.0),
+                                                    st.floats(5.0, 100.0))}),
+}
+
+
+@pytest.mark.parametrize("method", list(PARAMS))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_hypothesis_against_reference(method, data):
+    nonneg = method in ("lp", "stochastic")
+    img = data.draw(images(nonneg=nonneg))
+    geom = data.draw(geometries(img.shape[:2], area_only=method == "dpid"))
+    params = data.draw(PARAMS[method])
+    has_alpha = img.ndim == 3 and img.shape[2] >= 2 and data.draw(st.booleans())
+    scale = float(np.abs(to_work(img)).max()) if img.dtype.kind == "f" else 1.0
+    if has_alpha and img.dtype.kind == "f":
+        # alpha is a fraction: keep the data in [0, 1] for the premultiplied path
+        img = np.abs(img) / max(1.0, scale)
+        scale = 1.0
+    check(img, method, params, geom, data_scale=scale, has_alpha=has_alpha)
+
+
+def test_scale_uses_python_round():
+    """``scale`` gives ``max(1, round(n * scale))`` per axis, Python's round (half to even)."""
+    img = np.zeros((10, 30), np.float32)
+    assert downscale(img, "avg", scale=0.25).shape == (round(2.5), round(7.5))  # (2, 8)
+    assert downscale(img, "avg", scale=0.01).shape == (1, 1)
+    assert downscale(img, "dpid", kernel_size=3).shape == (math.ceil(10 / 3), 10)
