@@ -768,6 +768,11 @@ def save_montage(picture: Image.Image, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             picture.save(stream, format="PNG", optimize=True)
+        # mkstemp makes the file private (0600); give it the permissions a
+        # plainly created file would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 
@@ -298,6 +300,9 @@ def test_montage_option_writes_a_png_of_the_expected_size(tmp_path):
         assert picture.size == cmp.montage_size(2, 1 + 2 + 2)
         picture.load()
     assert sorted(p.name for p in target.parent.iterdir()) == ["montage.png"]  # no temp left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_montage_in_a_missing_folder_is_a_usage_error(tmp_path):
