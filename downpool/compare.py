@@ -473,18 +473,28 @@ def mean_scores(comparisons: Sequence[ImageComparison]) -> list[Score]:
     return means
 
 
+#: Decimals shown for each column, in tables and on the montage.
+DECIMALS = {"ssim": 4, "psnr": 2, "seconds": 4}
+
+
 def best_marks(scores: Sequence[Score]) -> list[dict[str, bool]]:
     """Which values are the best of their column: highest SSIM and PSNR, lowest seconds.
 
-    The reference row (``Score.reference``) is never best.  Ties are all marked.
+    Values are compared as they are shown (rounded to ``DECIMALS``), so that
+    two values that print alike are both marked or neither.  The reference
+    row (``Score.reference``) is never best.
     """
+    def shown(s: Score, column: str) -> float:
+        value = getattr(s, column)
+        return value if math.isinf(value) else round(value, DECIMALS[column])
+
     eligible = [s for s in scores if not s.reference]
     best = {
-        "ssim": max((s.ssim for s in eligible), default=None),
-        "psnr": max((s.psnr for s in eligible), default=None),
-        "seconds": min((s.seconds for s in eligible), default=None),
+        "ssim": max((shown(s, "ssim") for s in eligible), default=None),
+        "psnr": max((shown(s, "psnr") for s in eligible), default=None),
+        "seconds": min((shown(s, "seconds") for s in eligible), default=None),
     }
-    return [{col: (not s.reference and getattr(s, col) == best[col]) for col in best}
+    return [{column: (not s.reference and shown(s, column) == best[column]) for column in best}
             for s in scores]
 
 

@@ -173,6 +173,13 @@ def test_best_marks_skip_the_reference_row_and_keep_ties():
     assert [m["seconds"] for m in marks] == [False, True, False]
 
 
+def test_values_that_print_alike_are_marked_alike():
+    rows = [cmp.Score("i", "a", {}, (1, 1), 0.92751, 30.004, 0.1),
+            cmp.Score("i", "b", {}, (1, 1), 0.92749, 29.996, 0.1)]
+    assert [m["ssim"] for m in cmp.best_marks(rows)] == [True, True]  # both show 0.9275
+    assert [m["psnr"] for m in cmp.best_marks(rows)] == [True, True]  # both show 30.00
+
+
 def test_mean_scores_average_each_method_over_images():
     a = cmp.compare_image(_textured((16, 16, 3), 1), "avg,max", name="a")
     b = cmp.compare_image(_textured((16, 16, 3), 2), "avg,max", name="b")
