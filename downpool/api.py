@@ -106,7 +106,7 @@ def downscale(
     """
     spec = get_method(method)
     values = resolve_params(spec, params)
-    arr = check_image(image)
+    arr, value_range = check_image(image)
     rows, cols = plan_windows(spec.name, spec.area_only, arr.shape[:2],
                               kernel_size, stride, size, scale)
     kernels = _kernels(device)
@@ -114,9 +114,9 @@ def downscale(
     channels = img.shape[2]
     if has_alpha and channels < 2:
         raise ValueError(f"{spec.name}: has_alpha needs at least 2 channels, got {channels}")
-    if spec.needs_nonnegative and arr.dtype.kind == "f" and arr.min() < 0:
+    if spec.needs_nonnegative and value_range[0] < 0:
         raise ValueError(
-            f"{spec.name}: needs non-negative values, but the image's minimum is {arr.min()!r}"
+            f"{spec.name}: needs non-negative values, but the image's minimum is {value_range[0]!r}"
         )
     top = dtype_max(arr.dtype)
     out_shape = (rows.size, cols.size, channels)
@@ -124,7 +124,7 @@ def downscale(
     job = PoolJob(
         image=img, in_scale=1.0 / top, rows=rows, cols=cols,
         out=np.empty(out_shape, dtype=arr.dtype), out_max=top, out_int=arr.dtype.kind == "u",
-        n_colour=n_colour, value_mode=1 if channels in (3, 4) else 0,
+        n_colour=n_colour, value_mode=1 if channels in (3, 4) else 0, value_range=value_range,
     )
     pool = getattr(kernels, f"pool_{spec.name}")
     if not (linear or has_alpha):
@@ -138,7 +138,9 @@ def downscale(
         if has_alpha:
             colour.premultiply(work)
         result = np.empty(out_shape, dtype=np.float64)
-        pool(dataclasses.replace(job, image=work, in_scale=1.0).with_output(result), **values)
+        work_job = dataclasses.replace(job, image=work, in_scale=1.0,
+                                       value_range=(float(work.min()), float(work.max())))
+        pool(work_job.with_output(result), **values)
         if has_alpha:
             colour.unpremultiply(result)
         if linear:

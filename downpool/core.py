@@ -27,8 +27,9 @@ def dtype_max(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
-def check_image(image) -> np.ndarray:
-    """Return ``image`` as an ndarray of a supported dtype in native byte order.
+def check_image(image) -> tuple[np.ndarray, tuple[float, float]]:
+    """Return ``image`` as an ndarray of a supported dtype in native byte order,
+    with the range of its working values: (0, 1) for integers, (min, max) for floats.
 
     Raises
     ------
@@ -55,7 +56,8 @@ def check_image(image) -> np.ndarray:
         lo, hi = arr.min(), arr.max()
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError("image contains NaN or infinite values")
-    return arr
+        return arr, (float(lo), float(hi))
+    return arr, (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class PoolJob:
         Leading channels that are colour (all, or all but a trailing alpha).
     value_mode : int
         Stochastic pooling's pixel value: 1 luma of channels 0-2, 0 mean of the colour channels.
+    value_range : (float, float)
+        Bounds of the working values (``image * in_scale``), for choosing exact fast paths.
     """
 
     image: np.ndarray
@@ -91,6 +95,7 @@ class PoolJob:
     out_int: bool
     n_colour: int
     value_mode: int
+    value_range: tuple[float, float]
 
     def kernel_args(self) -> tuple:
         """The leading arguments every window kernel takes."""

@@ -33,6 +33,7 @@ __all__ = [
     "pool_stochastic",
     "pool_dpp",
     "pool_dpid",
+    "uniform_draw",
 ]
 
 # eps^2 of the DPP reward functions (SPEC section 3), on [0, 1] values.
@@ -40,14 +41,171 @@ DPP_EPS2 = 1e-3
 
 
 @njit(cache=True)
+def _stored(v, out_max, out_int):
+    """A working value as the output dtype stores it: integers scaled, rounded half up, clipped."""
+    if out_int:
+        return min(max(math.floor(v * out_max + 0.5), 0.0), out_max)
+    return v
+
+
+@njit(cache=True)
 def _store_pixel(out, i, j, res, out_max, out_int):
-    """Write ``res`` to ``out[i, j]``: scaled, rounded half up and clipped for integers."""
     for c in range(res.shape[0]):
-        v = res[c]
-        if out_int:
-            v = math.floor(v * out_max + 0.5)
-            v = min(max(v, 0.0), out_max)
-        out[i, j, c] = v
+        out[i, j, c] = _stored(res[c], out_max, out_int)
+
+
+# --- separable kernels -------------------------------------------------------
+#
+# avg, max, lp, softpool and stochastic's expectation are ratios of sums of
+# per-pixel terms weighted by c = wy * wx, so each output row is made in two
+# passes: a vertical pass that accumulates the window's rows into buffers
+# along the contiguous W*C axis (which LLVM vectorises), then a horizontal
+# pass over each window's columns.  What each mode accumulates:
+#
+#   SUM       num += w*v                      out = num * in_scale
+#   TABLE     num += w*num_table[v]           out = num^(1/param)       (lp, integer input)
+#   TABLES    num += w*num_table[v]           out = num / den           (softpool, integer input)
+#             den += w*den_table[v]
+#   SOFT      e = exp(param*(a - ref))        out = num / den           (softpool, float input
+#             num += w*e*a; den += w*e                                   of bounded range)
+#   SQUARES   num += w*a*a; den += w*a        out = ref * num / den, 0 where den = 0
+#
+# v is the stored value, a = v * in_scale the working value.
+
+MODE_SUM = 0
+MODE_TABLE = 1
+MODE_TABLES = 2
+MODE_SOFT = 3
+MODE_SQUARES = 4
+
+
+@njit(cache=True)
+def _row_chunks(n_rows):
+    """Split ``n_rows`` output rows into chunks for ``prange``: (number, rows per chunk).
+
+    Enough chunks to balance any thread count up to 64, few enough that
+    per-chunk set-up (buffer allocation) costs nothing.
+    """
+    n_chunks = min(n_rows, 256)
+    chunk = (n_rows + n_chunks - 1) // n_chunks
+    return (n_rows + chunk - 1) // chunk, chunk
+
+
+@njit(cache=True)
+def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, num, den):
+    """Add one input row's terms, weighted by ``w``, to ``num`` and ``den``.
+
+    One loop per mode, with the branch outside the element loop, so that
+    each loop vectorises.
+    """
+    n = row.shape[0]
+    if mode == MODE_SUM:
+        for x in range(n):
+            num[x] += w * row[x]
+    elif mode == MODE_TABLE:
+        for x in range(n):
+            num[x] += w * num_table[np.intp(row[x])]
+    elif mode == MODE_TABLES:
+        for x in range(n):
+            # The cast lets the float specialisations compile; they never take this branch.
+            v = np.intp(row[x])
+            num[x] += w * num_table[v]
+            den[x] += w * den_table[v]
+    elif mode == MODE_SOFT:
+        for x in range(n):
+            a = row[x] * in_scale
+            e = w * math.exp(param * (a - ref))
+            num[x] += e * a
+            den[x] += e
+    else:
+        for x in range(n):
+            a = row[x] * in_scale
+            num[x] += w * a * a
+            den[x] += w * a
+
+
+@njit(parallel=True, cache=True)
+def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
+                     mode, num_table, den_table, param, ref):
+    """Separable pooling: ``mode`` and its arguments as in the table above."""
+    height, width, channels = img.shape
+    rows = img.reshape(height, width * channels)
+    out_rows = out.reshape(out.shape[0], out.shape[1] * channels)
+    uses_den = mode != MODE_SUM and mode != MODE_TABLE
+    n_chunks, chunk = _row_chunks(out.shape[0])
+    for t in prange(n_chunks):
+        # Row buffers are made once per chunk, not per output row: a buffer
+        # above malloc's mmap threshold costs page faults each time.
+        num = np.empty(width * channels)
+        den = np.empty(width * channels if uses_den else 1)
+        out_num = np.empty(out_rows.shape[1])
+        out_den = np.empty(out_rows.shape[1] if uses_den else 1)
+        for i in range(t * chunk, min((t + 1) * chunk, out.shape[0])):
+            num[:] = 0.0
+            den[:] = 0.0
+            for r in range(yn[i]):
+                _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode, num_table, den_table,
+                                param, ref, num, den)
+            _pool_columns(num, xs, xn, xw, channels, out_num)
+            if uses_den:
+                _pool_columns(den, xs, xn, xw, channels, out_den)
+            _finish_row(out_num, out_den, in_scale, mode, param, ref, out_max, out_int,
+                        out_rows[i])
+
+
+@njit(cache=True)
+def _pool_columns(row_sums, xs, xn, xw, channels, pooled):
+    """Horizontal pass: ``pooled[j*C + c] = sum_s xw[j, s] * row_sums[(xs[j] + s)*C + c]``."""
+    for j in range(xs.shape[0]):
+        base = j * channels
+        for c in range(channels):
+            pooled[base + c] = 0.0
+        for s in range(xn[j]):
+            w = xw[j, s]
+            src = (xs[j] + s) * channels
+            for c in range(channels):
+                pooled[base + c] += w * row_sums[src + c]
+
+
+@njit(cache=True)
+def _finish_row(num, den, in_scale, mode, param, ref, out_max, out_int, out_row):
+    # One loop per mode, each simple enough to vectorise.
+    n = out_row.shape[0]
+    if mode == MODE_SUM:
+        for k in range(n):
+            out_row[k] = _stored(num[k] * in_scale, out_max, out_int)
+    elif mode == MODE_TABLE:
+        inv_p = 1.0 / param
+        for k in range(n):
+            out_row[k] = _stored(num[k] ** inv_p, out_max, out_int)
+    elif mode == MODE_SQUARES:
+        for k in range(n):
+            out_row[k] = _stored(ref * num[k] / den[k] if den[k] > 0.0 else 0.0, out_max, out_int)
+    else:
+        for k in range(n):
+            out_row[k] = _stored(num[k] / den[k], out_max, out_int)
+
+
+@njit(parallel=True, cache=True)
+def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int):
+    """Max pooling: the column-wise max of the window's rows, then the max along each window."""
+    height, width, channels = img.shape
+    rows = img.reshape(height, width * channels)
+    n_chunks, chunk = _row_chunks(out.shape[0])
+    for t in prange(n_chunks):
+        top = np.empty(width * channels, dtype=img.dtype)
+        for i in range(t * chunk, min((t + 1) * chunk, out.shape[0])):
+            top[:] = rows[ys[i]]
+            for r in range(1, yn[i]):
+                row = rows[ys[i] + r]
+                for x in range(top.shape[0]):
+                    top[x] = max(top[x], row[x])
+            for j in range(out.shape[1]):
+                for c in range(channels):
+                    m = top[xs[j] * channels + c]
+                    for s in range(1, xn[j]):
+                        m = max(m, top[(xs[j] + s) * channels + c])
+                    out[i, j, c] = _stored(m * in_scale, out_max, out_int)
 
 
 @njit(cache=True)
@@ -66,37 +224,6 @@ def _window_mean(img, in_scale, y0, ny, wy, x0, nx, wx, c):
         for s in range(nx):
             acc += wy[r] * wx[s] * img[y0 + r, x0 + s, c]
     return acc * in_scale
-
-
-# --- avg -------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _avg_window(img, in_scale, y0, ny, wy, x0, nx, wx, res):
-    for c in range(res.shape[0]):
-        res[c] = _window_mean(img, in_scale, y0, ny, wy, x0, nx, wx, c)
-
-
-@njit(parallel=True, cache=True)
-def avg_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
-        for j in range(out.shape[1]):
-            _avg_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j], res)
-            _store_pixel(out, i, j, res, out_max, out_int)
-
-
-# --- max -------------------------------------------------------------------
-
-
-@njit(parallel=True, cache=True)
-def max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
-        for j in range(out.shape[1]):
-            for c in range(res.shape[0]):
-                res[c] = _window_max(img, in_scale, ys[i], yn[i], xs[j], xn[j], c)
-            _store_pixel(out, i, j, res, out_max, out_int)
 
 
 # --- lp --------------------------------------------------------------------
@@ -221,33 +348,16 @@ def _sample_window(img, in_scale, y0, ny, wy, x0, nx, wx, u, value_mode, n_colou
         res[c] = img[pick_y, pick_x, c] * in_scale
 
 
-@njit(cache=True)
-def _expectation_window(img, in_scale, y0, ny, wy, x0, nx, wx, res):
-    for c in range(res.shape[0]):
-        num = 0.0
-        den = 0.0
-        for r in range(ny):
-            for s in range(nx):
-                a = img[y0 + r, x0 + s, c] * in_scale
-                w = wy[r] * wx[s] * a
-                num += w * a
-                den += w
-        res[c] = num / den if den > 0.0 else 0.0
-
-
 @njit(parallel=True, cache=True)
-def stochastic_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                      sample, seed, value_mode, n_colour):
+def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
+                             seed, value_mode, n_colour):
     width = out.shape[1]
     for i in prange(out.shape[0]):
         res = np.empty(img.shape[2])
         for j in range(width):
-            if sample:
-                u = uniform_draw(seed, i * width + j)
-                _sample_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j],
-                               u, value_mode, n_colour, res)
-            else:
-                _expectation_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j], res)
+            u = uniform_draw(seed, i * width + j)
+            _sample_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j],
+                           u, value_mode, n_colour, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
 
@@ -370,28 +480,77 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, gu
 
 # --- entry points ----------------------------------------------------------
 
+_NO_TABLE = np.zeros(1)
+
+# Largest exponent magnitude the separable paths allow: e^600 and e^-600 are
+# well inside float64, so no window's weights can all underflow or overflow.
+_EXP_LIMIT = 600.0
+
+
+def _separable(job: PoolJob, mode: int, num_table=_NO_TABLE, den_table=_NO_TABLE,
+               param: float = 0.0, ref: float = 0.0, in_scale: float | None = None) -> None:
+    args = list(job.kernel_args())
+    if in_scale is not None:
+        args[1] = in_scale
+    separable_kernel(*args, mode, num_table, den_table, float(param), float(ref))
+
+
+def _working_values(job: PoolJob) -> np.ndarray | None:
+    """``a`` for every stored value of an integer input (its lookup table), else None."""
+    if job.image.dtype.kind != "u":
+        return None
+    return np.arange(np.iinfo(job.image.dtype).max + 1, dtype=np.float64) * job.in_scale
+
 
 def pool_avg(job: PoolJob) -> None:
-    avg_kernel(*job.kernel_args())
+    _separable(job, MODE_SUM)
 
 
 def pool_max(job: PoolJob) -> None:
     gy, gx = job.rows, job.cols
-    max_kernel(job.image, job.in_scale, gy.start, gy.count, gx.start, gx.count,
-               job.out, job.out_max, job.out_int)
+    separable_max_kernel(job.image, job.in_scale, gy.start, gy.count, gx.start, gx.count,
+                         job.out, job.out_max, job.out_int)
 
 
 def pool_lp(job: PoolJob, p: float) -> None:
-    lp_kernel(*job.kernel_args(), float(p))
+    values = _working_values(job)
+    # Integer input: a table of a^p; the smallest non-zero a^p must stay a
+    # normal float64, else windows of small values lose precision.
+    if values is not None and p * math.log(values.shape[0] - 1) < 2 * _EXP_LIMIT:
+        _separable(job, MODE_TABLE, values ** p, param=p)
+    else:  # relative to each window's maximum, exact for any p
+        lp_kernel(*job.kernel_args(), float(p))
 
 
 def pool_softpool(job: PoolJob, beta: float) -> None:
-    softpool_kernel(*job.kernel_args(), float(beta))
+    lo, hi = job.value_range
+    if beta == 0.0:
+        _separable(job, MODE_SUM)  # e^0 = 1: exactly avg, for any range
+        return
+    # With the exponent centred on the image's mid value, every e^(beta*(a - ref))
+    # stays within e^+-600 when beta * (hi - lo) / 2 <= 600: then one separable
+    # pass is exact.  Otherwise each window subtracts its own maximum.
+    ref = 0.5 * (lo + hi)
+    if not beta * (0.5 * hi - 0.5 * lo) <= _EXP_LIMIT:
+        softpool_kernel(*job.kernel_args(), float(beta))
+        return
+    values = _working_values(job)
+    if values is None:
+        _separable(job, MODE_SOFT, param=beta, ref=ref)
+    else:
+        weights = np.exp(beta * (values - ref))
+        _separable(job, MODE_TABLES, weights * values, weights)
 
 
 def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
-    stochastic_kernel(*job.kernel_args(), mode == "sample", np.uint64(seed),
-                      job.value_mode, job.n_colour)
+    if mode == "sample":
+        stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode, job.n_colour)
+        return
+    # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
+    # overflow when squared, and multiply back.
+    top = job.value_range[1]
+    unit = top if top > 0.0 else 1.0
+    _separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
 
 
 def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:

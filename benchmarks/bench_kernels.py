@@ -1,0 +1,165 @@
+"""Throughput of every downpool method next to Pillow's ``Image.reduce`` on the same image.
+
+Run from the repository root::
+
+    python benchmarks/bench_kernels.py                 # 24 MP RGB uint8, k=2, all methods
+    python benchmarks/bench_kernels.py --dtype float32 --threads 1
+
+The image is a real photograph (``sample_images/astronaut.png``) tiled to the
+requested size, so timings are not those of noise.  MP/s counts input
+megapixels per second; each figure is the best of ``--repeat`` runs after a
+warm-up call.  The table also gives a plain copy of the image's bytes (the
+memory-bandwidth ceiling) and each method's first-call time in a fresh
+process with an empty Numba cache and with a warm one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_images" / "astronaut.png"
+
+# (label, method, params)
+CASES = [
+    ("avg", "avg", {}),
+    ("max", "max", {}),
+    ("lp", "lp", {}),
+    ("softpool", "softpool", {}),
+    ("stochastic sample", "stochastic", {"mode": "sample"}),
+    ("stochastic expectation", "stochastic", {"mode": "expectation"}),
+    ("dpp", "dpp", {}),
+    ("dpid", "dpid", {}),
+]
+
+
+def make_image(megapixels: float, dtype: str) -> np.ndarray:
+    """A 3:2 RGB image of about ``megapixels``, tiled from a sample photograph."""
+    width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
+    height = int(round(megapixels * 1e6 / width))
+    tile = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
+    img = np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
+    if dtype == "uint16":
+        return img.astype(np.uint16) * 257
+    if dtype in ("float32", "float64"):
+        return (img / 255.0).astype(dtype)
+    return img
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()  # warm-up: compiles or loads the kernel, touches the memory
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+_FIRST_CALL = """
+import time, numpy as np
+t0 = time.perf_counter()
+import downpool
+img = np.zeros((64, 64, 3), np.{dtype})
+for method, params in {cases!r}:
+    t = time.perf_counter()
+    downpool.downscale(img, method, kernel_size={k}, **params)
+    print(method, time.perf_counter() - t)
+"""
+
+
+def first_call_times(dtype: str, k: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds of each method's first call in a fresh process: empty cache, then warm."""
+    cases = [(m, p) for _, m, p in CASES]
+    code = _FIRST_CALL.format(dtype=dtype, cases=cases, k=k)
+    results = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            times: dict[str, float] = {}
+            for line in out.splitlines():
+                name, seconds = line.split()
+                times[name] = max(times.get(name, 0.0), float(seconds))
+            results.append(times)
+    return results[0], results[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--dtype", default="uint8", choices=["uint8", "uint16", "float32", "float64"])
+    parser.add_argument("-k", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=None,
+                        help="time size=scale geometry instead of -k (Pillow reduces by round(1/scale))")
+    parser.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--methods", default=None, help="comma-separated labels (default: all)")
+    parser.add_argument("--no-first-call", action="store_true", help="skip the cold/warm start-up runs")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import numba
+
+    import downpool
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    img = make_image(args.megapixels, args.dtype)
+    mp = img.shape[0] * img.shape[1] / 1e6
+    geometry = {"scale": args.scale} if args.scale else {"kernel_size": args.k}
+    factor = round(1 / args.scale) if args.scale else args.k
+
+    # Pillow's reduce works on 8-bit RGB (and float "F" single channel); compare
+    # against the 8-bit reduce of the same picture, as a user's photo would be.
+    pil = Image.fromarray(make_image(args.megapixels, "uint8"))
+    t_pillow = best_time(lambda: pil.reduce(factor), args.repeat)
+    buf = np.empty_like(img)
+    t_copy = best_time(lambda: np.copyto(buf, img), args.repeat)
+
+    cases = CASES
+    if args.methods:
+        wanted = set(args.methods.split(","))
+        cases = [c for c in CASES if c[0] in wanted or c[1] in wanted]
+    cold, warm = ({}, {}) if args.no_first_call else first_call_times(args.dtype, args.k)
+
+    print(f"# downpool {downpool.__version__}: {img.shape[1]}x{img.shape[0]} RGB {args.dtype} "
+          f"({mp:.1f} MP), {geometry}, {numba.get_num_threads()} Numba thread(s)")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}, "
+          f"Pillow {Image.__version__}")
+    print()
+    print("| method | MP/s | x Pillow reduce | first call, empty cache (s) | first call, warm cache (s) |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| Pillow `Image.reduce({factor})` (uint8, 1 thread) | {mp / t_pillow:.0f} | 1.00 | | |")
+    print(f"| copy of the image's bytes | {mp / t_copy:.0f} | {t_pillow / t_copy:.2f} | | |")
+    rows = []
+    for label, method, params in cases:
+        t = best_time(lambda: downpool.downscale(img, method, **geometry, **params), args.repeat)
+        c, w = cold.get(method), warm.get(method)
+        print(f"| {label} | {mp / t:.0f} | {t_pillow / t:.2f} | "
+              f"{'' if c is None else f'{c:.2f}'} | {'' if w is None else f'{w:.3f}'} |", flush=True)
+        rows.append({"method": label, "mp_per_s": mp / t, "ratio_to_pillow": t_pillow / t,
+                     "first_call_empty_cache_s": c, "first_call_warm_cache_s": w})
+    if args.json:
+        args.json.write_text(json.dumps({"dtype": args.dtype, "geometry": geometry, "megapixels": mp,
+                                         "threads": numba.get_num_threads(),
+                                         "pillow_mp_per_s": mp / t_pillow, "copy_mp_per_s": mp / t_copy,
+                                         "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
