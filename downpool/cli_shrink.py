@@ -1,0 +1,541 @@
+"""``downpool shrink``: downscale image files and folders.
+
+The command plans the whole batch first (which file goes where), then runs
+each file through ``io.read_image -> downpool.downscale -> io.write_image``,
+in this process or in ``-j`` worker processes.  A bad file costs only that
+file: its error is reported in one line and the batch goes on.
+
+Nothing here imports Numba: the kernels load on the first image, in the
+process that pools it, so ``downpool shrink --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import string
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
+from .methods import get_method, resolve_params
+
+__all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks"]
+
+DEFAULT_NAME = "{stem}_{method}{ext}"
+DEFAULT_NAME_IN_FOLDER = "{stem}{ext}"
+NAME_FIELDS = ("stem", "method", "ext")
+DEFAULT_MAX_PIXELS = 1_000_000_000  # the same as downpool.io.DEFAULT_MAX_PIXELS
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+# Extensions picked up when walking a folder; files named on the command line
+# are read whatever their name.
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+_EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
+                      ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+                      ".gif": "GIF"}
+_FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to do to every file of a batch (picklable, sent to worker processes).
+
+    Geometry: at most one of ``kernel_size`` (with ``stride``), ``scale``,
+    ``size`` (height, width), or ``width``/``height`` (one alone keeps the
+    aspect ratio); none means ``kernel_size=2``.
+    """
+
+    method: str
+    params: dict[str, Any]
+    kernel_size: int | None = None
+    stride: int | None = None
+    scale: float | None = None
+    size: tuple[int, int] | None = None
+    width: int | None = None
+    height: int | None = None
+    device: str = "auto"
+    linear: bool = False
+    format: str | None = None
+    quality: int | None = None
+    strip: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    skip_existing: bool = False
+
+    def geometry(self, shape: tuple[int, int]) -> dict[str, Any]:
+        """The geometry keywords of :func:`downpool.downscale` for an image of ``shape`` (H, W)."""
+        if self.width is not None or self.height is not None:
+            h, w = shape
+            if self.width is not None and self.height is not None:
+                return {"size": (self.height, self.width)}
+            if self.width is not None:
+                return {"size": (max(1, round(h * self.width / w)), self.width)}
+            return {"size": (self.height, max(1, round(w * self.height / h)))}
+        if self.size is not None:
+            return {"size": self.size}
+        if self.scale is not None:
+            return {"scale": self.scale}
+        return {"kernel_size": self.kernel_size or 2, "stride": self.stride}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One file of a batch: where it is read from and written to."""
+
+    source: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """What became of one :class:`Task`: ``status`` is "done", "skipped" or "failed"."""
+
+    source: str
+    target: str
+    status: str
+    message: str = ""
+
+
+# --- one file -------------------------------------------------------------------
+
+
+def shrink_file(task: Task, settings: Settings) -> FileResult:
+    """Read, downscale and write one file; every expected fault becomes a failed result.
+
+    Runs in the main process or in a worker; never raises for bad input.
+    """
+    from . import io as image_io
+    from .api import downscale
+
+    def failed(cause: str) -> FileResult:
+        return FileResult(task.source, task.target, "failed", cause)
+
+    if os.path.lexists(task.target):
+        if settings.skip_existing:
+            return FileResult(task.source, task.target, "skipped", "output exists")
+        if not settings.overwrite:
+            return failed(f"output {task.target} exists (use --overwrite to replace it, "
+                          "or --skip-existing to skip it)")
+    try:
+        image = image_io.read_image(task.source, max_pixels=settings.max_pixels)
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
+        return failed(_read_error(exc, task.source))
+    try:
+        pooled = downscale(
+            image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
+            linear=settings.linear, **settings.geometry(image.pixels.shape[:2]), **settings.params,
+        )
+    except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+        return failed(_describe(exc))
+    folder = os.path.dirname(os.path.abspath(task.target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return failed(f"cannot create output folder {folder}: {_describe(exc, folder)}")
+    fmt = settings.format or _EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
+    try:
+        image_io.write_image(task.target, pooled, like=image, format=fmt, quality=settings.quality,
+                             strip=settings.strip, replace=settings.overwrite)
+    except FileExistsError:
+        return failed(f"output {task.target} appeared while it was being written; not replaced")
+    except Exception as exc:  # noqa: BLE001
+        return failed(f"cannot write {task.target}: {_describe(exc, task.target)}")
+    return FileResult(task.source, task.target, "done")
+
+
+def _read_error(exc: BaseException, source: str) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            if os.path.getsize(source) == 0:
+                return "empty file (0 bytes)"
+        except OSError:
+            pass
+        return "not an image, or an unsupported or corrupt one (Pillow cannot identify it)"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder (use -r to read the images inside it)"
+    return _describe(exc, source)
+
+
+def _describe(exc: BaseException, own_path: str | None = None) -> str:
+    """A one-line cause for ``exc``, without the file name when it is ``own_path``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = os.fspath(exc.filename) if exc.filename is not None else None
+        return exc.strerror if name in (None, own_path) else f"{name}: {exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (OSError, ValueError, TypeError, RuntimeError)):
+        return text or type(exc).__name__
+    # Not a fault of the input: say what it was, so that it can be reported.
+    return f"internal error: {type(exc).__name__}: {text}"
+
+
+# --- planning -------------------------------------------------------------------
+
+
+def _walk_images(folder: Path, recursive: bool, skip: set[str]) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted; hidden names and the ``skip`` folders left out)."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) not in skip)
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                yield Path(root, name)
+        if not recursive:
+            break
+
+
+def _output_name(template: str, source: Path, method: str, fmt: str | None) -> str:
+    ext = source.suffix
+    if fmt is not None and _EXTENSION_FORMATS.get(ext.lower()) != fmt:
+        ext = _FORMAT_EXTENSIONS[fmt]
+    return template.format(stem=source.stem, method=method, ext=ext)
+
+
+def plan_tasks(
+    inputs: list[str],
+    out: str | None,
+    recursive: bool,
+    name: str | None,
+    method: str,
+    fmt: str | None,
+) -> tuple[list[Task], list[FileResult], list[str]]:
+    """Decide where each input file goes.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Files and folders, as given on the command line.
+    out : str or None
+        ``-o``: a file for a single input file, otherwise a folder in which
+        each folder input's tree is mirrored (files go to its top).
+    recursive : bool
+        Descend into subfolders of folder inputs.
+    name : str or None
+        Output name template (fields ``{stem}``, ``{method}``, ``{ext}``);
+        default ``{stem}_{method}{ext}`` beside the input, ``{stem}{ext}`` in
+        an ``-o`` folder.
+    method : str
+        For the ``{method}`` field.
+    fmt : str or None
+        Output format: ``{ext}`` becomes its extension when it differs from
+        the input's.
+
+    Returns
+    -------
+    tasks : list of Task
+    refused : list of FileResult
+        Inputs that must not be processed (their output would overwrite an
+        input, or another input's output).
+    warnings : list of str
+    """
+    out_is_folder = out is not None and (
+        len(inputs) > 1 or out.endswith(("/", os.sep)) or os.path.isdir(out)
+        or any(os.path.isdir(p) for p in inputs)
+    )
+    template = name or (DEFAULT_NAME_IN_FOLDER if out_is_folder else DEFAULT_NAME)
+    skip_dirs = {os.path.realpath(out)} if out_is_folder else set()
+    planned: list[tuple[Path, Path, bool]] = []  # source, target, found by walking a folder
+    warnings = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            found = list(_walk_images(path, recursive, skip_dirs))
+            if not found:
+                warnings.append(f"no image files in folder {given}"
+                                + ("" if recursive else " (use -r to descend into subfolders)"))
+            for source in found:
+                relative = source.relative_to(path)
+                folder = (Path(out) / relative.parent) if out_is_folder else source.parent
+                planned.append((source, folder / _output_name(template, source, method, fmt), True))
+        else:
+            if out is None:
+                target = path.parent / _output_name(template, path, method, fmt)
+            elif out_is_folder:
+                target = Path(out) / _output_name(template, path, method, fmt)
+            else:
+                target = Path(out)
+            planned.append((path, target, False))
+
+    def key(p: Path) -> str:
+        return os.path.realpath(p)
+
+    targets = {key(target) for _, target, _ in planned}
+    # Outputs of an earlier run that sit among the inputs are not inputs again.
+    planned = [p for p in planned if not (p[2] and key(p[0]) in targets)]
+    sources = {key(source) for source, _, _ in planned}
+    tasks, refused, claimed = [], [], {}
+    for source, target, _ in planned:
+        if key(target) in sources or (target.exists() and source.exists()
+                                      and os.path.samefile(target, source)):
+            refused.append(FileResult(str(source), str(target), "failed",
+                                      f"output {target} would overwrite an input file"))
+        elif key(target) in claimed:
+            refused.append(FileResult(str(source), str(target), "failed",
+                                      f"output {target} is also the output of {claimed[key(target)]}"))
+        else:
+            claimed[key(target)] = str(source)
+            tasks.append(Task(str(source), str(target)))
+    return tasks, refused, warnings
+
+
+# --- running a batch -----------------------------------------------------------------
+
+
+def _init_worker() -> None:
+    """Set up a worker process: one Numba thread, and Ctrl-C left to the main process."""
+    # Before Numba is imported here (it is, by the first image): N workers x 1 thread.
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    # Ctrl-C reaches the whole process group; the main process decides: it
+    # lets running files finish (their writes are atomic) and cancels the rest.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_in_process(tasks: list[Task], settings: Settings) -> Iterator[FileResult]:
+    for task in tasks:
+        yield shrink_file(task, settings)
+
+
+class _Interrupted(Exception):
+    def __init__(self, finished: list[FileResult]):
+        super().__init__("interrupted")
+        self.finished = finished
+
+
+def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterator[FileResult]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed, wait
+
+    # spawn: forking a process whose Numba threading layer may be running is unsafe.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
+    futures = [pool.submit(shrink_file, task, settings) for task in tasks]
+    reported = set()
+    try:
+        for future in as_completed(futures):
+            reported.add(future)
+            yield future.result()
+    except KeyboardInterrupt:
+        for future in futures:
+            future.cancel()
+        # The files being pooled now are finished and written whole.
+        wait(futures)
+        finished = [f.result() for f in futures
+                    if f not in reported and f.done() and not f.cancelled() and f.exception() is None]
+        pool.shutdown(wait=True)
+        raise _Interrupted(finished) from None
+    pool.shutdown(wait=True)
+
+
+def _progress_bar(total: int, quiet: bool) -> Any:
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, file=sys.stderr, unit="file", dynamic_ncols=True, leave=False)
+
+
+def _say(message: str, bar: Any) -> None:
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        click.echo(message, err=True)
+
+
+def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, jobs: int,
+              quiet: bool) -> int:
+    """Run ``tasks``, report each failure as it happens and a summary at the end.
+
+    Returns
+    -------
+    int
+        The exit status: 0, 1 (some file failed) or 130 (interrupted).
+    """
+    start = time.perf_counter()
+    results: list[FileResult] = list(refused)
+    for result in refused:
+        _say(f"downpool: error: {result.source}: {result.message}", None)
+    bar = _progress_bar(len(tasks), quiet)
+    interrupted = False
+    workers = min(jobs, len(tasks))
+    stream = (_run_in_workers(tasks, settings, workers) if workers > 1
+              else _run_in_process(tasks, settings))
+    try:
+        for result in stream:
+            results.append(result)
+            if result.status == "failed":
+                _say(f"downpool: error: {result.source}: {result.message}", bar)
+            if bar is not None:
+                bar.update()
+    except _Interrupted as stop:
+        interrupted = True
+        results.extend(stop.finished)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    summary = (f"downpool: {count['done']} done, {count['skipped']} skipped, "
+               f"{count['failed']} failed in {elapsed:.1f} s")
+    if interrupted:
+        summary += f"; interrupted, {len(tasks) + len(refused) - len(results)} not processed"
+    click.echo(summary, err=True)
+    if len(tasks) + len(refused) > 1:
+        # Each failure was reported as it happened; list them again where a
+        # long batch's output may have scrolled them away.
+        for result in results:
+            if result.status == "failed":
+                click.echo(f"downpool: failed: {result.source}: {result.message}", err=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if count["failed"] else 0
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """``WxH`` -> (height, width)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT of positive integers, e.g. 640x480; "
+                                 f"got {value!r}")
+    return int(match[2]), int(match[1])
+
+
+def _check_template(template: str | None) -> None:
+    if template is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        template.format(stem="x", method="m", ext=".png")
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise click.BadParameter(f"{template!r}: {exc}", param_hint="--name") from None
+    unknown = [f for f in fields if f not in NAME_FIELDS]
+    if unknown:
+        raise click.BadParameter(f"unknown field {{{unknown[0]}}}; the fields are "
+                                 + ", ".join(f"{{{f}}}" for f in NAME_FIELDS), param_hint="--name")
+    if "/" in template or os.sep in template:
+        raise click.BadParameter("a name, not a path: use -o for another folder",
+                                 param_hint="--name")
+
+
+@click.command("shrink", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", "out", metavar="OUT",
+              help="Output file (for one input file) or folder (mirrors the inputs' tree). "
+                   "Default: beside each input, named by --name.")
+@click.option("-r", "--recursive", is_flag=True, help="Descend into subfolders of folder inputs.")
+@click.option("--name", "name", metavar="TEMPLATE",
+              help=f"Output file name; fields {{stem}}, {{method}}, {{ext}}. "
+                   f"[default: {DEFAULT_NAME} beside the input, {DEFAULT_NAME_IN_FOLDER} in an -o folder]")
+@click.option("-m", "--method", type=method_choice(), default="softpool", show_default=True,
+              help="Pooling method (see `downpool methods`).")
+@click.option("-k", "--kernel-size", "kernel_size", type=click.IntRange(min=1),
+              help="Pool KxK windows: the output is ceil(size / K).  [default: 2 when no size is given]")
+@click.option("--stride", type=click.IntRange(min=1), help="Step between windows, with -k. [default: K]")
+@click.option("--scale", type=click.FloatRange(0, 1, min_open=True),
+              help="Scale factor in (0, 1]: output = round(size x F).")
+@click.option("--size", "size", metavar="WxH", callback=_parse_size,
+              help="Output width x height, e.g. 640x480.")
+@click.option("--width", type=click.IntRange(min=1), help="Output width; alone, keeps the aspect ratio.")
+@click.option("--height", type=click.IntRange(min=1), help="Output height; alone, keeps the aspect ratio.")
+@method_param_options
+@click.option("--linear", is_flag=True, help="Pool in linear light (decode sRGB, pool, encode).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to compute.")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff"], case_sensitive=False),
+              help="Output format.  [default: the -o file's extension, else the input's]")
+@click.option("--quality", type=click.IntRange(1, 100), help="JPEG and WebP quality. [default: 90]")
+@click.option("--strip", is_flag=True, help="Write no metadata (ICC profile, EXIF).")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images with more pixels than this (0: no limit).")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing outputs (never an input file).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes, each with one Numba thread.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary still prints).")
+def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str | None,
+           method: str, kernel_size: int | None, stride: int | None, scale: float | None,
+           size: tuple[int, int] | None, width: int | None, height: int | None, linear: bool,
+           device: str, fmt: str | None, quality: int | None, strip: bool, max_pixels: int,
+           skip_existing: bool, overwrite: bool, jobs: int, quiet: bool, **kwargs: Any) -> None:
+    """Downscale image files and folders.
+
+    \b
+    INPUT is a file or folder (-r descends into subfolders).  Without -o,
+    each output goes beside its input, named {stem}_{method}{ext}.  An
+    existing output is kept unless --overwrite; an input is never replaced.
+    Exit status: 0 all done, 1 some file failed, 2 usage error, 130 Ctrl-C.
+
+    \b
+    downpool shrink photo.jpg --method dpid --width 800
+    downpool shrink photos/ -r -o small/ -k 4 -j 2 --skip-existing
+    """
+    given = pop_method_params(kwargs)
+    spec = get_method(method)
+    check_params_used([spec], given)
+    params = params_for(spec, given)
+    try:
+        resolve_params(spec, params)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    geometries = [flag for flag, used in (
+        ("-k/--stride", kernel_size is not None or stride is not None), ("--scale", scale is not None),
+        ("--size", size is not None), ("--width/--height", width is not None or height is not None),
+    ) if used]
+    if len(geometries) > 1:
+        raise click.UsageError(f"give one of -k, --scale, --size, --width/--height "
+                               f"(got {' and '.join(geometries)})")
+    if stride is not None and kernel_size is None:
+        raise click.UsageError("--stride goes with -k")
+    if stride is not None and spec.area_only:
+        raise click.UsageError(f"--stride is not accepted by {method} (it always uses area geometry)")
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing contradict each other")
+    _check_template(name)
+
+    # Without --format, each file's format follows its output's extension
+    # (so `-o small.webp` writes WebP), else the input's own format.
+    output_format = fmt.upper() if fmt else None
+    settings = Settings(
+        method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
+        size=size, width=width, height=height, device=device, linear=linear,
+        format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
+        overwrite=overwrite, skip_existing=skip_existing,
+    )
+    if device == "cuda":
+        _check_device(device)
+
+    tasks, refused, warnings = plan_tasks(list(inputs), out, recursive, name, method, output_format)
+    for warning in warnings:
+        click.echo(f"downpool: warning: {warning}", err=True)
+    sys.exit(run_batch(tasks, refused, settings, jobs, quiet))
+
+
+def _check_device(device: str) -> None:
+    """Fail once, before the batch, where the device cannot be used at all."""
+    import numpy as np
+
+    from .api import DeviceUnavailableError, downscale
+
+    try:
+        downscale(np.zeros((1, 1), np.uint8), "avg", kernel_size=1, device=device)
+    except DeviceUnavailableError as exc:
+        click.echo(f"downpool: error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)

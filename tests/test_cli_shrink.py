@@ -1,0 +1,463 @@
+"""End-to-end tests of ``downpool shrink``: the installed command, run on files made here.
+
+Every test runs the real console script in a subprocess (each run pays about
+a second for loading Numba's cached kernels), so images are tiny and several
+files share one run where that stays readable.  Expected pixels come from
+``downpool.downscale`` on the same array: the command must compute exactly
+what the API computes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import downpool
+from cli_helpers import (downpool_command, load, random_image, run_downpool, save,
+                         smooth_image, srgb_icc_profile, temp_files, write_png16)
+
+
+def _no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
+
+
+def _summary(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if " done, " in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- help and usage -------------------------------------------------------------------
+
+
+def test_help_shows_every_method_parameter_with_its_default_and_imports_no_numba():
+    result = run_downpool("shrink", "--help")
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())  # undo click's line wrapping
+    for text in ["--method", "-k", "--stride", "--scale", "--size", "--width", "--height",
+                 "--beta", "softpool 4.4", "--p", "lp 2.0", "--lam", "dpid 1.0", "--alpha",
+                 "--variant", "--mode", "--seed", "--device", "--format", "--quality", "--strip",
+                 "--jobs", "--quiet", "--skip-existing", "--overwrite", "--max-pixels",
+                 "--linear", "--name", "--recursive"]:
+        assert text in help_text, text
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, downpool.cli_shrink; "
+                               "print('numba' in sys.modules, 'PIL' in sys.modules)"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "avg", "--beta", "2"], "--beta"),
+    (["-k", "2", "--scale", "0.5"], "one of"),
+    (["--size", "12by5"], "WIDTHxHEIGHT"),
+    (["--scale", "1.5"], "--scale"),
+    (["--stride", "2"], "--stride goes with -k"),
+    (["--method", "dpid", "-k", "2", "--stride", "1"], "--stride"),
+    (["--overwrite", "--skip-existing"], "contradict"),
+    (["--name", "{stem}_{colour}{ext}"], "{colour}"),
+    (["--beta", "-1"], "beta"),
+    (["--format", "gif"], "--format"),
+    (["--quality", "0"], "--quality"),
+])
+def test_usage_errors_exit_2_and_touch_nothing(tmp_path, args, message):
+    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    result = run_downpool("shrink", source, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    _no_traceback(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+# --- modes, formats, bit depth -------------------------------------------------------------
+
+
+def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
+    rgb = random_image((12, 18, 3), seed=1)
+    gray = random_image((12, 18), seed=2)
+    rgba = random_image((12, 18, 4), seed=3)
+    rgba[:4, :, 3] = 0  # fully transparent rows: alpha must be pooled premultiplied
+    la = random_image((12, 18, 2), seed=4)
+    folder = tmp_path / "in"
+    save(folder / "rgb.png", rgb)
+    save(folder / "gray.png", gray)
+    save(folder / "rgba.png", rgba)
+    save(folder / "la.png", la)
+    save(folder / "rgb.bmp", rgb)
+    save(folder / "rgb.tif", rgb)
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette.png", transparency=0)
+    smooth = smooth_image((12, 18, 3), seed=5)  # for the lossy formats
+    Image.fromarray(smooth).quantize(64).save(folder / "anim.gif", save_all=True,
+                                              append_images=[Image.new("P", (18, 12))])
+    Image.fromarray(smooth).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    save(folder / "rgb.webp", smooth, lossless=True)
+
+    result = run_downpool("shrink", folder, "-o", tmp_path / "out", "-q")
+    assert result.returncode == 0, result.stderr
+    assert _summary(result).startswith("downpool: 10 done, 0 skipped, 0 failed in ")
+    assert "%|" not in result.stderr  # stderr is a pipe here: no progress bar
+
+    def expected(pixels, has_alpha=False):
+        return downpool.downscale(pixels, "softpool", kernel_size=2, has_alpha=has_alpha)
+
+    exact = {"rgb.png": (rgb, "RGB", False), "gray.png": (gray, "L", False),
+             "rgba.png": (rgba, "RGBA", True), "la.png": (la, "LA", True),
+             "rgb.bmp": (rgb, "RGB", False), "rgb.tif": (rgb, "RGB", False)}
+    for name, (pixels, mode, has_alpha) in exact.items():
+        out, image = load(tmp_path / "out" / name)
+        assert image.mode == mode, name
+        np.testing.assert_array_equal(out, expected(pixels, has_alpha), err_msg=name)
+    assert np.all(load(tmp_path / "out" / "rgba.png")[0][:2, :, 3] == 0)
+
+    out, image = load(tmp_path / "out" / "palette.png")
+    assert image.mode == "RGBA"  # palette with transparency -> RGBA
+    source = np.asarray(Image.open(folder / "palette.png").convert("RGBA"))
+    np.testing.assert_array_equal(out, expected(source, True))
+
+    out, image = load(tmp_path / "out" / "anim.gif")  # first frame, written back as GIF
+    assert image.format == "GIF" and image.size == (9, 6)
+    first = np.asarray(Image.open(folder / "anim.gif").convert("RGB")).astype(int)
+    assert np.abs(np.asarray(image.convert("RGB")).astype(int)
+                  - expected(first.astype(np.uint8))).mean() < 8
+
+    out, image = load(tmp_path / "out" / "cmyk.jpg")  # CMYK -> RGB, still JPEG
+    assert image.mode == "RGB" and image.format == "JPEG" and out.shape == (6, 9, 3)
+    source = np.asarray(Image.open(folder / "cmyk.jpg").convert("RGB"))
+    assert np.abs(out.astype(int) - expected(source)).mean() < 4
+
+    out, image = load(tmp_path / "out" / "rgb.webp")
+    assert image.format == "WEBP" and out.shape == (6, 9, 3)
+    assert np.abs(out.astype(int) - expected(smooth)).mean() < 4
+
+
+def test_16_bit_grayscale_round_trip_keeps_16_bits(tmp_path):
+    gray16 = random_image((10, 14), dtype=np.uint16, seed=5)
+    write_png16(tmp_path / "g16.png", gray16)
+    save(tmp_path / "g16.tif", gray16)
+    result = run_downpool("shrink", tmp_path / "g16.png", tmp_path / "g16.tif", "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    expected = downpool.downscale(gray16, "avg", kernel_size=2)
+    assert np.any(expected % 257 != 0)  # values an 8-bit detour could not give back
+    for name in ["g16_avg.png", "g16_avg.tif"]:
+        out, image = load(tmp_path / name)
+        assert image.mode == "I;16" and out.dtype == np.uint16, name
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+
+
+def test_16_bit_colour_png_is_refused_rather_than_reduced_to_8_bits(tmp_path):
+    # Pillow 13 decodes 16-bit RGB/RGBA/LA PNG only as 8 bits per channel.
+    write_png16(tmp_path / "rgb16.png", random_image((6, 8, 3), dtype=np.uint16))
+    save(tmp_path / "ok.png", random_image((6, 8, 3)))
+    result = run_downpool("shrink", tmp_path / "rgb16.png", tmp_path / "ok.png")
+    assert result.returncode == 1
+    assert f"downpool: error: {tmp_path / 'rgb16.png'}: 16-bit PNG in colour" in result.stderr
+    assert "8 bits" in result.stderr
+    assert not (tmp_path / "rgb16_softpool.png").exists()
+    assert (tmp_path / "ok_softpool.png").exists()
+
+
+def test_format_quality_and_output_file_extension(tmp_path):
+    rgb = smooth_image((16, 20, 3), seed=6)
+    source = save(tmp_path / "a.png", rgb)
+    result = run_downpool("shrink", source, "--format", "jpeg", "--quality", "95", "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    out, image = load(tmp_path / "a_avg.jpg")
+    assert image.format == "JPEG" and out.shape == (8, 10, 3)
+    assert np.abs(out.astype(int) - downpool.downscale(rgb, "avg")).mean() < 3
+
+    result = run_downpool("shrink", source, "-o", tmp_path / "small.webp", "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "small.webp")[1].format == "WEBP"
+
+    # JPEG has no alpha: a clear per-file error, not a silent flattening.
+    save(tmp_path / "t.png", random_image((8, 8, 4)))
+    result = run_downpool("shrink", tmp_path / "t.png", "--format", "jpeg")
+    assert result.returncode == 1
+    assert f"{tmp_path / 't.png'}: cannot write" in result.stderr and "alpha" in result.stderr
+    assert list(tmp_path.glob("t_*")) == [] and temp_files(tmp_path) == []
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def test_exif_orientation_6_is_applied_and_written_as_1_and_icc_is_kept(tmp_path):
+    stored = smooth_image((12, 20, 3), seed=7)
+    stored[0:4, 0:4] = (255, 0, 0)  # a red mark at the stored top-left corner
+    icc = srgb_icc_profile()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    exif[0x010F] = "downpool tests"
+    save(tmp_path / "o6.png", stored, exif=exif.tobytes(), icc_profile=icc)
+    save(tmp_path / "o6.jpg", stored, exif=exif.tobytes(), icc_profile=icc, quality=95)
+
+    result = run_downpool("shrink", tmp_path / "o6.png", tmp_path / "o6.jpg", "--method", "max")
+    assert result.returncode == 0, result.stderr
+    upright = np.rot90(stored, -1)  # clockwise: the mark moves to the top-right
+    assert upright.shape == (20, 12, 3) and tuple(upright[0, -1]) == (255, 0, 0)
+    out, image = load(tmp_path / "o6_max.png")
+    np.testing.assert_array_equal(out, downpool.downscale(upright, "max"))
+    for name in ["o6_max.png", "o6_max.jpg"]:
+        out, image = load(tmp_path / name)
+        assert image.size == (6, 10), name
+        assert image.getexif()[0x0112] == 1, name
+        assert image.getexif()[0x010F] == "downpool tests", name
+        assert image.info["icc_profile"] == icc, name
+        assert out[0, -1, 0] > 200 and out[0, -1, 1] < 100, name  # the mark is top-right
+
+    result = run_downpool("shrink", tmp_path / "o6.png", "--strip", "--name", "{stem}_bare{ext}")
+    assert result.returncode == 0, result.stderr
+    _, image = load(tmp_path / "o6_bare.png")
+    assert image.size == (6, 10) and "icc_profile" not in image.info and not image.getexif()
+
+
+# --- geometry ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, api_geometry", [
+    (["--width", "10"], {"size": (7, 10)}),      # 14x20 -> aspect kept: round(14 * 10 / 20)
+    (["--height", "5"], {"size": (5, 7)}),       # round(20 * 5 / 14) = 7
+    (["--size", "9x4"], {"size": (4, 9)}),       # WxH on the command line, (h, w) for the API
+    (["--scale", "0.3"], {"scale": 0.3}),
+    (["-k", "3", "--stride", "2"], {"kernel_size": 3, "stride": 2}),
+])
+def test_geometry_options_map_to_the_api(tmp_path, args, api_geometry):
+    pixels = random_image((14, 20, 3), seed=8)
+    source = save(tmp_path / "g.png", pixels)
+    result = run_downpool("shrink", source, *args, "--method", "dpp", "--lam", "2")
+    assert result.returncode == 0, result.stderr
+    out, _ = load(tmp_path / "g_dpp.png")
+    np.testing.assert_array_equal(out, downpool.downscale(pixels, "dpp", lam=2.0, **api_geometry))
+
+
+# --- bad input and faults ------------------------------------------------------------------------
+
+
+def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
+    folder = tmp_path / "batch"
+    good = random_image((30, 40, 3), seed=9)
+    save(folder / "good.png", good)
+    jpeg = folder / "corrupt.jpg"
+    save(jpeg, random_image((64, 64, 3), seed=10), quality=90)
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # cut in the middle
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("not an image at all\n")
+    save(folder / "narrow.png", random_image((30, 5, 3)))   # narrower than --width 8
+    save(folder / "huge.png", random_image((100, 100)))     # above --max-pixels 5000
+    missing = tmp_path / "missing.png"
+
+    result = run_downpool("shrink", folder, missing, "--width", "8", "--max-pixels", "5000",
+                          "--method", "avg")
+    assert result.returncode == 1
+    _no_traceback(result)
+    assert _summary(result).startswith("downpool: 1 done, 0 skipped, 6 failed in ")
+    causes = {
+        folder / "corrupt.jpg": "truncated",
+        folder / "empty.png": "empty file (0 bytes)",
+        folder / "notes.png": "not an image",
+        folder / "narrow.png": "larger than the 30x5 input",
+        folder / "huge.png": "above the limit of 5,000",
+        missing: "No such file or directory",
+    }
+    errors = [line for line in result.stderr.splitlines() if line.startswith("downpool: error: ")]
+    assert len(errors) == len(causes), result.stderr
+    for path, cause in causes.items():
+        [line] = [e for e in errors if e.startswith(f"downpool: error: {path}: ")]
+        assert cause in line, line
+        assert f"downpool: failed: {path}: " in result.stderr  # listed again in the summary
+    out, _ = load(folder / "good_avg.png")
+    np.testing.assert_array_equal(out, downpool.downscale(good, "avg", size=(6, 8)))
+    assert sorted(p.name for p in folder.iterdir() if "_avg" in p.name) == ["good_avg.png"]
+    assert temp_files(tmp_path) == []
+
+
+def test_unwritable_output_folder_is_a_per_file_error(tmp_path):
+    save(tmp_path / "a.png", random_image((8, 8, 3)))
+    save(tmp_path / "b.png", random_image((8, 8, 3)))
+    # Tests may run as root, for whom permission bits do not stop a write:
+    # a folder whose parent is a regular file cannot be created by anyone.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    result = run_downpool("shrink", tmp_path / "a.png", tmp_path / "b.png", "-o", blocker / "out")
+    assert result.returncode == 1
+    _no_traceback(result)
+    for name in ["a.png", "b.png"]:
+        assert (f"downpool: error: {tmp_path / name}: cannot create output folder "
+                f"{blocker / 'out'}: Not a directory") in result.stderr
+    assert _summary(result).startswith("downpool: 0 done, 0 skipped, 2 failed")
+
+
+def test_read_only_output_folder_is_a_per_file_error(tmp_path):
+    save(tmp_path / "a.png", random_image((8, 8, 3)))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("permission bits do not stop this user (root): see the blocker test")
+        result = run_downpool("shrink", tmp_path / "a.png", "-o", locked / "a.png")
+        assert result.returncode == 1
+        assert f"cannot write {locked / 'a.png'}: Permission denied" in result.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_existing_outputs_are_kept_skipped_or_replaced_and_inputs_never_replaced(tmp_path):
+    pixels = random_image((8, 12, 3), seed=11)
+    source = save(tmp_path / "a.png", pixels)
+    original = source.read_bytes()
+    assert run_downpool("shrink", source).returncode == 0
+    output = tmp_path / "a_softpool.png"
+    first = output.read_bytes()
+
+    result = run_downpool("shrink", source, "--beta", "0")
+    assert result.returncode == 1 and "exists (use --overwrite" in result.stderr
+    assert output.read_bytes() == first
+
+    result = run_downpool("shrink", source, "--beta", "0", "--skip-existing")
+    assert result.returncode == 0 and _summary(result).startswith("downpool: 0 done, 1 skipped")
+    assert output.read_bytes() == first
+
+    result = run_downpool("shrink", source, "--beta", "0", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    # beta = 0 is exactly avg: the output was replaced.
+    np.testing.assert_array_equal(load(output)[0], downpool.downscale(pixels, "avg"))
+    assert oct(output.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+    for args in (["--name", "{stem}{ext}", "--overwrite"], ["-o", source, "--overwrite"]):
+        result = run_downpool("shrink", source, *args)
+        assert result.returncode == 1 and "would overwrite an input file" in result.stderr
+        assert source.read_bytes() == original
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_output_folder_mirrors_the_input_tree(tmp_path):
+    tree = tmp_path / "photos"
+    save(tree / "a.png", random_image((8, 8, 3)))
+    save(tree / "sub" / "b.png", random_image((8, 8)))
+    save(tree / "sub" / "deep" / "c.jpg", random_image((8, 8, 3)))
+    (tree / "sub" / "readme.txt").write_text("ignored: not an image extension")
+    result = run_downpool("shrink", tree, "-r", "-o", tmp_path / "small", "-k", "4")
+    assert result.returncode == 0, result.stderr
+    made = sorted(str(p.relative_to(tmp_path / "small")) for p in (tmp_path / "small").rglob("*")
+                  if p.is_file())
+    assert made == ["a.png", "sub/b.png", "sub/deep/c.jpg"]
+    assert load(tmp_path / "small" / "sub" / "deep" / "c.jpg")[0].shape == (2, 2, 3)
+
+    result = run_downpool("shrink", tree, "-o", tmp_path / "flat")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a.png"]
+
+    # Beside the inputs, a rerun does not take the earlier outputs for inputs.
+    assert run_downpool("shrink", tree, "-r").returncode == 0
+    result = run_downpool("shrink", tree, "-r", "--skip-existing")
+    assert _summary(result).startswith("downpool: 0 done, 3 skipped, 0 failed"), result.stderr
+
+
+# --- workers, progress, Ctrl-C ----------------------------------------------------------------
+
+
+def test_two_jobs_give_the_same_files_as_one(tmp_path):
+    folder = tmp_path / "in"
+    for i in range(6):
+        save(folder / f"img{i}.png", random_image((20, 24, 3), seed=20 + i))
+    args = ["--method", "stochastic", "--seed", "7", "-k", "3"]
+    one = run_downpool("shrink", folder, "-o", tmp_path / "j1", "-j", "1", *args)
+    two = run_downpool("shrink", folder, "-o", tmp_path / "j2", "-j", "2", *args)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert _summary(two).startswith("downpool: 6 done, 0 skipped, 0 failed")
+    for i in range(6):
+        a, b = (tmp_path / j / f"img{i}.png" for j in ("j1", "j2"))
+        assert a.read_bytes() == b.read_bytes()
+        np.testing.assert_array_equal(
+            load(b)[0], downpool.downscale(load(folder / f"img{i}.png")[0], "stochastic",
+                                           seed=7, kernel_size=3))
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    for i in range(3):
+        save(tmp_path / f"p{i}.png", random_image((8, 8, 3), seed=i))
+
+    def run_on_tty(*args: str) -> str:
+        controller, terminal = pty.openpty()
+        # A terminal of 100 columns (a fresh pty has 0, where tqdm draws nothing).
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        process = subprocess.Popen([*downpool_command(), "shrink", str(tmp_path), *args],
+                                   stdout=subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        chunks = []
+        while True:
+            ready, _, _ = select.select([controller], [], [], 60)
+            try:
+                chunk = os.read(controller, 4096) if ready else b""
+            except OSError:  # the terminal closed: the process is gone
+                chunk = b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(controller)
+        assert process.wait(60) == 0
+        return b"".join(chunks).decode(errors="replace")
+
+    shown = run_on_tty("--method", "avg")
+    assert "0/3 [" in shown and "3 done, 0 skipped, 0 failed" in shown
+    hidden = run_on_tty("--method", "avg", "--overwrite", "-q")
+    assert "/3" not in hidden and "3 done, 0 skipped, 0 failed" in hidden
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, jobs):
+    folder = tmp_path / "in"
+    count = 12
+    for i in range(count):
+        save(folder / f"img{i:02d}.png", random_image((256, 256, 3), seed=i))
+    out = tmp_path / "out"
+    args = ["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", jobs]
+    process = subprocess.Popen([*downpool_command(), *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and len([p for p in out.iterdir() if p.suffix == ".png"]) >= 2:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    written = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+    assert 2 <= len(written) < count, "the batch ended before Ctrl-C: make it longer"
+    assert "interrupted" in stderr
+    assert temp_files(tmp_path) == []
+    for name in written:  # each output there is whole
+        image, _ = load(out / name)
+        assert image.shape == (77, 77, 3)
+
+    result = run_downpool("shrink", *args[1:], "--skip-existing")
+    assert result.returncode == 0, result.stderr
+    assert _summary(result).startswith(
+        f"downpool: {count - len(written)} done, {len(written)} skipped, 0 failed")
+    assert len(list(out.iterdir())) == count
+    last = f"img{count - 1:02d}.png"
+    np.testing.assert_array_equal(
+        load(out / last)[0], downpool.downscale(load(folder / last)[0], "dpid", scale=0.3))
