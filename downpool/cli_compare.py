@@ -36,8 +36,8 @@ def _images_in(folder: Path) -> list[Path]:
                   and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _cause(exc: BaseException, path: str) -> str:
-    """A one-line reason why ``path`` could not be compared."""
+def _cause(exc: BaseException) -> str:
+    """A one-line reason why a file could not be compared."""
     from PIL import UnidentifiedImageError
 
     if isinstance(exc, UnidentifiedImageError):
@@ -178,7 +178,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
                     result.original, result.outputs = None, {}
                 comparisons.append(result)
             except Exception as exc:  # noqa: BLE001  (any failure costs this file only)
-                failed.append((file, _cause(exc, file)))
+                failed.append((file, _cause(exc)))
                 message = f"downpool: error: {file}: {failed[-1][1]}"
                 if bar is not None:
                     bar.write(message, file=sys.stderr)
@@ -202,7 +202,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
         try:
             save_montage(montage(cells), montage_path)
         except (OSError, ValueError) as exc:
-            failed.append((montage_path, _cause(exc, montage_path)))
+            failed.append((montage_path, _cause(exc)))
             click.echo(f"downpool: error: {montage_path}: {failed[-1][1]}", err=True)
 
     if len(files) > 1:
