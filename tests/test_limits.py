@@ -1,0 +1,560 @@
+"""Limit cases and invariants of every method, and stochastic sample mode's statistics.
+
+Float tolerances are those of ``reference.assert_matches`` (1e-5) unless a
+test states a bound of its own derived from the formula.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import downpool  # noqa: E402
+from reference import (  # noqa: E402
+    FLOAT_TOL,
+    assert_matches,
+    dtype_max,
+    plan,
+    reference_downscale,
+    smooth_guide,
+    stochastic_probabilities,
+    to_work,
+    window,
+    window_ranges,
+)
+
+DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
+METHODS = list(downpool.METHODS)
+#: every method with its default parameters, plus the stochastic expectation mode
+ALL_CASES = [(m, {}) for m in METHODS] + [("stochastic", {"mode": "expectation"})]
+ALL_IDS = [m + ("-expectation" if p else "") for m, p in ALL_CASES]
+
+
+def downscale(image, method, **kw):
+    return downpool.downscale(image, method, device="cpu", **kw)
+
+
+def rand(rng, shape, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u":
+        return rng.integers(0, int(dtype_max(dtype)) + 1, size=shape).astype(dtype)
+    return rng.random(shape).astype(dtype)
+
+
+def geoms_for(method):
+    g = [{"kernel_size": 2}, {"kernel_size": (3, 2)}, {"size": (4, 5)}, {"scale": 0.45}]
+    if method != "dpid":
+        g += [{"kernel_size": 3, "stride": 2}, {"kernel_size": 2, "stride": 3}]
+    return g
+
+
+# ============================================================ stochastic sample
+
+def pixel_in_window(out_px, cand, tol=0.0):
+    """Index of a row of ``cand`` (n, C) equal to ``out_px`` (C,) in all channels, else None."""
+    hit = np.all(np.abs(cand.astype(np.float64) - out_px.astype(np.float64)) <= tol, axis=1)
+    return int(np.argmax(hit)) if hit.any() else None
+
+
+@pytest.mark.parametrize("channels", [None, 1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_sample_copies_one_window_pixel(dtype, channels):
+    """(a) Every output pixel is one of its window's pixels, all channels from the same one."""
+    rng = np.random.default_rng(10)
+    shape = (15, 17) if channels is None else (15, 17, channels)
+    img = rand(rng, shape, dtype)
+    for geom in geoms_for("stochastic"):
+        for seed in (0, 12345):
+            out = downscale(img, "stochastic", seed=seed, **geom)
+            assert out.dtype == img.dtype and out.ndim == img.ndim
+            out3 = out if out.ndim == 3 else out[:, :, None]
+            img3 = img if img.ndim == 3 else img[:, :, None]
+            rows, cols = plan("stochastic", img.shape[:2], **geom)
+            assert out3.shape[:2] == (len(rows), len(cols))
+            for i in range(len(rows)):
+                for j in range(len(cols)):
+                    _, c, pos = window(to_work(img), rows, cols, i, j)
+                    cand = img3[pos[:, 0], pos[:, 1]]
+                    assert pixel_in_window(out3[i, j], cand) is not None, (geom, seed, i, j)
+
+
+def test_sample_with_alpha_copies_one_pixel():
+    """With premultiplied alpha the copied pixel comes back (up to rounding) and has alpha > 0."""
+    rng = np.random.default_rng(11)
+    img = rand(rng, (12, 14, 4), np.float32)
+    img[..., 3] = np.where(rng.random((12, 14)) < 0.3, 0.0, 0.2 + 0.8 * img[..., 3])
+    out = downscale(img, "stochastic", kernel_size=3, has_alpha=True)
+    rows, cols = plan("stochastic", img.shape[:2], kernel_size=3)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            _, _, pos = window(to_work(img), rows, cols, i, j)
+            cand = img[pos[:, 0], pos[:, 1]]
+            if np.all(cand[:, 3] == 0):
+                assert np.all(out[i, j] == 0)
+            else:
+                k = pixel_in_window(out[i, j], cand, tol=1e-6)
+                assert k is not None and cand[k, 3] > 0, (i, j)
+
+
+def test_sample_seeds():
+    """(b) Same seed, same result; a different seed gives a different result."""
+    rng = np.random.default_rng(12)
+    img = rand(rng, (64, 64, 3), np.uint8)
+    a = downscale(img, "stochastic", kernel_size=2, seed=7)
+    assert np.array_equal(a, downscale(img, "stochastic", kernel_size=2, seed=7))
+    assert not np.array_equal(a, downscale(img, "stochastic", kernel_size=2, seed=8))
+    assert not np.array_equal(a, downscale(img, "stochastic", kernel_size=2, seed=2**64 - 1))
+    # the default seed is 0
+    assert np.array_equal(downscale(img, "stochastic", kernel_size=2),
+                          downscale(img, "stochastic", kernel_size=2, seed=0))
+    assert downpool.METHODS["stochastic"].params["seed"].default == 0
+    assert downpool.METHODS["stochastic"].params["mode"].default == "sample"
+
+
+def test_sample_independent_of_thread_count():
+    """(c) The draw is a function of (seed, output index) only: 1 and 2 Numba threads agree."""
+    rng = np.random.default_rng(13)
+    img = rand(rng, (96, 80, 4), np.float32)
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(n)
+            results.append([downscale(img, "stochastic", **g, seed=3)
+                            for g in ({"kernel_size": 2}, {"size": (33, 29)})])
+            results[-1].append(downscale(img, "stochastic", kernel_size=2, has_alpha=True, seed=3))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(results[0], results[-1]):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("channels", [None, 2, 3, 4])
+def test_sample_never_picks_zero_probability(channels):
+    """(d) A window with one pixel of non-zero value v always gives that pixel.
+
+    The other pixels have v = 0; with 4 channels (RGBA without has_alpha, v =
+    luma of RGB) they carry a non-zero fourth channel, so picking them would show.
+    """
+    rng = np.random.default_rng(14)
+    kh, kw = 3, 4
+    nh, nw = 12, 10
+    shape = (nh * kh, nw * kw) if channels is None else (nh * kh, nw * kw, channels)
+    img = np.zeros(shape, np.float64)
+    if channels == 4:
+        img[..., 3] = rng.random(shape[:2])
+    where = []
+    for i in range(nh):
+        for j in range(nw):
+            y, x = i * kh + rng.integers(kh), j * kw + rng.integers(kw)
+            val = rng.uniform(0.01, 1.0, size=() if channels is None else channels)
+            img[y, x] = val
+            where.append((i, j, y, x))
+    for seed in range(5):
+        out = downscale(img, "stochastic", kernel_size=(kh, kw), seed=seed)
+        for i, j, y, x in where:
+            assert np.array_equal(out[i, j], img[y, x]), (seed, i, j)
+
+
+def _pattern_image(rng, period, tiles, channels=3, zero_value=False):
+    """An image tiled with one ``period`` block of distinct pixels, and that block."""
+    ph, pw = period
+    block = rng.uniform(0.05, 1.0, size=(ph, pw, channels))
+    if zero_value:  # v = luma of channels 0-2 is 0; channel 3 tells the pixels apart
+        block[..., :3] = 0.0
+        block[..., 3] = (1 + np.arange(ph * pw).reshape(ph, pw)) / (ph * pw + 1)
+    img = np.tile(block, (tiles[0], tiles[1], 1))
+    return img, block
+
+
+def _chi_square_by_class(img, out, rows, cols, period, n_classes, channels, has_alpha=False):
+    """Chi-square test of picks against ``c v / sum c v`` for windows of identical content."""
+    work = to_work(img)
+    ph, pw = period
+    # window (i, j) and (i + n_classes[0], j + ...) have the same content and coverage
+    totals = {}
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            a, c, pos = window(work, rows, cols, i, j)
+            key = (i % n_classes[0], j % n_classes[1])
+            probs = stochastic_probabilities(a, c, channels, has_alpha)
+            k = pixel_in_window(out[i, j], img[pos[:, 0], pos[:, 1]])
+            assert k is not None
+            rel = [(int(r) - int(pos[0, 0]), int(q) - int(pos[0, 1])) for r, q in pos]
+            entry = totals.setdefault(key, {"probs": dict(zip(rel, probs)), "obs": {}})
+            assert np.allclose([entry["probs"][r] for r in rel], probs)
+            entry["obs"][rel[k]] = entry["obs"].get(rel[k], 0) + 1
+    pvalues = []
+    for key, e in totals.items():
+        cells = list(e["probs"])
+        p = np.array([e["probs"][r] for r in cells])
+        obs = np.array([e["obs"].get(r, 0) for r in cells])
+        assert np.all(obs[p == 0] == 0), f"class {key}: a zero-probability pixel was picked"
+        keep = p > 0
+        n = obs.sum()
+        if keep.sum() > 1:
+            stat = ((obs[keep] - n * p[keep]) ** 2 / (n * p[keep])).sum()
+            pvalues.append(stats.chi2.sf(stat, keep.sum() - 1))
+    return pvalues
+
+
+@pytest.mark.parametrize("zero_value", [False, True], ids=["weighted", "all-zero-uniform"])
+@pytest.mark.parametrize("geom", [{"kernel_size": 2}, {"kernel_size": (3, 2)}, {"size": (60, 60)}],
+                         ids=["k2", "k3x2", "fractional"])
+def test_sample_frequencies(geom, zero_value):
+    """(e) Pick frequencies match ``c v / sum c v``; (f) all-zero windows: uniform by coverage.
+
+    The image repeats one block, so windows of the same class (same content
+    and coverages) are many; a deterministic seed makes the test reproducible.
+    The 4-channel image is RGBA without has_alpha: v is the luma of RGB.  For
+    (f), RGB is 0 everywhere and the fourth channel identifies the picked pixel.
+    ``size=(60, 60)`` on 90x90 makes 1.5-pixel boxes: coverages 1 and 0.5.
+    """
+    rng = np.random.default_rng(15)
+    if "size" in geom:
+        period, tiles, classes = (3, 3), (30, 30), (2, 2)
+    else:
+        kh, kw = (geom["kernel_size"],) * 2 if np.isscalar(geom["kernel_size"]) else geom["kernel_size"]
+        period, tiles, classes = (kh, kw), (90 // kh, 90 // kw), (1, 1)
+    img, _ = _pattern_image(rng, period, tiles, channels=4, zero_value=zero_value)
+    img = img.astype(np.float32)
+    rows, cols = plan("stochastic", img.shape[:2], **geom)
+    pvalues = []
+    for seed in (1, 2):
+        out = downscale(img, "stochastic", seed=seed, **geom)
+        pvalues += _chi_square_by_class(img, out, rows, cols, period, classes, 4)
+    assert pvalues and min(pvalues) > 1e-5, pvalues
+
+
+def test_sample_frequencies_single_channel_value():
+    """(e) with 1 channel v is the value itself: for window [0.1, 0.2, 0.3, 0.4], p = v / 1."""
+    block = np.array([[0.1, 0.2], [0.3, 0.4]])
+    img = np.tile(block, (60, 60))
+    out = downscale(img, "stochastic", kernel_size=2, seed=99)
+    counts = np.array([(out == v).sum() for v in block.ravel()])
+    assert counts.sum() == out.size
+    stat, pvalue = stats.chisquare(counts, out.size * block.ravel() / block.sum())
+    assert pvalue > 1e-5, counts
+
+
+def test_sample_value_for_two_colour_channels_with_alpha_ignores_alpha():
+    """SPEC 3: v is luma for RGB/RGBA (alpha ignored), else the mean of the (colour) channels.
+
+    For an LA image (has_alpha) v is the premultiplied grey value: a pixel
+    with grey 0 and alpha 1 never wins against one with grey > 0.
+    """
+    img = np.zeros((40, 40, 2))
+    img[..., 1] = 1.0
+    img[0::2, 0::2] = [0.5, 0.5]  # one pixel of each 2x2 window has v > 0
+    out = downscale(img, "stochastic", kernel_size=2, has_alpha=True)
+    assert np.allclose(out, [0.5, 0.5])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "api.py chooses the luma of channels 0-2 for any 3-channel image, so with has_alpha and "
+    "3 channels (2 colour + alpha) alpha enters stochastic's value as 'blue'; SPEC 3 says "
+    "alpha is ignored and other images use the mean of the colour channels"))
+def test_sample_value_for_three_channels_with_alpha_ignores_alpha():
+    img = np.zeros((40, 40, 3))
+    img[..., 2] = 1.0                      # opaque black ...
+    img[0::2, 0::2] = [0.5, 0.5, 0.5]      # ... and one half-transparent grey pixel per window
+    for seed in range(3):
+        out = downscale(img, "stochastic", kernel_size=2, has_alpha=True, seed=seed)
+        # black has v = 0 (mean of its colour channels) and can never be drawn
+        assert np.allclose(out, [1.0, 1.0, 0.5]), np.unique(out.reshape(-1, 3), axis=0)
+
+
+# ============================================================ limits of parameters
+
+def _cases_unit(rng, shape=(14, 15, 3)):
+    return [rand(rng, shape, d) for d in DTYPES]
+
+
+@pytest.mark.parametrize("geom", [{"kernel_size": 3}, {"kernel_size": 2, "stride": 1},
+                                  {"size": (5, 4)}], ids=["k3", "k2s1", "size"])
+def test_parameters_that_give_avg(geom):
+    """softpool beta=0, lp p=1, dpp lam=0, dpp large alpha, dpid lam=0 (area) are avg."""
+    rng = np.random.default_rng(20)
+    for img in _cases_unit(rng):
+        avg = reference_downscale(img, "avg", **geom)
+        for method, params in [("softpool", {"beta": 0.0}), ("lp", {"p": 1.0}),
+                               ("dpp", {"lam": 0.0}), ("dpp", {"lam": 0.0, "variant": "asym"}),
+                               ("dpp", {"lam": 5.0, "alpha": 0.0}),  # control: not avg
+                               ("dpp", {"lam": 1.0, "alpha": 1e7}),
+                               ("dpp", {"lam": 2.0, "alpha": 1e7, "variant": "asym"})]:
+            out = downscale(img, method, **geom, **params)
+            if params.get("lam") == 5.0:
+                if img.dtype.kind == "f":
+                    assert np.abs(out - avg).max() > 1e-3, "dpp lam=5 should differ from avg"
+                continue
+            assert_matches(out, avg, img.dtype, what=f"{method} {params} {geom}")
+        # kernel avg and softpool beta=0: the SPEC says 'exactly avg'
+        a = downscale(img, "avg", **geom)
+        s = downscale(img, "softpool", beta=0.0, **geom)
+        if img.dtype.kind == "u":
+            assert np.array_equal(a, s)
+        else:
+            assert np.allclose(a, s, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_dpid_lam0_is_area_average(dtype):
+    rng = np.random.default_rng(21)
+    img = rand(rng, (17, 14, 3), dtype)
+    for geom, size in [({"kernel_size": 3}, (6, 5)), ({"size": (7, 4)}, (7, 4)),
+                       ({"scale": 0.3}, (5, 4)), ({"kernel_size": (4, 5)}, (5, 3))]:
+        out = downscale(img, "dpid", lam=0.0, **geom)
+        assert out.shape[:2] == size
+        assert_matches(out, reference_downscale(img, "avg", size=size), img.dtype, what=str(geom))
+        kernel_avg = downscale(img, "avg", size=size)
+        assert np.abs(out.astype(float) - kernel_avg.astype(float)).max() <= (
+            1 if img.dtype.kind == "u" else 1e-6)
+
+
+@pytest.mark.parametrize("beta", [200.0, 1e3, 1e4])
+def test_large_beta_approaches_max(beta):
+    """|softpool - max| <= n / (e beta): each other pixel adds at most x e^(-beta x) (x = max - a)."""
+    rng = np.random.default_rng(22)
+    img = rng.random((15, 16, 3))
+    work = to_work(img)
+    for geom in [{"kernel_size": 3}, {"kernel_size": 3, "stride": 1}, {"size": (4, 4)}]:
+        out = downscale(img, "softpool", beta=beta, **geom)
+        mx = reference_downscale(img, "max", **geom)
+        rows, cols = plan("softpool", img.shape[:2], **geom)
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                a, c, _ = window(work, rows, cols, i, j)
+                bound = c.sum() / (c[a.argmax(0)] * math.e * beta)
+                assert np.all(out[i, j] <= mx[i, j] + 1e-12)
+                assert np.all(mx[i, j] - out[i, j] <= bound + 1e-7), (geom, i, j)
+    # on 8-bit data the other pixels are >= 1/255 below the max: e^(-1e4/255) ~ 1e-17
+    u8 = rng.integers(0, 256, (15, 16, 3)).astype(np.uint8)
+    if beta == 1e4:
+        assert np.array_equal(downscale(u8, "softpool", beta=beta, kernel_size=3),
+                              downscale(u8, "max", kernel_size=3))
+
+
+@pytest.mark.parametrize("p", [100.0, 1000.0])
+def test_large_p_approaches_max(p):
+    """m (c_max / sum c)^(1/p) <= lp <= m, m the window maximum: lp -> max as p -> inf."""
+    rng = np.random.default_rng(23)
+    img = rng.random((15, 16, 3))
+    for geom in [{"kernel_size": 3}, {"kernel_size": (2, 5), "stride": 1}, {"size": (4, 7)}]:
+        out = downscale(img, "lp", p=p, **geom)
+        mx = reference_downscale(img, "max", **geom)
+        rows, cols = plan("lp", img.shape[:2], **geom)
+        work = to_work(img)
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                a, c, _ = window(work, rows, cols, i, j)
+                low = mx[i, j] * (c[a.argmax(0)] / c.sum()) ** (1 / p)
+                assert np.all(out[i, j] <= mx[i, j] * (1 + FLOAT_TOL))
+                assert np.all(out[i, j] >= low * (1 - FLOAT_TOL))
+    assert np.abs(downscale(img, "lp", p=1000.0, kernel_size=2) - reference_downscale(
+        img, "max", kernel_size=2)[..., :]).max() <= math.log(4) / 1000 + 1e-5
+
+
+def _extremum(a, c, variant):
+    """Pixels the large-lam limit selects, their weight ratio to the runner-up, and the limit."""
+    g = (c[:, None] * a).sum(0) / c.sum()
+    x = a - g if variant == "sym" else np.maximum(a - g, 0.0)
+    r = x * x + 1e-3
+    top = r.max(0)
+    return r, top, g
+
+
+@pytest.mark.parametrize("variant", ["sym", "asym"])
+def test_large_lam_dpp_approaches_extremum(variant):
+    """dpp with alpha=0 and lam -> inf: asym -> max pooling, sym -> the value farthest from the mean.
+
+    On data with levels 0.1 apart, the runner-up's weight relative to the
+    winner's is ``(r2 / r1)^(lam/2)``; windows where that is not negligible
+    (ties) are checked against the tie average instead.
+    """
+    rng = np.random.default_rng(24)
+    img = rng.integers(0, 11, (16, 18, 3)) / 10.0
+    lam = 400.0
+    geom = {"kernel_size": 3}
+    out = downscale(img, "dpp", lam=lam, variant=variant, **geom)
+    assert np.all(np.isfinite(out))
+    rows, cols = plan("dpp", img.shape[:2], **geom)
+    work = to_work(img)
+    checked = 0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            a, c, _ = window(work, rows, cols, i, j)
+            r, top, _ = _extremum(a, c, variant)
+            for ch in range(a.shape[1]):
+                winners = r[:, ch] >= top[ch] * (1 - 1e-9)
+                others = r[~winners, ch]
+                lead = (others.max() / top[ch]) ** (lam / 2) * len(others) if others.size else 0.0
+                limit = (c[winners] * a[winners, ch]).sum() / c[winners].sum()
+                if lead < 1e-6:
+                    assert out[i, j, ch] == pytest.approx(limit, abs=1e-5)
+                    checked += 1
+                if variant == "asym" and winners.sum() == 1 and lead < 1e-6:
+                    assert out[i, j, ch] == pytest.approx(a[:, ch].max(), abs=1e-5)
+    assert checked > 0.5 * out.size
+
+
+def test_large_lam_dpid_approaches_extremum():
+    """dpid with lam -> inf selects the pixel farthest (jointly over channels) from the smoothed guide."""
+    rng = np.random.default_rng(25)
+    img = rng.integers(0, 11, (16, 18, 3)) / 10.0
+    size = (5, 6)  # 3.2 x 3 boxes
+    lam = 400.0
+    out = downscale(img, "dpid", lam=lam, size=size)
+    rows, cols = plan("dpid", img.shape[:2], size=size)
+    work = to_work(img)
+    guide = np.array([[(lambda a, c: (c[:, None] * a).sum(0) / c.sum())(*window(work, rows, cols, i, j)[:2])
+                       for j in range(size[1])] for i in range(size[0])])
+    gs = smooth_guide(guide)
+    checked = 0
+    for i in range(size[0]):
+        for j in range(size[1]):
+            a, c, _ = window(work, rows, cols, i, j)
+            d = np.sqrt(((a - gs[i, j]) ** 2).mean(1))
+            win = d >= d.max() * (1 - 1e-9)
+            lead = (d[~win].max() / d.max()) ** lam * (~win).sum() if (~win).any() else 0.0
+            if lead < 1e-6:
+                limit = (c[win, None] * a[win]).sum(0) / c[win].sum()
+                assert np.allclose(out[i, j], limit, atol=1e-5)
+                checked += 1
+    assert checked > 0.5 * size[0] * size[1]
+
+
+# ============================================================ invariants
+
+CONSTANTS = {np.uint8: [0, 1, 137, 255], np.uint16: [0, 1, 40000, 65535],
+             np.float32: [0.0, 0.3, 1.0, 1234.5], np.float64: [0.0, 1 / 3, 1.0, 1e6]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method,params", ALL_CASES, ids=ALL_IDS)
+def test_constant_image_stays_constant(method, params, dtype):
+    """Every method maps a constant image to the same constant (every dtype, layout, geometry)."""
+    for value in CONSTANTS[dtype]:
+        for shape in [(11, 13), (11, 13, 1), (11, 13, 3), (11, 13, 4)]:
+            img = np.full(shape, value, dtype=dtype)
+            for geom in geoms_for(method)[:4] + [{"kernel_size": 1}]:
+                out = downscale(img, method, **geom, **params)
+                assert out.dtype == img.dtype and out.ndim == img.ndim
+                if np.dtype(dtype).kind == "u":
+                    assert np.all(out == value), (value, shape, geom, np.unique(out))
+                else:
+                    assert np.allclose(out, value, rtol=FLOAT_TOL, atol=0), (value, shape, geom)
+    # negative constants for the methods that accept them
+    if method not in ("lp", "stochastic") and np.dtype(dtype).kind == "f":
+        img = np.full((9, 10, 3), -2.5, dtype)
+        assert np.allclose(downscale(img, method, size=(4, 3), **params), -2.5, rtol=FLOAT_TOL)
+
+
+def _extreme_params(method):
+    return {"lp": [{"p": 0.05}, {"p": 1000.0}], "softpool": [{"beta": 1e4}],
+            "dpp": [{"lam": 100.0}, {"lam": 100.0, "variant": "asym"}, {"alpha": 5.0, "lam": 3.0}],
+            "dpid": [{"lam": 100.0}, {"lam": 0.5}],
+            "stochastic": [{"mode": "expectation"}, {"seed": 5}]}.get(method, [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method", METHODS)
+def test_output_within_window_range(method, dtype):
+    """Every output lies between its window's min and max, per channel.
+
+    dpid: between the min and max of its box.  The SPEC guarantees this
+    without alpha: the output is a weighted mean of the box's pixels with
+    weights shared by all channels, except where sum w = 0, which for lam > 0
+    means every d_q = 0, i.e. every box pixel *equals* Gs[p] (so Gs[p] is in
+    range too).  With alpha it is not guaranteed: see
+    test_dpid_alpha_fallback_is_smoothed_guide.
+    """
+    rng = np.random.default_rng(30)
+    for layout in [(12, 17), (12, 17, 3)]:
+        img = rand(rng, layout, dtype)
+        if np.dtype(dtype).kind == "f" and method not in ("lp", "stochastic"):
+            img = (img * 20 - 10).astype(dtype)
+        if method == "dpid":
+            img[:6, :6] = img.reshape(-1)[0]  # flat patches: d = 0 in whole boxes
+        scale = float(np.abs(to_work(img)).max())
+        for geom in geoms_for(method):
+            lo, hi = window_ranges(img, method, **geom)
+            if img.ndim == 2:
+                lo, hi = lo[..., 0], hi[..., 0]
+            for params in [{}] + _extreme_params(method):
+                out = downscale(img, method, **geom, **params).astype(np.float64)
+                if np.dtype(dtype).kind == "u":
+                    top = dtype_max(dtype)
+                    ok = (out >= np.floor(lo * top + 0.5)) & (out <= np.floor(hi * top + 0.5))
+                else:
+                    tol = FLOAT_TOL * max(1.0, scale)
+                    ok = (out >= lo - tol) & (out <= hi + tol)
+                assert ok.all(), (geom, params, np.argwhere(~ok)[:3])
+
+
+def test_dpid_alpha_fallback_is_smoothed_guide():
+    """With has_alpha, dpid's output where sum w = 0 is Gs[p] in every channel, alpha included.
+
+    Colour is 0 everywhere, so every d_q = 0 and every output is Gs[p]: the
+    alpha channel is the 3x3-smoothed box mean of alpha, which may lie outside
+    the box's own alpha range.  The kernel follows the SPEC here.
+    """
+    img = np.zeros((8, 8, 2), np.float32)
+    img[:, :4, 1] = 1.0            # left half opaque, right half transparent
+    out = downscale(img, "dpid", kernel_size=2, has_alpha=True)
+    ref = reference_downscale(img, "dpid", kernel_size=2, has_alpha=True)
+    assert_matches(out, ref, img.dtype)
+    lo, hi = window_ranges(img, "dpid", kernel_size=2)
+    assert (ref[..., 1] > hi[..., 1] + 0.1).any() and (ref[..., 1] < lo[..., 1] - 0.1).any()
+
+
+@pytest.mark.parametrize("method,params", ALL_CASES, ids=ALL_IDS)
+def test_identity(method, params):
+    """k = 1 and size == input size are the identity, for every method, dtype and layout."""
+    rng = np.random.default_rng(31)
+    for dtype in DTYPES:
+        for shape in [(9, 11), (9, 11, 1), (9, 11, 3), (9, 11, 4)]:
+            img = rand(rng, shape, dtype)
+            geoms = [{"size": shape[:2]}, {"scale": 1.0}, {"kernel_size": 1}]
+            if method != "dpid":
+                geoms.append({"kernel_size": 1, "stride": 1})
+            for geom in geoms:
+                out = downscale(img, method, **geom, **params)
+                if np.dtype(dtype) == np.float64:
+                    # float64 input may pass through float32 arithmetic (SPEC 1)
+                    assert np.allclose(out, img, rtol=1e-7, atol=0), (dtype, shape, geom)
+                else:
+                    assert np.array_equal(out, img), (dtype, shape, geom)
+
+
+@pytest.mark.parametrize("method,params", ALL_CASES, ids=ALL_IDS)
+def test_input_never_modified(method, params):
+    """Also with has_alpha and linear, with views, non-contiguous and read-only arrays."""
+    rng = np.random.default_rng(32)
+    for dtype in DTYPES:
+        base = rand(rng, (14, 12, 4), dtype)
+        for img in [base, base[::2, ::-1], np.asfortranarray(base), base[..., :3],
+                    base[..., 0].T]:
+            snapshot = img.copy()
+            ro = img.copy()
+            ro.flags.writeable = False
+            for kw in [{}, {"has_alpha": True}, {"linear": True}, {"has_alpha": True, "linear": True}]:
+                if kw.get("has_alpha") and img.ndim == 2:
+                    continue
+                out = downscale(img, method, kernel_size=2, **kw, **params)
+                assert np.array_equal(img, snapshot), kw
+                assert out is not img and not np.shares_memory(out, img)
+                out_ro = downscale(ro, method, kernel_size=2, **kw, **params)
+                assert np.array_equal(out, out_ro)
+            if method != "stochastic" or params:
+                check_kw = dict(kernel_size=2, **params)
+                assert_matches(downscale(img, method, **check_kw),
+                               reference_downscale(img, method, **check_kw), dtype,
+                               what=f"non-contiguous {img.strides}")
