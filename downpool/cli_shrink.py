@@ -132,7 +132,7 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
             image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
             linear=settings.linear, **settings.geometry(image.pixels.shape[:2]), **settings.params,
         )
-    except (ValueError, TypeError, RuntimeError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - ValueError for a bad geometry, and the unexpected
         return failed(_describe(exc))
     folder = os.path.dirname(os.path.abspath(task.target))
     try:
@@ -234,8 +234,9 @@ def plan_tasks(
     -------
     tasks : list of Task
     refused : list of FileResult
-        Inputs that must not be processed (their output would overwrite an
-        input, or another input's output).
+        Inputs that are not processed: failed (their output would overwrite
+        an input, or another input's output) or skipped (named inputs that
+        are the output of another input).
     warnings : list of str
     """
     out_is_folder = out is not None and (
@@ -269,11 +270,21 @@ def plan_tasks(
     def key(p: Path) -> str:
         return os.path.realpath(p)
 
-    targets = {key(target) for _, target, _ in planned}
-    # Outputs of an earlier run that sit among the inputs are not inputs again.
-    planned = [p for p in planned if not (p[2] and key(p[0]) in targets)]
-    sources = {key(source) for source, _, _ in planned}
+    producers = {key(target): source for source, target, _ in planned}
+    # An input that is another input's output (an earlier run's output, picked
+    # up by a folder walk or a shell glob) is taken as that output, not read
+    # again: files found in folders are left out, files named are skipped.
     tasks, refused, claimed = [], [], {}
+    kept = []
+    for source, target, walked in planned:
+        producer = producers.get(key(source))
+        if producer is None or key(producer) == key(source):
+            kept.append((source, target, walked))
+        elif not walked:
+            refused.append(FileResult(str(source), str(target), "skipped",
+                                      f"it is the output of {producer}"))
+    planned = kept
+    sources = {key(source) for source, _, _ in planned}
     for source, target, _ in planned:
         if key(target) in sources or (target.exists() and source.exists()
                                       and os.path.samefile(target, source)):
@@ -315,22 +326,37 @@ def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 
+    def outcome(future: Any, task: Task) -> FileResult:
+        try:
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - a worker killed (out of memory?) or broken
+            return FileResult(task.source, task.target, "failed",
+                              f"worker process failed: {_describe(exc) or type(exc).__name__}")
+
     # spawn: forking a process whose Numba threading layer may be running is unsafe.
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
-    futures = [pool.submit(shrink_file, task, settings) for task in tasks]
+    futures: dict[Any, Task] = {}
     reported = set()
     try:
+        # Workers start during submit(): with SIGINT blocked, they inherit it
+        # blocked and cannot die of a Ctrl-C before _init_worker ignores it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for task in tasks:
+                futures[pool.submit(shrink_file, task, settings)] = task
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C arrives here
         for future in as_completed(futures):
             reported.add(future)
-            yield future.result()
+            yield outcome(future, futures[future])
     except KeyboardInterrupt:
         for future in futures:
             future.cancel()
         # The files being pooled now are finished and written whole.
         wait(futures)
-        finished = [f.result() for f in futures
-                    if f not in reported and f.done() and not f.cancelled() and f.exception() is None]
+        finished = [outcome(f, task) for f, task in futures.items()
+                    if f not in reported and f.done() and not f.cancelled()]
         pool.shutdown(wait=True)
         raise _Interrupted(finished) from None
     pool.shutdown(wait=True)
@@ -363,7 +389,8 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
     start = time.perf_counter()
     results: list[FileResult] = list(refused)
     for result in refused:
-        _say(f"downpool: error: {result.source}: {result.message}", None)
+        kind = "error" if result.status == "failed" else "skipping"
+        _say(f"downpool: {kind}: {result.source}: {result.message}", None)
     bar = _progress_bar(len(tasks), quiet)
     interrupted = False
     workers = min(jobs, len(tasks))

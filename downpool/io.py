@@ -7,9 +7,11 @@ that image operations never see a file and file code never pools anything.
 Decisions (SPEC section 4):
 
 - 8- and 16-bit samples are kept: ``uint8`` or ``uint16`` arrays.  Pillow 13
-  holds 16-bit *grayscale* (mode ``I;16``) but reduces 16-bit RGB, RGBA and
-  LA files to 8 bits when it decodes them; :func:`read_image` refuses such a
-  file with :class:`UnsupportedImageError` rather than silently losing bits.
+  holds 16-bit *grayscale* (mode ``I;16``) but decodes 16-bit RGB, RGBA and
+  gray+alpha PNG only reduced to 8 bits, and cannot write them: this module
+  reads and writes those PNGs itself (chunks, zlib, the five row filters).
+  16-bit colour in other formats (TIFF) is refused with
+  :class:`UnsupportedImageError` rather than silently reduced to 8 bits.
 - Modes L, LA, RGB and RGBA are kept.  Palette images become RGB, or RGBA
   where they have transparency; bilevel images become L; CMYK, YCbCr, LAB
   and HSV become RGB, and their ICC profile (which describes the old colour
@@ -87,8 +89,9 @@ class LoadedImage:
     has_alpha : bool
         The last channel is alpha (LA, RGBA).
     mode : str
-        The Pillow mode the pixels are written back as: ``"L"``, ``"LA"``,
-        ``"RGB"``, ``"RGBA"`` or ``"I;16"`` (16-bit grayscale).
+        What the pixels are: the Pillow modes ``"L"``, ``"LA"``, ``"RGB"``,
+        ``"RGBA"``, ``"I;16"`` (16-bit grayscale), or, for 16-bit colour PNG
+        (no Pillow mode holds it), ``"LA;16"``, ``"RGB;16"``, ``"RGBA;16"``.
     icc_profile : bytes or None
         The embedded ICC profile, as found in the file.
     exif : bytes or None
@@ -143,8 +146,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         image (``PIL.UnidentifiedImageError`` is an ``OSError``).
     UnsupportedImageError
         A ``ValueError``: an image above ``max_pixels``, a format other than
-        the six above, or samples that cannot be kept (16-bit colour, which
-        Pillow reduces to 8 bits; 32-bit integer or float samples).
+        the six above, or samples that cannot be kept (16-bit colour other
+        than PNG, which Pillow reduces to 8 bits; interlaced 16-bit colour
+        PNG; 32-bit integer or float samples).
 
     Examples
     --------
@@ -173,6 +177,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                     f"{im.format or 'unknown'} files are not supported "
                     f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
                 )
+            if fmt == "PNG" and _is_png16_colour(im):
+                im.close()
+                return _read_png16(path)
             _refuse_reduced_samples(im)
             im.load()  # before getexif: a PNG's eXIf chunk may follow the pixel data
             icc = im.info.get("icc_profile") or None
@@ -309,6 +316,181 @@ def _exif_for_output(exif: bytes, width: int, height: int) -> bytes:
         return exif
 
 
+# --- 16-bit colour PNG ----------------------------------------------------------------
+#
+# Pillow 13 decodes 16-bit RGB, RGBA and gray+alpha PNG only reduced to 8 bits
+# per channel, and cannot write them.  PNG is simple enough to do here:
+# chunks, zlib, and the five row filters of the PNG specification (section 9).
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG16_CHANNELS = {4: 2, 2: 3, 6: 4}  # colour type -> channels (gray+alpha, RGB, RGBA)
+_PNG16_MODES = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
+_IDAT_CHUNK_BYTES = 1 << 20
+
+
+def _is_png16_colour(im: Any) -> bool:
+    """Whether a PNG opened by Pillow has 16-bit samples and more than one channel."""
+    fp = getattr(im, "fp", None)
+    if fp is None:
+        return False
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        head = fp.read(29)
+    finally:
+        fp.seek(position)
+    return (len(head) == 29 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+            and head[24] == 16 and head[25] in _PNG16_CHANNELS)
+
+
+def _png_chunks(data: bytes) -> Any:
+    """(type, body) of each chunk of a PNG file, checksums verified, up to IEND."""
+    position = len(_PNG_SIGNATURE)
+    while True:
+        if position + 8 > len(data):
+            raise OSError("truncated PNG file (it ends before its IEND chunk)")
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        crc = data[position + 8 + length:position + 12 + length]
+        if len(body) < length or len(crc) < 4:
+            raise OSError(f"truncated PNG file (in its {kind.decode('latin-1')} chunk)")
+        if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
+            raise OSError(f"corrupt PNG file (bad checksum of its {kind.decode('latin-1')} chunk)")
+        yield kind, body
+        if kind == b"IEND":
+            return
+        position += 12 + length
+
+
+def _read_png16(path: str) -> LoadedImage:
+    """Read a 16-bit gray+alpha, RGB or RGBA PNG with its ICC profile and EXIF."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    idat, icc, exif_block, transparent = [], None, None, None
+    width = height = channels = 0
+    for kind, body in _png_chunks(data):
+        if kind == b"IHDR":
+            width, height, _, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            channels = _PNG16_CHANNELS[colour_type]
+            if interlace:
+                raise UnsupportedImageError("interlaced 16-bit colour PNG is not supported")
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"iCCP":
+            name_end = body.find(b"\0")
+            if name_end < 0:
+                raise OSError("corrupt PNG file (bad iCCP chunk)")
+            icc = zlib.decompress(body[name_end + 2:])
+        elif kind == b"eXIf":
+            exif_block = body
+        elif kind == b"tRNS" and channels == 3 and len(body) == 6:
+            transparent = np.frombuffer(body, ">u2")
+    bytes_per_pixel = 2 * channels
+    stride = width * bytes_per_pixel
+    raw = zlib.decompress(b"".join(idat))
+    if len(raw) != height * (stride + 1):
+        raise OSError(f"corrupt PNG file (pixel data is {len(raw)} bytes, "
+                      f"expected {height * (stride + 1)})")
+    rows = _unfilter_png(np.frombuffer(raw, np.uint8), height, stride, bytes_per_pixel)
+    pixels = rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    if transparent is not None:  # one colour marked transparent: make it real alpha
+        alpha = np.where((pixels == transparent).all(axis=2), 0, 65535).astype(np.uint16)
+        pixels, channels = np.dstack([pixels, alpha]), 4
+    exif = Image.Exif()
+    if exif_block:
+        try:
+            exif.load(exif_block)
+        except Exception:  # noqa: BLE001 - unreadable EXIF: keep the pixels
+            exif = Image.Exif()
+    pixels = _apply_orientation(pixels, exif.get(_EXIF_ORIENTATION, 1))
+    return LoadedImage(
+        pixels=pixels, has_alpha=channels in (2, 4), mode=_PNG16_MODES[channels], icc_profile=icc,
+        exif=_upright_exif(exif) if len(exif) else None, format="PNG", size=(width, height),
+    )
+
+
+def _unfilter_rows(raw, out, bytes_per_pixel):  # pragma: no cover - compiled by Numba
+    """Undo the PNG row filters of ``raw`` into ``out``; the index of a bad row, or -1."""
+    height, stride = out.shape
+    for y in range(height):
+        start = y * (stride + 1)
+        kind = raw[start]
+        if kind > 4:
+            return y
+        for x in range(stride):
+            value = np.int32(raw[start + 1 + x])
+            left = np.int32(out[y, x - bytes_per_pixel]) if x >= bytes_per_pixel else np.int32(0)
+            up = np.int32(out[y - 1, x]) if y > 0 else np.int32(0)
+            if kind == 1:
+                value += left
+            elif kind == 2:
+                value += up
+            elif kind == 3:
+                value += (left + up) >> 1
+            elif kind == 4:
+                corner = (np.int32(out[y - 1, x - bytes_per_pixel])
+                          if (y > 0 and x >= bytes_per_pixel) else np.int32(0))
+                estimate = left + up - corner
+                to_left, to_up, to_corner = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
+                if to_left <= to_up and to_left <= to_corner:
+                    value += left
+                elif to_up <= to_corner:
+                    value += up
+                else:
+                    value += corner
+            out[y, x] = value & 0xFF
+    return -1
+
+
+_compiled_unfilter = None
+
+
+def _unfilter_png(raw: np.ndarray, height: int, stride: int, bytes_per_pixel: int) -> np.ndarray:
+    """The filtered rows of a PNG's decompressed data, unfiltered: uint8 (height, stride)."""
+    global _compiled_unfilter
+    if _compiled_unfilter is None:
+        # Numba only here, on the first 16-bit colour PNG: Average and Paeth rows
+        # depend on the byte just decoded, which NumPy cannot vectorise.
+        import numba
+
+        _compiled_unfilter = numba.njit(cache=True, nogil=True)(_unfilter_rows)
+    out = np.empty((height, stride), np.uint8)
+    bad_row = _compiled_unfilter(raw, out, bytes_per_pixel)
+    if bad_row >= 0:
+        raise OSError(f"corrupt PNG file (unknown filter type in row {bad_row})")
+    return out
+
+
+def _write_png16(stream: Any, pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
+    """Write 16-bit gray+alpha, RGB or RGBA ``pixels`` as PNG to ``stream``."""
+    height, width, channels = pixels.shape
+    colour_type = {2: 4, 3: 2, 4: 6}[channels]
+    rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(height, -1)
+    # The "Up" filter on every row but the first (byte-wise difference from the
+    # row above, modulo 256): vectorised, and it compresses photos well.
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 2
+    filtered[0, 0] = 0
+    filtered[0, 1:] = rows[0]
+    filtered[1:, 1:] = rows[1:] - rows[:-1]
+
+    def chunk(kind: bytes, body: bytes) -> None:
+        stream.write(struct.pack(">I", len(body)) + kind + body
+                     + struct.pack(">I", zlib.crc32(kind + body)))
+
+    stream.write(_PNG_SIGNATURE)
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    if icc:
+        chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))
+    if exif:
+        chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    compressed = zlib.compress(filtered.tobytes(), 6)
+    for start in range(0, max(len(compressed), 1), _IDAT_CHUNK_BYTES):
+        chunk(b"IDAT", compressed[start:start + _IDAT_CHUNK_BYTES])
+    chunk(b"IEND", b"")
+
+
 def _to_pillow(pixels: np.ndarray, fmt: str) -> Any:
     """A Pillow image of ``pixels`` that ``fmt`` can store, or ``UnsupportedImageError``."""
     from PIL import Image
@@ -377,8 +559,10 @@ def write_image(
         The file to write.  Its folder must exist.
     pixels : ndarray
         ``uint8`` or ``uint16``, (H, W) or (H, W, C) with C in 1..4; C = 2 and
-        4 have alpha last.  16-bit grayscale is kept in PNG and TIFF; other
-        formats get the samples rounded to 8 bits.
+        4 have alpha last.  16 bits are kept in PNG (all modes) and TIFF
+        (grayscale; 16-bit colour TIFF is an ``UnsupportedImageError``);
+        JPEG, WebP, BMP and GIF hold 8 bits, so they get the samples rounded
+        to 8 bits.
     like : LoadedImage, optional
         The source image: its ICC profile and EXIF are written (unless
         ``strip``), and its format is the default.
@@ -411,7 +595,14 @@ def write_image(
     if fmt not in FORMATS:
         raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
                                     f"choose one of {', '.join(FORMATS)}")
-    image = _to_pillow(pixels, fmt)
+    sixteen_bit_colour = pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
+    if sixteen_bit_colour and fmt == "TIFF":
+        raise UnsupportedImageError(
+            "Pillow cannot write 16-bit colour TIFF; choose --format png to keep 16 bits"
+        )
+    # Pillow holds 16-bit samples only in grayscale: 16-bit colour PNG has its own encoder.
+    image = None if sixteen_bit_colour and fmt == "PNG" else _to_pillow(pixels, fmt)
+    height, width = pixels.shape[:2]
     options: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = _DEFAULT_QUALITY if quality is None else int(quality)
@@ -421,14 +612,17 @@ def write_image(
         if like.icc_profile:
             options["icc_profile"] = like.icc_profile
         if like.exif:
-            options["exif"] = _exif_for_output(like.exif, image.width, image.height)
+            options["exif"] = _exif_for_output(like.exif, width, height)
 
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
                                      suffix=".downpool-tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
-            image.save(stream, format=fmt, **options)
+            if image is None:
+                _write_png16(stream, pixels, options.get("icc_profile"), options.get("exif"))
+            else:
+                image.save(stream, format=fmt, **options)
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp makes the file private (0600); an output gets the usual mode.

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import termios
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ import pytest
 from PIL import Image
 
 import downpool
-from cli_helpers import (downpool_command, load, random_image, run_downpool, save,
-                         smooth_image, srgb_icc_profile, temp_files, write_png16)
+from cli_helpers import (downpool_command, load, random_image, read_png, run_downpool, save,
+                         smooth_image, srgb_icc_profile, temp_files, write_png)
 
 
 def _no_traceback(result: subprocess.CompletedProcess) -> None:
@@ -148,7 +149,7 @@ def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
 
 def test_16_bit_grayscale_round_trip_keeps_16_bits(tmp_path):
     gray16 = random_image((10, 14), dtype=np.uint16, seed=5)
-    write_png16(tmp_path / "g16.png", gray16)
+    write_png(tmp_path / "g16.png", gray16)
     save(tmp_path / "g16.tif", gray16)
     result = run_downpool("shrink", tmp_path / "g16.png", tmp_path / "g16.tif", "--method", "avg")
     assert result.returncode == 0, result.stderr
@@ -160,16 +161,47 @@ def test_16_bit_grayscale_round_trip_keeps_16_bits(tmp_path):
         np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
-def test_16_bit_colour_png_is_refused_rather_than_reduced_to_8_bits(tmp_path):
-    # Pillow 13 decodes 16-bit RGB/RGBA/LA PNG only as 8 bits per channel.
-    write_png16(tmp_path / "rgb16.png", random_image((6, 8, 3), dtype=np.uint16))
-    save(tmp_path / "ok.png", random_image((6, 8, 3)))
-    result = run_downpool("shrink", tmp_path / "rgb16.png", tmp_path / "ok.png")
-    assert result.returncode == 1
-    assert f"downpool: error: {tmp_path / 'rgb16.png'}: 16-bit PNG in colour" in result.stderr
-    assert "8 bits" in result.stderr
-    assert not (tmp_path / "rgb16_softpool.png").exists()
-    assert (tmp_path / "ok_softpool.png").exists()
+def test_16_bit_colour_png_round_trip_with_orientation_and_icc(tmp_path):
+    # Pillow 13 reads 16-bit colour PNG only as 8 bits per channel and cannot
+    # write it: downpool has its own PNG codec for these; read_png checks it
+    # independently (written with all five row filters, read back here).
+    rgb16 = random_image((10, 14, 3), dtype=np.uint16, seed=12)
+    rgba16 = random_image((10, 14, 4), dtype=np.uint16, seed=13)
+    rgba16[:, :3, 3] = 0
+    la16 = random_image((10, 14, 2), dtype=np.uint16, seed=14)
+    icc = srgb_icc_profile()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    metadata = ((b"iCCP", b"sRGB\0\0" + zlib.compress(icc)), (b"eXIf", exif.tobytes()[6:]))
+    write_png(tmp_path / "rgb16.png", rgb16, metadata)
+    write_png(tmp_path / "rgba16.png", rgba16)
+    write_png(tmp_path / "la16.png", la16)
+    result = run_downpool("shrink", tmp_path / "rgb16.png", tmp_path / "rgba16.png",
+                          tmp_path / "la16.png", "--method", "dpid")
+    assert result.returncode == 0, result.stderr
+    cases = {"rgb16": (np.rot90(rgb16, -1), False), "rgba16": (rgba16, True), "la16": (la16, True)}
+    for name, (upright, has_alpha) in cases.items():
+        out, chunks = read_png(tmp_path / f"{name}_dpid.png")
+        expected = downpool.downscale(upright, "dpid", has_alpha=has_alpha)
+        assert out.dtype == np.uint16 and np.any(expected % 257 != 0), name
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+    _, chunks = read_png(tmp_path / "rgb16_dpid.png")
+    assert zlib.decompress(chunks[b"iCCP"].split(b"\0", 1)[1][1:]) == icc
+    written_exif = Image.Exif()
+    written_exif.load(chunks[b"eXIf"])
+    assert written_exif[0x0112] == 1
+
+    # An 8-bit format (BMP, JPEG, WebP) asked for gets the samples rounded to
+    # 8 bits; TIFF could hold 16 but Pillow cannot write 16-bit colour TIFF:
+    # that is an error, not a quiet loss.
+    result = run_downpool("shrink", tmp_path / "rgba16.png", "--format", "tiff")
+    assert result.returncode == 1 and "16-bit colour TIFF" in result.stderr
+    result = run_downpool("shrink", tmp_path / "rgb16.png", "-o", tmp_path / "eight.bmp")
+    assert result.returncode == 0, result.stderr
+    out, image = load(tmp_path / "eight.bmp")
+    sixteen = downpool.downscale(np.rot90(rgb16, -1), "softpool").astype(np.uint32)
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(out, (sixteen * 255 + 32767) // 65535)
 
 
 def test_format_quality_and_output_file_extension(tmp_path):
@@ -229,20 +261,31 @@ def test_exif_orientation_6_is_applied_and_written_as_1_and_icc_is_kept(tmp_path
 # --- geometry ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, api_geometry", [
+@pytest.mark.parametrize("args, api_arguments", [
     (["--width", "10"], {"size": (7, 10)}),      # 14x20 -> aspect kept: round(14 * 10 / 20)
     (["--height", "5"], {"size": (5, 7)}),       # round(20 * 5 / 14) = 7
     (["--size", "9x4"], {"size": (4, 9)}),       # WxH on the command line, (h, w) for the API
     (["--scale", "0.3"], {"scale": 0.3}),
     (["-k", "3", "--stride", "2"], {"kernel_size": 3, "stride": 2}),
+    (["--linear"], {"linear": True}),
 ])
-def test_geometry_options_map_to_the_api(tmp_path, args, api_geometry):
+def test_geometry_and_linear_options_map_to_the_api(tmp_path, args, api_arguments):
     pixels = random_image((14, 20, 3), seed=8)
     source = save(tmp_path / "g.png", pixels)
     result = run_downpool("shrink", source, *args, "--method", "dpp", "--lam", "2")
     assert result.returncode == 0, result.stderr
     out, _ = load(tmp_path / "g_dpp.png")
-    np.testing.assert_array_equal(out, downpool.downscale(pixels, "dpp", lam=2.0, **api_geometry))
+    np.testing.assert_array_equal(out, downpool.downscale(pixels, "dpp", lam=2.0, **api_arguments))
+
+
+def test_unusable_device_fails_once_before_the_batch(tmp_path):
+    save(tmp_path / "a.png", random_image((8, 8, 3)))
+    save(tmp_path / "b.png", random_image((8, 8, 3)))
+    result = run_downpool("shrink", tmp_path, "--device", "cuda")
+    assert result.returncode == 1
+    assert result.stderr.count("downpool: error: ") == 1 and "cuda" in result.stderr.lower()
+    _no_traceback(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
 
 
 # --- bad input and faults ------------------------------------------------------------------------
@@ -369,10 +412,15 @@ def test_output_folder_mirrors_the_input_tree(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a.png"]
 
-    # Beside the inputs, a rerun does not take the earlier outputs for inputs.
+    # Beside the inputs, a rerun does not take the earlier outputs for inputs:
+    # neither from a folder walk, nor when a shell glob names them.
     assert run_downpool("shrink", tree, "-r").returncode == 0
     result = run_downpool("shrink", tree, "-r", "--skip-existing")
     assert _summary(result).startswith("downpool: 0 done, 3 skipped, 0 failed"), result.stderr
+    result = run_downpool("shrink", *sorted(tree.glob("*.png")), "--skip-existing")
+    assert _summary(result).startswith("downpool: 0 done, 2 skipped, 0 failed"), result.stderr
+    assert f"skipping: {tree / 'a_softpool.png'}: it is the output of {tree / 'a.png'}" in result.stderr
+    assert not list(tree.rglob("*_softpool_softpool*"))
 
 
 # --- workers, progress, Ctrl-C ----------------------------------------------------------------
