@@ -124,7 +124,9 @@ def downscale(
     job = PoolJob(
         image=img, in_scale=1.0 / top, rows=rows, cols=cols,
         out=np.empty(out_shape, dtype=arr.dtype), out_max=top, out_int=arr.dtype.kind == "u",
-        n_colour=n_colour, value_mode=1 if channels in (3, 4) else 0, value_range=value_range,
+        # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
+        n_colour=n_colour, value_mode=1 if channels in (3, 4) and n_colour >= 3 else 0,
+        value_range=value_range,
     )
     pool = getattr(kernels, f"pool_{spec.name}")
     if not (linear or has_alpha):

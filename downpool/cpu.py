@@ -218,19 +218,31 @@ def _window_max(img, in_scale, y0, ny, x0, nx, c):
 
 
 @njit(cache=True)
-def _window_mean(img, in_scale, y0, ny, wy, x0, nx, wx, c):
+def _window_mean(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, c):
     acc = 0.0
     for r in range(ny):
         for s in range(nx):
-            acc += wy[r] * wx[s] * img[y0 + r, x0 + s, c]
+            acc += yw[i, r] * xw[j, s] * img[y0 + r, x0 + s, c]
     return acc * in_scale
+
+
+@njit(cache=True)
+def _power(x, e):
+    """``x ** e`` with the common exponents made cheap (dpp and dpid's default lam=1)."""
+    if e == 0.5:
+        return math.sqrt(x)
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    return x ** e
 
 
 # --- lp --------------------------------------------------------------------
 
 
 @njit(cache=True)
-def _lp_window(img, in_scale, y0, ny, wy, x0, nx, wx, p, res):
+def _lp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, p, res):
     for c in range(res.shape[0]):
         m = _window_max(img, in_scale, y0, ny, x0, nx, c)
         if m <= 0.0:  # all zero (negative input is rejected before)
@@ -239,7 +251,7 @@ def _lp_window(img, in_scale, y0, ny, wy, x0, nx, wx, p, res):
         acc = 0.0
         for r in range(ny):
             for s in range(nx):
-                acc += wy[r] * wx[s] * (img[y0 + r, x0 + s, c] * in_scale / m) ** p
+                acc += yw[i, r] * xw[j, s] * (img[y0 + r, x0 + s, c] * in_scale / m) ** p
         res[c] = m * acc ** (1.0 / p)
 
 
@@ -248,7 +260,7 @@ def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p):
     for i in prange(out.shape[0]):
         res = np.empty(img.shape[2])
         for j in range(out.shape[1]):
-            _lp_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j], p, res)
+            _lp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j, p, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
 
@@ -256,7 +268,7 @@ def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p):
 
 
 @njit(cache=True)
-def _softpool_window(img, in_scale, y0, ny, wy, x0, nx, wx, beta, res):
+def _softpool_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, beta, res):
     for c in range(res.shape[0]):
         # Subtracting the maximum keeps every exponent <= 0: no overflow for
         # any beta or value range, and the largest pixel always has weight 1.
@@ -266,7 +278,7 @@ def _softpool_window(img, in_scale, y0, ny, wy, x0, nx, wx, beta, res):
         for r in range(ny):
             for s in range(nx):
                 a = img[y0 + r, x0 + s, c] * in_scale
-                w = wy[r] * wx[s] * math.exp(beta * (a - m))
+                w = yw[i, r] * xw[j, s] * math.exp(beta * (a - m))
                 num += w * a
                 den += w
         res[c] = num / den
@@ -277,7 +289,7 @@ def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int
     for i in prange(out.shape[0]):
         res = np.empty(img.shape[2])
         for j in range(out.shape[1]):
-            _softpool_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j], beta, res)
+            _softpool_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j, beta, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
 
@@ -319,11 +331,11 @@ def _selection_value(img, y, x, value_mode, n_colour):
 
 
 @njit(cache=True)
-def _sample_window(img, in_scale, y0, ny, wy, x0, nx, wx, u, value_mode, n_colour, res):
+def _sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, res):
     total = 0.0
     for r in range(ny):
         for s in range(nx):
-            total += wy[r] * wx[s] * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
+            total += yw[i, r] * xw[j, s] * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
     uniform = total <= 0.0  # all weights zero: draw by coverage alone
     target = u * (1.0 if uniform else total)
     cum = 0.0
@@ -331,7 +343,7 @@ def _sample_window(img, in_scale, y0, ny, wy, x0, nx, wx, u, value_mode, n_colou
     pick_x = -1
     for r in range(ny):
         for s in range(nx):
-            w = wy[r] * wx[s]
+            w = yw[i, r] * xw[j, s]
             if not uniform:
                 w *= _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
             if w > 0.0:
@@ -356,7 +368,7 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
         res = np.empty(img.shape[2])
         for j in range(width):
             u = uniform_draw(seed, i * width + j)
-            _sample_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j],
+            _sample_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
                            u, value_mode, n_colour, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
@@ -365,10 +377,10 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
 
 
 @njit(cache=True)
-def _dpp_window(img, in_scale, y0, ny, wy, x0, nx, wx, alpha, lam, asym, res):
+def _dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, res):
     half_lam = 0.5 * lam
     for c in range(res.shape[0]):
-        g = _window_mean(img, in_scale, y0, ny, wy, x0, nx, wx, c)
+        g = _window_mean(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, c)
         # Largest reward argument: the weights are computed relative to it so
         # that (x^2 + eps^2)^(lam/2) neither overflows nor underflows.
         big = 0.0
@@ -402,8 +414,8 @@ def _dpp_window(img, in_scale, y0, ny, wy, x0, nx, wx, alpha, lam, asym, res):
                 d = (a - g) / big
                 if asym:
                     d = max(d, 0.0)
-                rel = ((d * d + eps2) / peak) ** half_lam
-                w = wy[r] * wx[s] * (t + (1.0 - t) * rel)
+                rel = _power((d * d + eps2) / peak, half_lam)
+                w = yw[i, r] * xw[j, s] * (t + (1.0 - t) * rel)
                 num += w * a
                 den += w
         res[c] = num / den
@@ -414,7 +426,7 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
     for i in prange(out.shape[0]):
         res = np.empty(img.shape[2])
         for j in range(out.shape[1]):
-            _dpp_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j],
+            _dpp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
                         alpha, lam, asym, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
@@ -423,16 +435,17 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
 
 
 @njit(cache=True)
-def _dpid_distance(img, in_scale, y, x, guide, n_colour, inv_big):
+def _dpid_distance2(img, in_scale, y, x, guide, i, j, n_colour, inv_big):
+    """Squared colour distance of pixel (y, x) to the guide, differences scaled by ``inv_big``."""
     acc = 0.0
     for c in range(n_colour):
-        d = (img[y, x, c] * in_scale - guide[c]) * inv_big
+        d = (img[y, x, c] * in_scale - guide[i, j, c]) * inv_big
         acc += d * d
-    return math.sqrt(acc / n_colour)
+    return acc
 
 
 @njit(cache=True)
-def _dpid_window(img, in_scale, y0, ny, wy, x0, nx, wx, guide, n_colour, lam, res):
+def _dpid_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, guide, n_colour, lam, res):
     channels = res.shape[0]
     # Largest per-channel difference, to scale the distances into [0, 1]:
     # squares of large float values cannot overflow, and the powers below are
@@ -441,26 +454,30 @@ def _dpid_window(img, in_scale, y0, ny, wy, x0, nx, wx, guide, n_colour, lam, re
     for r in range(ny):
         for s in range(nx):
             for c in range(n_colour):
-                big = max(big, abs(img[y0 + r, x0 + s, c] * in_scale - guide[c]))
+                big = max(big, abs(img[y0 + r, x0 + s, c] * in_scale - guide[i, j, c]))
     if big == 0.0 and lam != 0.0:  # every distance is zero: sum w = 0
         for c in range(channels):
-            res[c] = guide[c]
+            res[c] = guide[i, j, c]
         return
     inv_big = 1.0 / big if big > 0.0 else 0.0
-    top = 0.0
+    # (d / d_max)^lam = (d^2 / d_max^2)^(lam/2): squared distances need no sqrt,
+    # and the 1/n_colour of the SPEC's distance cancels in the ratio.
+    top2 = 0.0
     if lam != 0.0:
         for r in range(ny):
             for s in range(nx):
-                top = max(top, _dpid_distance(img, in_scale, y0 + r, x0 + s, guide, n_colour, inv_big))
+                top2 = max(top2, _dpid_distance2(img, in_scale, y0 + r, x0 + s, guide, i, j,
+                                                 n_colour, inv_big))
+    half_lam = 0.5 * lam
     for c in range(channels):
         res[c] = 0.0
     den = 0.0
     for r in range(ny):
         for s in range(nx):
-            w = wy[r] * wx[s]
+            w = yw[i, r] * xw[j, s]
             if lam != 0.0:  # d^0 = 1, also for d = 0
-                d = _dpid_distance(img, in_scale, y0 + r, x0 + s, guide, n_colour, inv_big)
-                w *= (d / top) ** lam
+                d2 = _dpid_distance2(img, in_scale, y0 + r, x0 + s, guide, i, j, n_colour, inv_big)
+                w *= _power(d2 / top2, half_lam)
             den += w
             for c in range(channels):
                 res[c] += w * img[y0 + r, x0 + s, c]
@@ -473,8 +490,8 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, gu
     for i in prange(out.shape[0]):
         res = np.empty(img.shape[2])
         for j in range(out.shape[1]):
-            _dpid_window(img, in_scale, ys[i], yn[i], yw[i], xs[j], xn[j], xw[j],
-                         guide[i, j], n_colour, lam, res)
+            _dpid_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
+                         guide, n_colour, lam, res)
             _store_pixel(out, i, j, res, out_max, out_int)
 
 
