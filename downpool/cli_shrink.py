@@ -101,6 +101,7 @@ class FileResult:
     target: str
     status: str
     message: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 # --- one file -------------------------------------------------------------------
@@ -110,7 +111,21 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     """Read, downscale and write one file; every expected fault becomes a failed result.
 
     Runs in the main process or in a worker; never raises for bad input.
+    Python warnings raised meanwhile (Pillow's "corrupt EXIF data" ...) come
+    back in ``FileResult.warnings``, to be reported in one line each.
     """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _shrink_file(task, settings)
+    if caught:
+        messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+        result = dataclasses.replace(result, warnings=messages)
+    return result
+
+
+def _shrink_file(task: Task, settings: Settings) -> FileResult:
     from . import io as image_io
     from .api import downscale
 
@@ -399,6 +414,8 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
     try:
         for result in stream:
             results.append(result)
+            for warning in result.warnings:
+                _say(f"downpool: warning: {result.source}: {warning}", bar)
             if result.status == "failed":
                 _say(f"downpool: error: {result.source}: {result.message}", bar)
             if bar is not None:

@@ -302,13 +302,18 @@ def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
     (folder / "notes.png").write_text("not an image at all\n")
     save(folder / "narrow.png", random_image((30, 5, 3)))   # narrower than --width 8
     save(folder / "huge.png", random_image((100, 100)))     # above --max-pixels 5000
+    # A readable image whose EXIF is damaged: done, with a one-line warning.
+    Image.fromarray(smooth_image((16, 16, 3))).save(
+        folder / "odd_exif.jpg",
+        exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x0f\x00\x02\x00\x00\xff\xff\x00\x00")
     missing = tmp_path / "missing.png"
 
     result = run_downpool("shrink", folder, missing, "--width", "8", "--max-pixels", "5000",
                           "--method", "avg")
     assert result.returncode == 1
     _no_traceback(result)
-    assert _summary(result).startswith("downpool: 1 done, 0 skipped, 6 failed in ")
+    assert _summary(result).startswith("downpool: 2 done, 0 skipped, 6 failed in ")
+    assert f"downpool: warning: {folder / 'odd_exif.jpg'}: Corrupt EXIF data" in result.stderr
     causes = {
         folder / "corrupt.jpg": "truncated",
         folder / "empty.png": "empty file (0 bytes)",
@@ -325,7 +330,8 @@ def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
         assert f"downpool: failed: {path}: " in result.stderr  # listed again in the summary
     out, _ = load(folder / "good_avg.png")
     np.testing.assert_array_equal(out, downpool.downscale(good, "avg", size=(6, 8)))
-    assert sorted(p.name for p in folder.iterdir() if "_avg" in p.name) == ["good_avg.png"]
+    assert sorted(p.name for p in folder.iterdir() if "_avg" in p.name) == ["good_avg.png",
+                                                                            "odd_exif_avg.jpg"]
     assert temp_files(tmp_path) == []
 
 
@@ -474,8 +480,10 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "/3" not in hidden and "3 done, 0 skipped, 0 failed" in hidden
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, jobs):
+@pytest.mark.parametrize("jobs, whole_group", [("1", False), ("2", True)])
+def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, jobs, whole_group):
+    """SIGINT to the command alone (``kill -INT``), or to its whole process group with
+    its workers, as Ctrl-C in a terminal does."""
     folder = tmp_path / "in"
     count = 12
     for i in range(count):
@@ -483,13 +491,16 @@ def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, job
     out = tmp_path / "out"
     args = ["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", jobs]
     process = subprocess.Popen([*downpool_command(), *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         if out.exists() and len([p for p in out.iterdir() if p.suffix == ".png"]) >= 2:
             break
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    if whole_group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
