@@ -54,6 +54,19 @@ def _cause(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {text}"
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _progress_bar(total: int, quiet: bool) -> Any:
+    """A tqdm bar on stderr for several images, when stderr is a terminal; else None."""
+    if quiet or total < 2 or not _stderr_is_terminal():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, file=sys.stderr, unit="image", dynamic_ncols=True, leave=False)
+
+
 def _parse_methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
     from .compare import parse_methods  # imported here: keeps NumPy out of `--help`
 
@@ -160,11 +173,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     comparisons = []
     cells = []
     failed: list[tuple[str, str]] = []
-    bar = None
-    if not quiet and len(files) > 1 and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), file=sys.stderr, unit="image", dynamic_ncols=True, leave=False)
+    bar = _progress_bar(len(files), quiet)
     try:
         for file in files:
             try:

@@ -294,6 +294,19 @@ def test_a_bad_file_is_reported_and_skipped(tmp_path):
     assert [f["image"] for f in document["failed"]] == [str(bad), str(tmp_path / "missing.png")]
 
 
+def test_a_folder_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch):
+    from downpool import cli_compare
+
+    for name in ("a.png", "b.png", "c.png"):
+        _save(tmp_path / name, _textured((12, 12, 3)))
+    monkeypatch.setattr(cli_compare, "_stderr_is_terminal", lambda: True)
+    result = _run(tmp_path, "--methods", "avg")
+    assert result.exit_code == 0, result.output
+    assert "0/3 [" in result.stderr and "image/s" in result.stderr  # tqdm throttles later updates
+    quiet = _run(tmp_path, "--methods", "avg", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 def test_montage_option_writes_a_png_of_the_expected_size(tmp_path):
     _save(tmp_path / "a.png", _textured((30, 40, 3)))
     rgba = np.dstack([_textured((30, 40, 3), 5), np.full((30, 40), 128, np.uint8)])
