@@ -165,6 +165,8 @@ class ImageComparison:
     footprint : (float, float)
         Input pixels per output pixel along (rows, columns) for the pooling
         methods: k for an integer kernel, ``H / out_h`` for a scale.
+    geometry : dict
+        What every method was given: ``{"kernel_size": k}`` or ``{"scale": F}``.
     """
 
     image: str
@@ -173,6 +175,7 @@ class ImageComparison:
     original: np.ndarray | None = None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     footprint: tuple[float, float] = (1.0, 1.0)
+    geometry: dict = field(default_factory=dict)
 
 
 # --- images as floats --------------------------------------------------------
@@ -445,7 +448,8 @@ def compare_image(
         is_reference = against == "reference" and baseline == "pillow-lanczos"
         scores.append(Score(name, baseline, {}, out_size, ssim, psnr, seconds,
                             baseline=True, reference=is_reference))
-    return ImageComparison(name, x.shape, scores, x if keep_outputs else None, outputs, footprint)
+    return ImageComparison(name, x.shape, scores, x if keep_outputs else None, outputs, footprint,
+                           geometry)
 
 
 # --- tables ------------------------------------------------------------------
@@ -632,14 +636,10 @@ def _detail_window(x: np.ndarray, comparison: ImageComparison,
     keep -- summed over the candidate region.
     """
     grey = x if x.ndim == 2 else x.mean(axis=2)
-    footprint = comparison.footprint
     out_h, out_w = comparison.scores[0].size
-    if footprint[0] == int(footprint[0]) and footprint == (footprint[0], footprint[0]):
-        geometry: dict = {"kernel_size": int(footprint[0])}
-    else:
-        geometry = {"size": (out_h, out_w)}
-    mean = downscale(grey, "avg", **geometry)
-    variance = np.maximum(downscale(grey * grey, "avg", **geometry) - mean * mean, 0.0)
+    # The pooling methods' own windows: avg with the geometry they were given.
+    mean = downscale(grey, "avg", **comparison.geometry)
+    variance = np.maximum(downscale(grey * grey, "avg", **comparison.geometry) - mean * mean, 0.0)
     ch, cw = crop
     table = np.zeros((out_h + 1, out_w + 1))
     table[1:, 1:] = variance.cumsum(axis=0).cumsum(axis=1)

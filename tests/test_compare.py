@@ -189,6 +189,15 @@ def test_mean_scores_average_each_method_over_images():
     assert means[1].image == "mean of 2 images"
 
 
+def test_montage_crops_the_most_detailed_region():
+    pixels = np.full((96, 96), 120, dtype=np.uint8)
+    pixels[60:76, 8:24] = _textured((16, 16), seed=9)  # the only detail
+    comparison = cmp.compare_image(pixels, "avg", kernel_size=2, keep_outputs=True)
+    top, left = cmp._detail_window(comparison.original, comparison, (24, 24))
+    assert 2 * top <= 60 and 2 * (top + 24) >= 76  # the crop, in input pixels, holds the patch
+    assert 2 * left <= 8 and 2 * (left + 24) >= 24
+
+
 def test_montage_has_the_documented_size():
     comparison = cmp.compare_image(_textured((40, 60, 3)), "avg,softpool,dpid", kernel_size=2,
                                    keep_outputs=True)
