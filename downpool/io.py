@@ -156,7 +156,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     >>> img.pixels.shape, img.pixels.dtype, img.mode        # doctest: +SKIP
     ((3000, 4000, 3), dtype('uint8'), 'RGB')
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     path = os.fspath(path)
     # Pillow's limit is process-wide and raises only far above its warning

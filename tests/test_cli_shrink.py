@@ -20,7 +20,6 @@ import sys
 import termios
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
