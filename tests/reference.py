@@ -177,7 +177,7 @@ def pool_softpool(a, c, beta):
     """``sum c e^(beta a) a / sum c e^(beta a)``, with the window max subtracted."""
     m = a.max(0)
     w = c[:, None] * np.exp(beta * (a - m))
-    return (w * a).sum(0) / w.sum(0)
+    return (w / w.sum(0) * a).sum(0)
 
 
 def pool_stochastic_expectation(a, c):
@@ -191,7 +191,7 @@ def pool_stochastic_expectation(a, c):
     u = a / safe
     den = (c[:, None] * u).sum(0)
     num = (c[:, None] * u * u).sum(0)
-    return np.where(den > 0, m * num / np.where(den > 0, den, 1.0), 0.0)
+    return np.where(den > 0, m * (num / np.where(den > 0, den, 1.0)), 0.0)
 
 
 def pool_dpp(a, c, alpha, lam, variant):
@@ -209,7 +209,7 @@ def pool_dpp(a, c, alpha, lam, variant):
     log_rho = 0.5 * lam * np.logaddexp(log_x2, math.log(DPP_EPS2))
     log_w = np.logaddexp(math.log(alpha) if alpha > 0 else -np.inf, log_rho)
     w = c[:, None] * np.exp(log_w - log_w.max(0))
-    return (w * a).sum(0) / w.sum(0)
+    return (w / w.sum(0) * a).sum(0)  # normalised weights: no overflow near 1e308
 
 
 def stochastic_value(a: np.ndarray, channels: int, has_alpha: bool) -> np.ndarray:
@@ -242,15 +242,11 @@ def smooth_guide(g: np.ndarray) -> np.ndarray:
     gs = np.zeros_like(g)
     for i in range(oh):
         for j in range(ow):
-            num = np.zeros(g.shape[2])
-            den = 0.0
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    y, x = i + di, j + dj
-                    if 0 <= y < oh and 0 <= x < ow:
-                        num += k[di] * k[dj] * g[y, x]
-                        den += k[di] * k[dj]
-            gs[i, j] = num / den
+            taps = [(k[di] * k[dj], i + di, j + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                    if 0 <= i + di < oh and 0 <= j + dj < ow]
+            den = sum(t[0] for t in taps)
+            # normalised weights first: no overflow for values near the float64 maximum
+            gs[i, j] = sum((wt / den) * g[y, x] for wt, y, x in taps)
     return gs
 
 
@@ -279,7 +275,7 @@ def pool_dpid(work, rows, cols, lam, n_colour):
                 dmax = d.max()
                 w = c * (d / dmax) ** lam if dmax > 0 else np.zeros_like(c)
             if w.sum() > 0:
-                out[i, j] = (w[:, None] * a).sum(0) / w.sum()
+                out[i, j] = (w[:, None] / w.sum() * a).sum(0)
             else:
                 out[i, j] = gs[i, j]
     return out
