@@ -597,3 +597,21 @@ def test_input_never_modified(method, params):
                 assert_matches(downscale(img, method, **check_kw),
                                reference_downscale(img, method, **check_kw), dtype,
                                what=f"view {n} strides {img.strides}")
+
+
+def test_premultiplied_colour_can_leave_the_input_range():
+    """A consequence of SPEC 4 with per-channel methods (not a kernel bug).
+
+    Colour*alpha and alpha are pooled with *different* weights by the
+    non-linear methods, so pooled colour / pooled alpha can exceed 1 on [0, 1]
+    data: here dpp pulls alpha towards its outlier 0.2 but colour*alpha
+    towards 0.5, giving 2.5.  Integer outputs are clipped.  Recorded so that
+    a change of this behaviour (e.g. clamping colour to [0, 1]) is noticed.
+    """
+    img = np.array([[[1.0, 0.5], [0.0, 0.45]], [[0.0, 0.45], [0.0, 0.2]]])
+    out = downscale(img, "dpp", lam=20.0, has_alpha=True)
+    ref = reference_downscale(img, "dpp", lam=20.0, has_alpha=True)
+    assert_matches(out, ref, img.dtype)
+    assert out[0, 0, 0] == pytest.approx(2.5, abs=1e-4)
+    u8 = downscale((img * 255).astype(np.uint8), "dpp", lam=20.0, has_alpha=True)
+    assert u8[0, 0, 0] == 255
