@@ -615,3 +615,22 @@ def test_premultiplied_colour_can_leave_the_input_range():
     assert out[0, 0, 0] == pytest.approx(2.5, abs=1e-4)
     u8 = downscale((img * 255).astype(np.uint8), "dpp", lam=20.0, has_alpha=True)
     assert u8[0, 0, 0] == 255
+
+
+@pytest.mark.parametrize("method,params", ALL_CASES, ids=ALL_IDS)
+def test_identity_with_alpha_and_linear(method, params):
+    """k = 1 with linear=True and/or has_alpha: the identity up to rounding, except that
+    colour becomes 0 where alpha is 0 (SPEC 4: 0 where the pooled alpha is 0)."""
+    rng = np.random.default_rng(33)
+    for dtype in DTYPES:
+        img = rand(rng, (7, 9, 4), dtype)
+        img[2, :, 3] = 0
+        expected = img.copy()
+        expected[2, :, :3] = 0
+        for kw, exp in [({"linear": True}, img), ({"has_alpha": True}, expected),
+                        ({"has_alpha": True, "linear": True}, expected)]:
+            out = downscale(img, method, kernel_size=1, **kw, **params)
+            if np.dtype(dtype).kind == "u":
+                assert np.abs(out.astype(np.int64) - exp.astype(np.int64)).max() <= 1, kw
+            else:
+                assert np.allclose(out, exp, rtol=FLOAT_TOL, atol=FLOAT_TOL), kw
