@@ -2,7 +2,7 @@
 
 The measuring is :mod:`downpool.compare`; this module reads the files, runs
 the comparison per image, reports bad files and prints the result.  Nothing
-here imports NumPy, Numba or scikit-image at module level, so that
+here imports Numba, Pillow or scikit-image at module level, so that
 ``downpool --help`` stays fast: they load inside the command.
 """
 
@@ -16,15 +16,12 @@ from typing import Any
 import click
 
 from .cli import check_params_used, method_param_options, pop_method_params
+from .io import IMAGE_EXTENSIONS
 from .methods import METHODS, resolve_params
 
 __all__ = ["compare"]
 
 EXIT_FAILED = 1
-
-# Extensions picked up in a folder (as `shrink` does); files named on the
-# command line are read whatever their name.
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 FORMATS = ("table", "markdown", "csv", "json")
 

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import click
 
 from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
+from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
 from .methods import get_method, resolve_params
 
 __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks"]
@@ -31,16 +32,8 @@ __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_task
 DEFAULT_NAME = "{stem}_{method}{ext}"
 DEFAULT_NAME_IN_FOLDER = "{stem}{ext}"
 NAME_FIELDS = ("stem", "method", "ext")
-DEFAULT_MAX_PIXELS = 1_000_000_000  # the same as downpool.io.DEFAULT_MAX_PIXELS
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
-# Extensions picked up when walking a folder; files named on the command line
-# are read whatever their name.
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
-_EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
-                      ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
-                      ".gif": "GIF"}
-_FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +147,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         return failed(f"cannot create output folder {folder}: {_describe(exc, folder)}")
-    fmt = settings.format or _EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
+    fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
     try:
         image_io.write_image(task.target, pooled, like=image, format=fmt, quality=settings.quality,
                              strip=settings.strip, replace=settings.overwrite)
@@ -211,8 +204,8 @@ def _walk_images(folder: Path, recursive: bool, skip: set[str]) -> Iterator[Path
 
 def _output_name(template: str, source: Path, method: str, fmt: str | None) -> str:
     ext = source.suffix
-    if fmt is not None and _EXTENSION_FORMATS.get(ext.lower()) != fmt:
-        ext = _FORMAT_EXTENSIONS[fmt]
+    if fmt is not None and EXTENSION_FORMATS.get(ext.lower()) != fmt:
+        ext = FORMAT_EXTENSIONS[fmt]
     return template.format(stem=source.stem, method=method, ext=ext)
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "FORMAT_EXTENSIONS",
+    "EXTENSION_FORMATS",
+    "IMAGE_EXTENSIONS",
     "format_for_extension",
     "read_image",
     "write_image",
@@ -55,9 +57,14 @@ FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif",
                      "BMP": ".bmp", "GIF": ".gif"}
 
-_EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
-                      ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
-                      ".gif": "GIF"}
+#: The format each image extension implies (lower case, with the dot).
+EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
+                     ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+                     ".gif": "GIF"}
+
+#: Extensions picked up when walking a folder; files named on the command line
+#: are read whatever their name.
+IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 
 # Formats whose files hold an alpha channel (GIF only one bit of it, which
 # Pillow's quantiser manages).
@@ -119,7 +126,7 @@ class LoadedImage:
 
 def format_for_extension(path: str | os.PathLike) -> str | None:
     """The Pillow format name that a file name's extension implies, or None."""
-    return _EXTENSION_FORMATS.get(Path(path).suffix.lower())
+    return EXTENSION_FORMATS.get(Path(path).suffix.lower())
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
