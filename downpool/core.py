@@ -114,12 +114,13 @@ def _smooth_axis(g: np.ndarray, axis: int) -> np.ndarray:
     if n == 1:
         return g
     g = np.moveaxis(g, axis, 0)
-    acc = 2.0 * g
-    acc[1:] += g[:-1]
-    acc[:-1] += g[1:]
-    norm = np.full(n, 4.0)
-    norm[0] = norm[-1] = 3.0
-    acc /= norm.reshape((n,) + (1,) * (g.ndim - 1))
+    # Weights normalised before summing (1/4 2/4 1/4, or 2/3 1/3 at an edge):
+    # a convex combination, which cannot overflow even near float64's maximum.
+    side = np.full((n,) + (1,) * (g.ndim - 1), 0.25)
+    side[0] = side[-1] = 1.0 / 3.0
+    acc = (2.0 * side) * g
+    acc[1:] += side[1:] * g[:-1]
+    acc[:-1] += side[:-1] * g[1:]
     return np.moveaxis(acc, 0, axis)
 
 

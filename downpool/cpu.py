@@ -531,9 +531,10 @@ def pool_max(job: PoolJob) -> None:
 
 def pool_lp(job: PoolJob, p: float) -> None:
     values = _working_values(job)
-    # Integer input: a table of a^p; the smallest non-zero a^p must stay a
-    # normal float64, else windows of small values lose precision.
-    if values is not None and p * math.log(values.shape[0] - 1) < 2 * _EXP_LIMIT:
+    # Integer input: a table of a^p.  The smallest non-zero a^p, (1/max)^p,
+    # must stay well inside the normal float64 range (e^-708), else windows
+    # of small values lose precision or come out 0.
+    if values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT:
         _separable(job, MODE_TABLE, values ** p, param=p)
     else:  # relative to each window's maximum, exact for any p
         lp_kernel(*job.kernel_args(), float(p))
@@ -545,10 +546,12 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
         _separable(job, MODE_SUM)  # e^0 = 1: exactly avg, for any range
         return
     # With the exponent centred on the image's mid value, every e^(beta*(a - ref))
-    # stays within e^+-600 when beta * (hi - lo) / 2 <= 600: then one separable
-    # pass is exact.  Otherwise each window subtracts its own maximum.
+    # lies within e^+-(beta * (hi - lo) / 2); one separable pass is exact when
+    # that and the terms e * a stay far inside float64 (below e^600).
+    # Otherwise each window subtracts its own maximum.
     ref = 0.5 * (lo + hi)
-    if not beta * (0.5 * hi - 0.5 * lo) <= _EXP_LIMIT:
+    magnitude = max(abs(lo), abs(hi), 1.0)
+    if not beta * (0.5 * hi - 0.5 * lo) + math.log(magnitude) <= _EXP_LIMIT:
         softpool_kernel(*job.kernel_args(), float(beta))
         return
     values = _working_values(job)
