@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -291,11 +291,9 @@ MAGNITUDE_CASES = _magnitude_cases()
 @pytest.mark.parametrize("case", MAGNITUDE_CASES, ids=[c[0] for c in MAGNITUDE_CASES])
 def test_extreme_magnitudes(case, method, params):
     """Float data near the ends of the dtype's range: finite, and 1e-5 relative to the data."""
-    name, image, scale = case
+    _, image, scale = case
     if method in ("lp", "stochastic") and image.min() < 0:
         return
-    if method == "dpid" and name == "f64-1e308":
-        return  # a kernel bug: test_dpid_values_near_float64_max
     for geom in [{"kernel_size": 2}, {"size": (3, 4)}]:
         check(image, method, params, geom, data_scale=scale)
 
@@ -457,9 +455,6 @@ def test_hypothesis_against_reference(method, data):
     img = data.draw(images(nonneg=nonneg))
     geom = data.draw(geometries(img.shape[:2], area_only=method == "dpid"))
     params = data.draw(PARAMS[method])
-    if method == "lp" and img.dtype.kind == "u":
-        # the known lp table bug (test_lp_dark_integer_windows): keep deep searches for new ones
-        assume(not 700 < params["p"] * math.log(dtype_max(img.dtype)) < 1200)
     has_alpha = img.ndim == 3 and img.shape[2] >= 2 and data.draw(st.booleans())
     scale = float(np.abs(to_work(img)).max()) if img.dtype.kind == "f" else 1.0
     scale = scale or 1.0
@@ -478,27 +473,18 @@ def test_scale_uses_python_round():
     assert downscale(img, "dpid", kernel_size=3).shape == (math.ceil(10 / 3), 10)
 
 
-# ------------------------------------------------------ kernel bugs found --
-# Each is xfail(strict=True): the suite stays green, and a fix turns it into a failure
-# that says the mark can go.
+# ------------------------------------------------------ regressions --
+# Kernel bugs these tests found (recorded as strict xfails in dd88bc0, fixed in 3d6011c).
 
-_LP_TABLE_REASON = (
-    "cpu.pool_lp takes a table of a^p for integer input while p*ln(max) < 1200, but "
-    "(1/max)^p leaves the normal float64 range at p*ln(max) ~ 708 and is 0 past ~745: "
-    "dark windows lose precision or come out 0 (uint8 p in (~134, 216.5), uint16 p in "
-    "(~67, 108.2)); SPEC 3: lp stays accurate for p up to 1000")
-LP_DARK_CASES = [
-    pytest.param(dtype, p, marks=pytest.mark.xfail(strict=True, reason=_LP_TABLE_REASON)
-                 if p in bad else ())
-    for dtype, ps, bad in [(np.uint8, (2, 100, 128, 140, 150, 200, 216, 217, 1000), (140, 150, 200, 216)),
-                           (np.uint16, (2, 50, 64, 70, 80, 100, 108, 109, 1000), (70, 80, 100, 108))]
-    for p in ps
-]
-
-
-@pytest.mark.parametrize("dtype,p", LP_DARK_CASES)
+@pytest.mark.parametrize("dtype,p", [(np.uint8, p) for p in (2, 100, 128, 140, 150, 200, 216, 217, 1000)]
+                         + [(np.uint16, p) for p in (2, 50, 64, 70, 80, 100, 108, 109, 1000)])
 def test_lp_dark_integer_windows(dtype, p):
-    """lp with large p on dark integer images (values a few units above 0) and a constant 1."""
+    """lp with large p on dark integer images (values a few units above 0) and a constant 1.
+
+    The integer-input table of a^p once reached p*ln(max) < 1200, past where
+    (1/max)^p underflows float64 (~708 subnormal, ~745 zero): dark windows came
+    out 0 for uint8 p in (~134, 216.5) and uint16 p in (~67, 108.2).
+    """
     rng = np.random.default_rng(41)
     hi = 3 if dtype == np.uint8 else 40
     img = rng.integers(0, hi + 1, (12, 13, 3)).astype(dtype)
@@ -509,11 +495,9 @@ def test_lp_dark_integer_windows(dtype, p):
     assert np.array_equal(downscale(ones, "lp", p=float(p)), np.ones((2, 2), dtype))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cpu.pool_softpool's separable path (beta*(hi-lo)/2 <= 600) accumulates e^(beta*(a-mid))*a "
-    "unscaled: up to e^600*a, which overflows float64 for |a| above ~5e47 -> inf/NaN; "
-    "SPEC 3: softpool is exact for any value range, no NaN or inf"))
 def test_softpool_huge_values_small_beta():
+    """The one-pass softpool (beta*(hi-lo)/2 <= 600) once summed e^(beta*(a-mid))*a unscaled:
+    up to e^600*a, which overflowed float64 for |a| above ~5e47."""
     img = np.array([[0.0, 1e300]])
     check(img, "softpool", {"beta": 1e-297}, {"kernel_size": (1, 2)}, data_scale=1e300)
     rng = np.random.default_rng(42)
@@ -522,12 +506,8 @@ def test_softpool_huge_values_small_beta():
         check(img, "softpool", {"beta": beta}, {"kernel_size": 2}, data_scale=scale)
 
 
-@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason=(
-    "core.smooth_guide sums 2g + g[-1] + g[+1] (up to 4x the largest value) before "
-    "renormalising: float64 guides above ~4.5e307 overflow, and dpid returns NaN; "
-    "SPEC 1/3: float images of any range, no NaN or inf"))
 def test_dpid_values_near_float64_max():
+    """dpid's guide smoothing once summed 2g + g[-1] + g[+1] before renormalising: NaN above ~4.5e307."""
     img = np.full((4, 4), 1e308)
     img[0, 0] = 0.5e308
     check(img, "dpid", {}, {"kernel_size": 2}, data_scale=1e308)
