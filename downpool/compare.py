@@ -42,7 +42,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -767,24 +766,7 @@ def montage(images: Sequence[ImageComparison | list[MontageCell]]) -> Image.Imag
 
 
 def save_montage(picture: Image.Image, path: str | os.PathLike) -> None:
-    """Write ``picture`` as a PNG at ``path`` atomically.
+    """Write ``picture`` as a PNG at ``path`` atomically (through :func:`downpool.io.write_image`)."""
+    from .io import write_image
 
-    The PNG goes to a temporary file in the same folder first and then
-    replaces ``path``, so a reader never sees half a file.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".montage-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            picture.save(stream, format="PNG", optimize=True)
-        # mkstemp makes the file private (0600); give it the permissions a
-        # plainly created file would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_image(path, np.asarray(picture.convert("RGB")), format="PNG")

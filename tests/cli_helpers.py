@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["downpool_command", "run_downpool", "random_image", "smooth_image", "save", "load"
+__all__ = ["downpool_command", "run_downpool", "random_image", "smooth_image", "save", "load",
            "srgb_icc_profile", "temp_files", "write_png", "read_png"]
 
 
