@@ -23,14 +23,32 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def _kernels(device: Any):
-    """The module whose ``pool_<method>`` functions run on ``device``."""
+    """The module whose ``pool_<method>`` functions run on ``device``.
+
+    ``"auto"`` is :mod:`downpool.cuda` where a real CUDA GPU is usable (never
+    Numba's CUDA simulator), else :mod:`downpool.cpu`, silently.  Asking costs
+    nothing without numba-cuda, and one import of ``numba.cuda`` per process
+    with it.
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")
-    if device == "cuda":
-        raise DeviceUnavailableError(
-            "device='cuda': no usable CUDA GPU (downpool's CUDA kernels are not built yet); "
-            "use device='cpu' or 'auto'"
-        )
+    if device != "cpu":
+        from importlib.util import find_spec
+
+        if find_spec("numba_cuda") is None:
+            reason = 'numba-cuda is not installed (pip install "downpool[cuda]")'
+        else:
+            try:
+                gpu = importlib.import_module(".cuda", __package__)
+                reason = gpu.unavailable_reason(real_gpu_only=device == "auto")
+            except Exception as exc:  # noqa: BLE001 - a broken install must not break "auto"
+                reason = f"numba-cuda fails to load ({type(exc).__name__}: {exc})".splitlines()[0]
+        if reason is None:
+            return gpu
+        if device == "cuda":
+            raise DeviceUnavailableError(
+                f"device='cuda': no usable CUDA GPU: {reason}; use device='cpu' or 'auto'"
+            )
     return importlib.import_module(".cpu", __package__)
 
 

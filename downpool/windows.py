@@ -27,6 +27,7 @@ __all__ = [
     "window_mean",
     "lp_window",
     "softpool_window",
+    "expectation_window",
     "uniform_draw",
     "selection_value",
     "sample_window",
@@ -109,6 +110,27 @@ def softpool_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, beta, res):
                 num += w * a
                 den += w
         res[c] = num / den
+
+
+@njit(cache=True)
+def expectation_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, unit, res):
+    """Stochastic pooling's expectation ``sum c a^2 / sum c a`` per channel (0 where the sum is 0).
+
+    The formula is homogeneous of degree 1: values are pooled divided by
+    ``unit`` (the image's largest value), whose squares cannot overflow, and
+    the result is multiplied back, as the CPU's separable path does.
+    """
+    scale = in_scale / unit
+    for c in range(res.shape[0]):
+        num = 0.0
+        den = 0.0
+        for r in range(ny):
+            for s in range(nx):
+                a = img[y0 + r, x0 + s, c] * scale
+                w = yw[i, r] * xw[j, s]
+                num += w * a * a
+                den += w * a
+        res[c] = unit * num / den if den > 0.0 else 0.0
 
 
 @njit(cache=True)
