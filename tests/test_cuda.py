@@ -204,6 +204,29 @@ def test_stochastic_sample_picks_the_cpu_pixels_for_every_seed():
                 downpool.downscale(image, "stochastic", seed=seed, device="cpu", **geometry))
 
 
+@needs_gpu
+@pytest.mark.parametrize("size", [(1, 1), (1, 5), (6, 1), (2, 2), (2, 11)])
+def test_dpid_guide_smoothing_at_one_and_two_pixel_edges(gpu, size):
+    """The [1 2 1] smoothing's border cases: an axis of length 1 or 2, also across strips."""
+    job = _job(_image((12, 11, 3), np.uint16, seed=4), "dpid", {"size": size})
+    for lam in [0.0, 1.0]:
+        expected = _pool(cpu, job, "dpid", {"lam": lam})
+        for max_bytes in [None, 1]:
+            np.testing.assert_allclose(_pool(gpu, job, "dpid", {"lam": lam}, max_bytes=max_bytes),
+                                       expected, rtol=0, atol=1e-5)
+
+
+@needs_numba_cuda
+def test_entry_points_match_the_cpu_ones(gpu):
+    """Same names and parameters as downpool.cpu, plus the keyword-only ``max_bytes``."""
+    import inspect
+
+    for name in [n for n in cpu.__all__ if n.startswith("pool_")]:
+        cpu_params = list(inspect.signature(getattr(cpu, name)).parameters)
+        gpu_params = list(inspect.signature(getattr(gpu, name)).parameters)
+        assert gpu_params == cpu_params + ["max_bytes"], name
+
+
 # --- strips ------------------------------------------------------------------------------------
 
 
