@@ -87,7 +87,9 @@ def downscale(
     scale : float, optional
         In (0, 1]: ``size = max(1, round(n * scale))`` per axis.
     device : {"auto", "cpu", "cuda"}
-        Where to compute.  ``"auto"`` is the CPU until the CUDA path exists.
+        Where to compute.  ``"auto"`` is CUDA where numba-cuda is installed
+        and a CUDA GPU is usable, else the CPU; ``"cuda"`` without one raises
+        :class:`DeviceUnavailableError`.
     has_alpha : bool
         The last channel is alpha: colour is pooled premultiplied by it, and
         alpha is not a colour channel for ``dpid``'s distance.  Arrays are

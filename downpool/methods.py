@@ -3,7 +3,8 @@
 This module is pure Python (no NumPy, no Numba) so that the command line can
 list methods and build its options without paying for the kernel imports.
 Adding a method means adding one :class:`MethodSpec` to ``_SPECS`` and its
-kernel in :mod:`downpool.cpu`.
+``pool_<name>`` entry points in :mod:`downpool.cpu` and :mod:`downpool.cuda`,
+built on a window function in :mod:`downpool.windows`.
 """
 
 from __future__ import annotations
