@@ -216,6 +216,9 @@ def dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, re
         # cannot overflow; eps^2 is scaled alike (it may underflow to 0, harmlessly).
         eps2 = DPP_EPS2 / (big * big)
         peak = 1.0 + eps2  # the largest scaled reward argument
+        # Reciprocals once per window: a multiply per pixel instead of a divide.
+        inv_big = 1.0 / big
+        inv_peak = 1.0 / peak
         # The bias as a share of the largest weight: alpha / (alpha + rho_max),
         # rho_max = (big^2 * peak)^(lam/2), in logs so that it cannot overflow.
         if alpha > 0.0:
@@ -228,10 +231,10 @@ def dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, re
         for r in range(ny):
             for s in range(nx):
                 a = img[y0 + r, x0 + s, c] * in_scale
-                d = (a - g) / big
+                d = (a - g) * inv_big
                 if asym:
                     d = max(d, 0.0)
-                rel = power((d * d + eps2) / peak, half_lam)
+                rel = power((d * d + eps2) * inv_peak, half_lam)
                 w = yw[i, r] * xw[j, s] * (t + (1.0 - t) * rel)
                 num += w * a
                 den += w
@@ -273,6 +276,7 @@ def dpid_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, guide, n_colour, la
                 top2 = max(top2, _dpid_distance2(img, in_scale, y0 + r, x0 + s, guide, i, j,
                                                  n_colour, inv_big))
     half_lam = 0.5 * lam
+    inv_top2 = 1.0 / top2 if top2 > 0.0 else 0.0  # top2 > 0 whenever lam != 0 here
     for c in range(channels):
         res[c] = 0.0
     den = 0.0
@@ -281,7 +285,7 @@ def dpid_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, guide, n_colour, la
             w = yw[i, r] * xw[j, s]
             if lam != 0.0:  # d^0 = 1, also for d = 0
                 d2 = _dpid_distance2(img, in_scale, y0 + r, x0 + s, guide, i, j, n_colour, inv_big)
-                w *= power(d2 / top2, half_lam)
+                w *= power(d2 * inv_top2, half_lam)
             den += w
             for c in range(channels):
                 res[c] += w * img[y0 + r, x0 + s, c]
