@@ -29,50 +29,20 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import downpool  # noqa: E402
 from downpool.api import DeviceUnavailableError, _kernels  # noqa: E402
 
-# (label, method, params), as in bench_kernels.py.
-CASES = [
-    ("avg", "avg", {}),
-    ("max", "max", {}),
-    ("lp", "lp", {}),
-    ("softpool", "softpool", {}),
-    ("stochastic sample", "stochastic", {"mode": "sample"}),
-    ("stochastic expectation", "stochastic", {"mode": "expectation"}),
-    ("dpp", "dpp", {}),
-    ("dpid", "dpid", {}),
-]
-
-
-def make_image(megapixels: float) -> np.ndarray:
-    """A 3:2 RGB uint8 image of about ``megapixels``, tiled from a sample photograph."""
-    from PIL import Image
-
-    width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
-    height = int(round(megapixels * 1e6 / width))
-    tile = np.asarray(Image.open(ROOT / "sample_images" / "astronaut.png").convert("RGB"))
-    reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
-    return np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
-
-
-def best_time(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+# The image, the cases and the timing rule are bench_kernels.py's, so that the
+# GPU and CPU tables measure the same thing.
+from bench_kernels import CASES, best_time, make_image  # noqa: E402
 
 
 def device_job(image: np.ndarray, method: str, kernel_size: int, params: dict):
@@ -154,7 +124,7 @@ def main(argv=None) -> int:
     cases = [c for c in CASES if args.methods is None or c[0] in args.methods]
     results = {"gpu": name, "kernel_size": args.kernel_size, "sizes": []}
     for megapixels in args.megapixels:
-        image = make_image(megapixels)
+        image = make_image(megapixels, "uint8")
         mp = image.shape[0] * image.shape[1] / 1e6
         gb = image.nbytes / 1e9
         copies = copy_rates(image, args.repeat)
