@@ -24,8 +24,8 @@ import numpy as np
 from numba import njit, prange
 
 from .core import PoolJob, smooth_guide
-from .windows import (dpid_window, dpp_window, lp_window, sample_window, softpool_window, stored,
-                      uniform_draw)
+from .windows import (dpid_window, dpp_window, lp_window, power, sample_window, softpool_window,
+                      stored, uniform_draw)
 
 __all__ = [
     "pool_avg",
@@ -168,7 +168,8 @@ def _finish_row(num, den, in_scale, mode, param, ref, out_max, out_int, out_row)
     elif mode == MODE_TABLE:
         inv_p = 1.0 / param
         for k in range(n):
-            out_row[k] = stored(num[k] ** inv_p, out_max, out_int)
+            # power() takes a square root for lp's default p = 2
+            out_row[k] = stored(power(num[k], inv_p), out_max, out_int)
     elif mode == MODE_SQUARES:
         for k in range(n):
             out_row[k] = stored(ref * num[k] / den[k] if den[k] > 0.0 else 0.0, out_max, out_int)
