@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Any
 
@@ -141,31 +140,31 @@ def downscale(
     top = dtype_max(arr.dtype)
     out_shape = (rows.size, cols.size, channels)
     n_colour = channels - 1 if has_alpha else channels
+    transformed = linear or has_alpha
+    if transformed:
+        # Transfer function and premultiplication need float working values:
+        # one full-size copy, scaled in place.
+        img = img.astype(np.float64 if arr.dtype == np.float64 else np.float32)
+        img *= img.dtype.type(1.0 / top)
+        if linear:
+            colour.srgb_to_linear(img[..., :n_colour])
+        if has_alpha:
+            colour.premultiply(img)
+        value_range = (float(img.min()), float(img.max()))
     job = PoolJob(
-        image=img, in_scale=1.0 / top, rows=rows, cols=cols,
-        out=np.empty(out_shape, dtype=arr.dtype), out_max=top, out_int=arr.dtype.kind == "u",
+        image=img, in_scale=1.0 if transformed else 1.0 / top, rows=rows, cols=cols,
+        out=np.empty(out_shape, dtype=np.float64 if transformed else arr.dtype),
+        out_max=1.0 if transformed else top, out_int=not transformed and arr.dtype.kind == "u",
         # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
         n_colour=n_colour, value_mode=1 if channels in (3, 4) and n_colour >= 3 else 0,
         value_range=value_range,
     )
-    pool = getattr(kernels, f"pool_{spec.name}")
-    if not (linear or has_alpha):
-        pool(job, **values)
-        out = job.out
-    else:
-        # Transfer function and premultiplication need float working values.
-        work = img.astype(np.float64 if arr.dtype == np.float64 else np.float32) * np.float32(1.0 / top)
-        if linear:
-            colour.srgb_to_linear(work[..., :n_colour])
+    getattr(kernels, f"pool_{spec.name}")(job, **values)
+    out = job.out
+    if transformed:
         if has_alpha:
-            colour.premultiply(work)
-        result = np.empty(out_shape, dtype=np.float64)
-        work_job = dataclasses.replace(job, image=work, in_scale=1.0,
-                                       value_range=(float(work.min()), float(work.max())))
-        pool(work_job.with_output(result), **values)
-        if has_alpha:
-            colour.unpremultiply(result)
+            colour.unpremultiply(out)
         if linear:
-            colour.linear_to_srgb(result[..., :n_colour])
-        out = quantize(result, arr.dtype)
+            colour.linear_to_srgb(out[..., :n_colour])
+        out = quantize(out, arr.dtype)
     return out if arr.ndim == 3 else out[:, :, 0]
