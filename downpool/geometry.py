@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisWindows", "pooling_axis", "area_axis", "plan_windows"]
+__all__ = ["AxisWindows", "pooling_axis", "area_axis", "plan_windows", "block_length"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,8 @@ def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     n_out = min(n_out, -(-n_in // s))
     start = np.arange(n_out, dtype=np.int64) * s
     count = np.minimum(start + k, n_in) - start
-    weight = np.zeros((n_out, int(count.max())), dtype=np.float64)
-    for i, c in enumerate(count):
-        weight[i, :c] = 1.0 / c
+    inside = np.arange(int(count.max())) < count[:, None]
+    weight = np.where(inside, 1.0 / count[:, None], 0.0)
     return AxisWindows(start, count, weight)
 
 
@@ -75,12 +74,29 @@ def area_axis(n_in: int, n_out: int) -> AxisWindows:
     start = lo // n_out
     end = -(-hi // n_out)  # first input pixel not touched
     count = end - start
-    weight = np.zeros((n_out, int(count.max())), dtype=np.float64)
-    for i in range(n_out):
-        q = np.arange(start[i], end[i], dtype=np.int64)
-        overlap = np.minimum(hi[i], (q + 1) * n_out) - np.maximum(lo[i], q * n_out)
-        weight[i, : count[i]] = overlap / n_in  # overlap / n_out, normalised by n_in / n_out
+    offset = np.arange(int(count.max()), dtype=np.int64)
+    q = start[:, None] + offset  # input index of every window slot
+    overlap = np.minimum(hi[:, None], (q + 1) * n_out) - np.maximum(lo[:, None], q * n_out)
+    # overlap / n_out, normalised by n_in / n_out; zero past each window's count
+    weight = np.where(offset < count[:, None], overlap / n_in, 0.0)
     return AxisWindows(start, count, weight)
+
+
+def block_length(axis: AxisWindows) -> int | None:
+    """``k`` where the windows are consecutive blocks of ``k`` with equal coverages, else None.
+
+    Integer pooling with stride equal to the kernel gives blocks (the last
+    one may be shorter), and so does an area geometry whose output size
+    divides the input's.  Kernels can then ignore the coverages: every
+    pixel of a window weighs the same.
+    """
+    k = int(axis.count[0])
+    n = axis.size
+    if not (np.array_equal(axis.start, np.arange(n, dtype=np.int64) * k)
+            and np.all(axis.count[:-1] == k) and 1 <= axis.count[-1] <= k):
+        return None
+    inside = np.arange(axis.weight.shape[1]) < axis.count[:, None]
+    return k if bool(np.all((axis.weight == axis.weight[:, :1]) | ~inside)) else None
 
 
 def _positive_int(value: Any) -> bool:
