@@ -10,6 +10,10 @@ Two families of parallel kernels (``prange`` over output rows):
   parameters), which call the shared window functions of
   :mod:`downpool.windows` for every output pixel.
 
+Where the windows tile the image (integer pooling with stride equal to the
+kernel, or a size that divides the image's), every entry point hands the job
+to the faster kernels of :mod:`downpool.cpu_blocks` instead.
+
 Input values are read in their own dtype and multiplied by ``in_scale`` (1/255,
 1/65535 or 1), so integer images are never copied to float.  Arithmetic is
 float64: it keeps the SPEC's 1e-5 accuracy for any window size and float
@@ -23,6 +27,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import cpu_blocks as blocks
 from .core import PoolJob, smooth_guide
 from .windows import (dpid_window, dpp_window, lp_window, power, sample_window, softpool_window,
                       stored, uniform_draw)
@@ -291,13 +296,30 @@ def _working_values(job: PoolJob) -> np.ndarray | None:
 
 
 def pool_avg(job: PoolJob) -> None:
+    dims = blocks.block_sizes(job)
+    if dims is not None:
+        blocks.run_rows(blocks.avg_kernel, job.out, job.image, job.in_scale, job.out, dims)
+        return
     _separable(job, MODE_SUM)
 
 
 def pool_max(job: PoolJob) -> None:
+    dims = blocks.block_sizes(job)
+    if dims is not None:
+        blocks.run_rows(blocks.max_kernel, job.out, job.image, job.out, dims)
+        return
     gy, gx = job.rows, job.cols
     separable_max_kernel(job.image, job.in_scale, gy.start, gy.count, gx.start, gx.count,
                          job.out, job.out_max, job.out_int)
+
+
+def _block_channels(job: PoolJob, dims: tuple, variant: int, table=_NO_TABLE,
+                    den_table=_NO_TABLE, param: float = 0.0, param2: float = 0.0,
+                    in_scale: float | None = None) -> None:
+    """One of :func:`downpool.cpu_blocks.channel_kernel`'s variants over ``job``."""
+    blocks.run_rows(blocks.channel_kernel, job.out, job.image,
+                    job.in_scale if in_scale is None else in_scale, job.out, job.out_max, dims,
+                    (0,) * variant, table, den_table, float(param), float(param2))
 
 
 def pool_lp(job: PoolJob, p: float) -> None:
@@ -305,7 +327,14 @@ def pool_lp(job: PoolJob, p: float) -> None:
     # Integer input: a table of a^p.  The smallest non-zero a^p, (1/max)^p,
     # must stay well inside the normal float64 range (e^-708), else windows
     # of small values lose precision or come out 0.
-    if values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT:
+    use_table = values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT
+    dims = blocks.block_sizes(job)
+    if dims is not None:
+        if use_table:
+            _block_channels(job, dims, blocks.LP_TABLE, values ** p, param=p)
+        else:
+            _block_channels(job, dims, blocks.LP, param=p)
+    elif use_table:
         _separable(job, MODE_TABLE, values ** p, param=p)
     else:  # relative to each window's maximum, exact for any p
         lp_kernel(*job.kernel_args(), float(p))
@@ -314,41 +343,67 @@ def pool_lp(job: PoolJob, p: float) -> None:
 def pool_softpool(job: PoolJob, beta: float) -> None:
     lo, hi = job.value_range
     if beta == 0.0:
-        _separable(job, MODE_SUM)  # e^0 = 1: exactly avg, for any range
+        pool_avg(job)  # e^0 = 1: exactly avg, for any range
         return
     # With the exponent centred on the image's mid value, every e^(beta*(a - ref))
-    # lies within e^+-(beta * (hi - lo) / 2); one separable pass is exact when
+    # lies within e^+-(beta * (hi - lo) / 2); one pass of sums is exact when
     # that and the terms e * a stay far inside float64 (below e^600).
     # Otherwise each window subtracts its own maximum.
     ref = 0.5 * (lo + hi)
     magnitude = max(abs(lo), abs(hi), 1.0)
-    if not beta * (0.5 * hi - 0.5 * lo) + math.log(magnitude) <= _EXP_LIMIT:
-        softpool_kernel(*job.kernel_args(), float(beta))
-        return
+    bounded = beta * (0.5 * hi - 0.5 * lo) + math.log(magnitude) <= _EXP_LIMIT
     values = _working_values(job)
-    if values is None:
+    dims = blocks.block_sizes(job)
+    if bounded and values is not None:  # integer input: tables of e and e * a
+        weights = np.exp(beta * (values - ref))
+        if dims is not None:
+            _block_channels(job, dims, blocks.SOFTPOOL_TABLE, weights * values, weights)
+        else:
+            _separable(job, MODE_TABLES, weights * values, weights)
+    elif dims is not None:
+        _block_channels(job, dims, blocks.SOFTPOOL, param=beta)
+    elif bounded:
         _separable(job, MODE_SOFT, param=beta, ref=ref)
     else:
-        weights = np.exp(beta * (values - ref))
-        _separable(job, MODE_TABLES, weights * values, weights)
+        softpool_kernel(*job.kernel_args(), float(beta))
 
 
 def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
+    dims = blocks.block_sizes(job)
     if mode == "sample":
-        stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode, job.n_colour)
+        if dims is not None:
+            blocks.run_rows(blocks.sample_kernel, job.out, job.image, job.out, dims,
+                            job.rows.weight, job.cols.weight, np.uint64(seed), job.value_mode,
+                            job.n_colour)
+        else:
+            stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
+                                     job.n_colour)
         return
     # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
     # overflow when squared, and multiply back.
     top = job.value_range[1]
     unit = top if top > 0.0 else 1.0
-    _separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
+    if dims is not None:
+        _block_channels(job, dims, blocks.EXPECTATION, param=unit, in_scale=job.in_scale / unit)
+    else:
+        _separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
 
 
 def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:
-    dpp_kernel(*job.kernel_args(), float(alpha), float(lam), variant == "asym")
+    dims = blocks.block_sizes(job)
+    if dims is not None:
+        _block_channels(job, dims, blocks.DPP_ASYM if variant == "asym" else blocks.DPP_SYM,
+                        param=alpha, param2=lam)
+    else:
+        dpp_kernel(*job.kernel_args(), float(alpha), float(lam), variant == "asym")
 
 
 def pool_dpid(job: PoolJob, lam: float) -> None:
+    dims = blocks.block_sizes(job)
+    if dims is not None:
+        blocks.run_rows(blocks.dpid_kernel, job.out, job.image, job.in_scale, job.out,
+                        job.out_max, dims, job.n_colour, float(lam))
+        return
     # Guide: the area average of every channel, then the 3x3 binomial smoothing.
     area = job.with_output(np.empty(job.out.shape, dtype=np.float64))
     pool_avg(area)
