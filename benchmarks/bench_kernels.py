@@ -97,6 +97,41 @@ def first_call_times(dtype: str, k: int) -> tuple[dict[str, float], dict[str, fl
     return cold, warm
 
 
+_PEAK_MEMORY = """
+import sys, numpy as np
+sys.path.insert(0, {bench_dir!r})
+from bench_kernels import make_image
+import downpool
+img = make_image({megapixels}, {dtype!r})
+downpool.downscale(img[:64, :64], {method!r}, {geometry}, **{params!r})  # compile or load the kernel
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current RSS
+before = status("VmRSS:")
+out = downpool.downscale(img, {method!r}, {geometry}, **{params!r})
+print(status("VmHWM:") - before, out.nbytes, img.nbytes)
+"""
+
+
+def peak_memory(method: str, params: dict, geometry: dict, megapixels: float,
+                dtype: str) -> tuple[int, int, int]:
+    """(peak RSS growth during one downscale call, output bytes, input bytes), in a fresh process.
+
+    The input is made and the kernel loaded first; the kernel's peak is then
+    measured from the resident size just before the call (Linux's VmHWM,
+    reset through /proc/self/clear_refs).
+    """
+    geo = ", ".join(f"{k}={v!r}" for k, v in geometry.items())
+    code = _PEAK_MEMORY.format(bench_dir=str(Path(__file__).parent), megapixels=megapixels,
+                               dtype=dtype, method=method, geometry=geo, params=params)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    grown, out_bytes, in_bytes = map(int, out.split()[-3:])
+    return grown, out_bytes, in_bytes
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megapixels", type=float, default=24.0)
@@ -108,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--methods", default=None, help="comma-separated labels (default: all)")
     parser.add_argument("--no-first-call", action="store_true", help="skip the cold/warm start-up runs")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each method's peak memory, in a fresh process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -141,18 +178,28 @@ def main(argv: list[str] | None = None) -> None:
           f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}, "
           f"Pillow {Image.__version__}")
     print()
-    print("| method | MP/s | x Pillow reduce | first call, empty cache (s) | first call, warm cache (s) |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| Pillow `Image.reduce({factor})` (uint8, 1 thread) | {mp / t_pillow:.0f} | 1.00 | | |")
-    print(f"| copy of the image's bytes | {mp / t_copy:.0f} | {t_pillow / t_copy:.2f} | | |")
+    mem_head = " peak memory above input (MB) | output (MB) |" if args.memory else ""
+    print("| method | MP/s | x Pillow reduce | first call, empty cache (s) | first call, warm cache (s) |"
+          + mem_head)
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if args.memory else ""))
+    blank = " | |" if args.memory else ""
+    print(f"| Pillow `Image.reduce({factor})` (uint8, 1 thread) | {mp / t_pillow:.0f} | 1.00 | | |{blank}")
+    print(f"| copy of the image's bytes | {mp / t_copy:.0f} | {t_pillow / t_copy:.2f} | | |{blank}")
     rows = []
     for label, method, params in cases:
         t = best_time(lambda: downpool.downscale(img, method, **geometry, **params), args.repeat)
         c, w = cold.get(label), warm.get(label)
+        mem = ""
+        row = {"method": label, "mp_per_s": mp / t, "ratio_to_pillow": t_pillow / t,
+               "first_call_empty_cache_s": c, "first_call_warm_cache_s": w}
+        if args.memory:
+            grown, out_bytes, _ = peak_memory(method, params, geometry, args.megapixels, args.dtype)
+            mem = f" {grown / 1e6:.1f} | {out_bytes / 1e6:.1f} |"
+            row.update(peak_growth_bytes=grown, output_bytes=out_bytes)
         print(f"| {label} | {mp / t:.0f} | {t_pillow / t:.2f} | "
-              f"{'' if c is None else f'{c:.2f}'} | {'' if w is None else f'{w:.3f}'} |", flush=True)
-        rows.append({"method": label, "mp_per_s": mp / t, "ratio_to_pillow": t_pillow / t,
-                     "first_call_empty_cache_s": c, "first_call_warm_cache_s": w})
+              f"{'' if c is None else f'{c:.2f}'} | {'' if w is None else f'{w:.3f}'} |{mem}",
+              flush=True)
+        rows.append(row)
     if args.json:
         args.json.write_text(json.dumps({"dtype": args.dtype, "geometry": geometry, "megapixels": mp,
                                          "threads": numba.get_num_threads(),
