@@ -262,12 +262,12 @@ def _lp_window(rows, y0, ny, x0, nx, channels, c, in_scale, p, inv_p):
     m = _window_max(rows, y0, ny, x0, nx, channels, c)
     if m <= 0:
         return 0.0
-    inv_m = 1.0 / m
     s = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            s += _power(src[(x0 + t) * channels + c] * inv_m, p)
+            # A division, not a reciprocal: a flat window gives exactly 1.
+            s += _power(src[(x0 + t) * channels + c] / m, p)
     return m * in_scale * _power(s / (ny * nx), inv_p)
 
 
@@ -311,7 +311,7 @@ def _expectation_window(rows, y0, ny, x0, nx, channels, c, scale, unit):
             a = src[(x0 + t) * channels + c] * scale
             num += a * a
             den += a
-    return unit * num / den if den > 0.0 else 0.0
+    return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
 
 
 @njit(cache=True, inline="always")
@@ -340,6 +340,9 @@ def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
         share = 0.0
     num = 0.0
     den = 0.0
+    # Weights divided by the pixel count, as normalised coverages are: sums of
+    # values near float64's maximum stay finite.
+    inv_n = 1.0 / (ny * nx)
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
@@ -347,7 +350,7 @@ def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
             d = (a - g) * inv_big
             if asym:
                 d = max(d, 0.0)
-            w = share + (1.0 - share) * _power((d * d + eps2) * inv_peak, half_lam)
+            w = inv_n * (share + (1.0 - share) * _power((d * d + eps2) * inv_peak, half_lam))
             num += w * a
             den += w
     return num / den
@@ -589,18 +592,19 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
     half_lam = 0.5 * lam
     inv_top2 = 1.0 / top2 if top2 > 0.0 else 0.0
     den = 0.0
+    inv_n = 1.0 / (ny * nx)
     acc = np.zeros(channels)  # small and fixed-size: kept in registers
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
             px = (x0 + t) * channels
-            w = 1.0
+            w = inv_n  # normalised like coverages: sums near float64's maximum stay finite
             if lam != 0.0:
                 d2 = 0.0
                 for c in range(n_colour):
                     d = (src[px + c] * in_scale - gs[base + c]) * inv_big
                     d2 += d * d
-                w = _power(d2 * inv_top2, half_lam)
+                w *= _power(d2 * inv_top2, half_lam)
             den += w
             for c in range(channels):
                 acc[c] += w * src[px + c]
