@@ -3,13 +3,14 @@
 When the windows of both axes are consecutive blocks (integer pooling with a
 stride equal to the kernel, or a ``size``/``scale`` that divides the image's
 size), every pixel of a window has the same coverage, so the coverages drop
-out of every formula.  Each kernel here is compiled for the call's channel
-count and block size as *compile-time constants*, passed as the lengths of
-tuples of zeros: LLVM unrolls the window loops and vectorises along the
-output row, which makes these kernels several times faster than the general
-ones of :mod:`downpool.cpu` (which take over above
-:data:`MAX_CONSTANT_BLOCK` or :data:`MAX_CONSTANT_CHANNELS`, where unrolling
-would only bloat the code).  Partial windows at the bottom and right edges go
+out of every formula.  Each kernel here is compiled for the call's block
+size as a *compile-time constant*, passed as the length of a tuple of zeros:
+LLVM unrolls the window loops, which makes these kernels faster than the
+general ones of :mod:`downpool.cpu`.  Those take over for non-square blocks
+and blocks above :data:`MAX_CONSTANT_BLOCK`, so that rare shapes do not each
+compile a kernel of their own.  The channel count stays a run-time value:
+as a constant it made avg about three times faster again, but multiplied the
+kernels to compile by the channel counts in use.  Partial windows at the bottom and right edges go
 through the same window functions with run-time sizes.
 
 The kernels are serial ``nogil`` functions over a range of output rows;
