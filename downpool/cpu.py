@@ -29,8 +29,8 @@ from numba import njit, prange
 
 from . import cpu_blocks as blocks
 from .core import PoolJob, smooth_guide
-from .windows import (dpid_window, dpp_window, lp_window, power, sample_window, softpool_window,
-                      stored, uniform_draw)
+from .windows import (DPP_EPS2, dpid_window, dpp_window, lp_window, power, sample_window,
+                      softpool_window, stored, uniform_draw)
 
 __all__ = [
     "pool_avg",
@@ -295,31 +295,32 @@ def _working_values(job: PoolJob) -> np.ndarray | None:
     return np.arange(np.iinfo(job.image.dtype).max + 1, dtype=np.float64) * job.in_scale
 
 
+def _blocks(job: PoolJob, plan: blocks.BlockPlan, method: int, table=_NO_TABLE,
+            param: float = 0.0, param2: float = 0.0, in_scale: float | None = None,
+            seed: int = 0) -> None:
+    """:func:`downpool.cpu_blocks.pool_blocks` with the window function ``method`` over ``job``."""
+    params = (float(job.in_scale if in_scale is None else in_scale), float(job.out_max),
+              table, float(param), float(param2), int(job.n_colour), int(job.value_mode),
+              np.uint64(seed), job.rows.weight, job.cols.weight)
+    blocks.pool_blocks(plan, method, job.image, job.out, params)
+
+
 def pool_avg(job: PoolJob) -> None:
-    dims = blocks.block_sizes(job)
-    if dims is not None:
-        blocks.run_rows(blocks.avg_kernel, job.out, job.image, job.in_scale, job.out, dims)
+    plan = blocks.block_plan(job)
+    if plan is not None:
+        _blocks(job, plan, blocks.AVG)
         return
     _separable(job, MODE_SUM)
 
 
 def pool_max(job: PoolJob) -> None:
-    dims = blocks.block_sizes(job)
-    if dims is not None:
-        blocks.run_rows(blocks.max_kernel, job.out, job.image, job.out, dims)
+    plan = blocks.block_plan(job)
+    if plan is not None:
+        _blocks(job, plan, blocks.MAX)
         return
     gy, gx = job.rows, job.cols
     separable_max_kernel(job.image, job.in_scale, gy.start, gy.count, gx.start, gx.count,
                          job.out, job.out_max, job.out_int)
-
-
-def _block_channels(job: PoolJob, dims: tuple, variant: int, table=_NO_TABLE,
-                    den_table=_NO_TABLE, param: float = 0.0, param2: float = 0.0,
-                    in_scale: float | None = None) -> None:
-    """One of :func:`downpool.cpu_blocks.channel_kernel`'s variants over ``job``."""
-    blocks.run_rows(blocks.channel_kernel, job.out, job.image,
-                    job.in_scale if in_scale is None else in_scale, job.out, job.out_max, dims,
-                    (0,) * variant, table, den_table, float(param), float(param2))
 
 
 def pool_lp(job: PoolJob, p: float) -> None:
@@ -328,12 +329,14 @@ def pool_lp(job: PoolJob, p: float) -> None:
     # must stay well inside the normal float64 range (e^-708), else windows
     # of small values lose precision or come out 0.
     use_table = values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT
-    dims = blocks.block_sizes(job)
-    if dims is not None:
-        if use_table:
-            _block_channels(job, dims, blocks.LP_TABLE, values ** p, param=p)
+    plan = blocks.block_plan(job)
+    if plan is not None:
+        if p == 2.0 and values is not None:  # the default: exact integer sums of squares
+            _blocks(job, plan, blocks.RMS)
+        elif use_table:
+            _blocks(job, plan, blocks.LP_TABLE, values ** p, param=p)
         else:
-            _block_channels(job, dims, blocks.LP, param=p)
+            _blocks(job, plan, blocks.LP, param=p)
     elif use_table:
         _separable(job, MODE_TABLE, values ** p, param=p)
     else:  # relative to each window's maximum, exact for any p
@@ -353,15 +356,17 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
     magnitude = max(abs(lo), abs(hi), 1.0)
     bounded = beta * (0.5 * hi - 0.5 * lo) + math.log(magnitude) <= _EXP_LIMIT
     values = _working_values(job)
-    dims = blocks.block_sizes(job)
+    plan = blocks.block_plan(job)
     if bounded and values is not None:  # integer input: tables of e and e * a
         weights = np.exp(beta * (values - ref))
-        if dims is not None:
-            _block_channels(job, dims, blocks.SOFTPOOL_TABLE, weights * values, weights)
+        if plan is not None:
+            # Interleaved, so that a value's two entries share a cache line.
+            tables = np.stack([weights * values, weights], axis=1).ravel()
+            _blocks(job, plan, blocks.SOFTPOOL_TABLE, tables)
         else:
             _separable(job, MODE_TABLES, weights * values, weights)
-    elif dims is not None:
-        _block_channels(job, dims, blocks.SOFTPOOL, param=beta)
+    elif plan is not None:
+        _blocks(job, plan, blocks.SOFTPOOL, param=beta)
     elif bounded:
         _separable(job, MODE_SOFT, param=beta, ref=ref)
     else:
@@ -369,12 +374,10 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
 
 
 def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
-    dims = blocks.block_sizes(job)
+    plan = blocks.block_plan(job)
     if mode == "sample":
-        if dims is not None:
-            blocks.run_rows(blocks.sample_kernel, job.out, job.image, job.out, dims,
-                            job.rows.weight, job.cols.weight, np.uint64(seed), job.value_mode,
-                            job.n_colour)
+        if plan is not None:
+            _blocks(job, plan, blocks.SAMPLE, seed=seed)
         else:
             stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
                                      job.n_colour)
@@ -383,26 +386,47 @@ def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
     # overflow when squared, and multiply back.
     top = job.value_range[1]
     unit = top if top > 0.0 else 1.0
-    if dims is not None:
-        _block_channels(job, dims, blocks.EXPECTATION, param=unit, in_scale=job.in_scale / unit)
+    if plan is not None:
+        _blocks(job, plan, blocks.EXPECTATION, param=unit, in_scale=job.in_scale / unit)
     else:
         _separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
 
 
 def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:
-    dims = blocks.block_sizes(job)
-    if dims is not None:
-        _block_channels(job, dims, blocks.DPP_ASYM if variant == "asym" else blocks.DPP_SYM,
-                        param=alpha, param2=lam)
-    else:
+    if lam == 0.0:
+        pool_avg(job)  # every weight is alpha + 1: the window's mean
+        return
+    plan = blocks.block_plan(job)
+    if plan is None:
         dpp_kernel(*job.kernel_args(), float(alpha), float(lam), variant == "asym")
+        return
+    # The default lam = 1 has weights alpha + sqrt((a - g)^2 + eps^2) as they
+    # stand, where every w * a lies far inside float64; else the kernel divides
+    # the weights by the window's largest, for any exponent.
+    lo, hi = job.value_range
+    magnitude = max(abs(lo), abs(hi), 1.0)
+    span = hi - lo  # may be inf: a product, not a power, which would raise
+    direct = lam == 1.0 and (math.log(max(alpha, 1.0)) + 0.5 * math.log(span * span + DPP_EPS2)
+                             + math.log(magnitude) <= _EXP_LIMIT)
+    if variant == "asym":
+        method = blocks.DPP_ASYM_DIRECT if direct else blocks.DPP_ASYM
+    else:
+        method = blocks.DPP_SYM_DIRECT if direct else blocks.DPP_SYM
+    _blocks(job, plan, method, param=alpha, param2=lam)
 
 
 def pool_dpid(job: PoolJob, lam: float) -> None:
-    dims = blocks.block_sizes(job)
-    if dims is not None:
-        blocks.run_rows(blocks.dpid_kernel, job.out, job.image, job.in_scale, job.out,
-                        job.out_max, dims, job.n_colour, float(lam))
+    if lam == 0.0:
+        pool_avg(job)  # every weight is 1: the window's mean
+        return
+    plan = blocks.block_plan(job)
+    if plan is not None:
+        # The default lam = 1 has weights |a - Gs| as they stand for integer and
+        # float32 images: no distance can overflow in float64, nor be so small
+        # that its square flushes to zero without being zero.  Else the kernel
+        # divides the distances by the window's largest, for any exponent.
+        direct = lam == 1.0 and job.image.dtype != np.float64
+        _blocks(job, plan, blocks.DPID_DIRECT if direct else blocks.DPID, param=lam)
         return
     # Guide: the area average of every channel, then the 3x3 binomial smoothing.
     area = job.with_output(np.empty(job.out.shape, dtype=np.float64))

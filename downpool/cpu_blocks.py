@@ -3,15 +3,21 @@
 When the windows of both axes are consecutive blocks (integer pooling with a
 stride equal to the kernel, or a ``size``/``scale`` that divides the image's
 size), every pixel of a window has the same coverage, so the coverages drop
-out of every formula.  Each kernel here is compiled for the call's block
-size as a *compile-time constant*, passed as the length of a tuple of zeros:
-LLVM unrolls the window loops, which makes these kernels faster than the
-general ones of :mod:`downpool.cpu`.  Those take over for non-square blocks
-and blocks above :data:`MAX_CONSTANT_BLOCK`, so that rare shapes do not each
-compile a kernel of their own.  The channel count stays a run-time value:
-as a constant it made avg about three times faster again, but multiplied the
-kernels to compile by the channel counts in use.  Partial windows at the bottom and right edges go
-through the same window functions with run-time sizes.
+out of every formula and one kernel, :func:`pool_kernel`, serves every
+method: it walks the output rows and hands each window to the method's
+window function, chosen while Numba types the kernel.
+
+The commonest block (:data:`CONSTANT_BLOCKS`, halving) with the commonest
+channel counts (:data:`CONSTANT_CHANNELS`) is compiled in as *compile-time
+constants*, passed as the lengths of tuples of zeros: LLVM then unrolls the
+window loops and, for avg and max, vectorises across windows, which made
+avg five times faster than with run-time sizes.  Every other block and
+channel count shares one kernel with run-time values (empty tuples), so
+that the kernels to compile stay few -- at most four per method and dtype:
+each constant combination costs seconds of compiling on first use, and
+more of them made the test suite several times slower.  Partial windows at
+the bottom and right edges go through the same window functions with
+run-time sizes.
 
 The kernels are serial ``nogil`` functions over a range of output rows;
 :func:`run_rows` splits the rows between ``numba.get_num_threads()`` threads.
@@ -21,9 +27,15 @@ keeps three guide rows per thread), so peak memory is the input plus the
 output.
 
 Integer images keep integer arithmetic where the result allows it (avg's
-sums, max).  The other formulas are those of :mod:`downpool.windows` with
-equal coverages and float64 accumulators, in the same order of operations
-where a result is discrete (stochastic sampling's pick).
+sums, max, stochastic expectation's sums).  The other formulas are those of
+:mod:`downpool.windows` with equal coverages and float64 accumulators, in
+the same order of operations where a result is discrete (stochastic
+sampling's pick).  dpp and dpid have two forms: for their default exponent
+lam = 1, the SPEC's weights as they stand, a square root per pixel, where
+the caller has checked that no weight can overflow or vanish (``*_DIRECT``:
+one pass less and no division or power per pixel); and for any lam,
+weights relative to the window's largest distance, which no exponent or
+value can overflow.
 """
 
 from __future__ import annotations
@@ -47,8 +59,8 @@ from .windows import DPP_EPS2, power, selection_value, uniform_draw
 _power = njit(inline="always")(power.py_func)
 _selection_value = njit(inline="always")(selection_value.py_func)
 
-__all__ = ["MAX_CONSTANT_BLOCK", "block_sizes", "run_rows",
-           "avg_kernel", "max_kernel", "channel_kernel", "sample_kernel", "dpid_kernel"]
+__all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "BlockPlan", "block_plan", "run_rows",
+           "pool_kernel", "pool_blocks"]
 
 # Inlining the window functions into the variant chooser below trips a
 # pedantic SSA self-check of Numba's (variables "not in scope" across the
@@ -56,34 +68,58 @@ __all__ = ["MAX_CONSTANT_BLOCK", "block_sizes", "run_rows",
 # the reference, so users are not shown it.
 warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module="numba.core.ssa")
 
-#: Largest block side that the block kernels take.
-MAX_CONSTANT_BLOCK = 16
+#: Square block sides compiled as constants; other blocks use run-time sizes.
+CONSTANT_BLOCKS = (2,)
+#: Channel counts compiled as constants (grey, RGB, RGBA) with a constant block.
+CONSTANT_CHANNELS = (1, 3, 4)
 
-# Variants of channel_kernel, passed as the length of a tuple.
-LP_TABLE = 1
-LP = 2
-SOFTPOOL_TABLE = 3
-SOFTPOOL = 4
-EXPECTATION = 5
-DPP_SYM = 6
-DPP_ASYM = 7
+# The window function of each method, passed as the length of a tuple.
+AVG = 1
+MAX = 2
+LP_TABLE = 3
+LP = 4
+SOFTPOOL_TABLE = 5
+SOFTPOOL = 6
+EXPECTATION = 7
+DPP_SYM = 8
+DPP_ASYM = 9
+DPP_SYM_DIRECT = 10
+DPP_ASYM_DIRECT = 11
+SAMPLE = 12
+DPID = 13
+DPID_DIRECT = 14
+RMS = 15
 
 
-def block_sizes(job: PoolJob) -> tuple | None:
-    """``(kh_dims, kw_dims)`` for the block kernels, or None where they do not apply.
+class BlockPlan(tuple):
+    """``(dims, sizes)``: the compile-time and run-time block geometry of a job.
 
-    The tuples' lengths are the block's height and width.  None where the
-    windows are not square blocks of 2 to :data:`MAX_CONSTANT_BLOCK` pixels
-    (1 is a copy, and every other shape would be one more kernel to compile
-    for little use), or an integer image is not written to its own dtype
-    (the kernels keep integer sums there).
+    ``dims`` is ``(kh_dims, kw_dims, c_dims)``, tuples whose lengths are the
+    constants compiled in (empty: the run-time value is used); ``sizes`` is
+    ``(block_h, block_w)``.
+    """
+
+    __slots__ = ()
+
+
+def block_plan(job: PoolJob) -> BlockPlan | None:
+    """The block geometry of ``job`` for :func:`pool_kernel`, or None where it does not apply.
+
+    None where the windows are not consecutive blocks on both axes, or an
+    integer image is not written to its own dtype (the kernels keep integer
+    sums and stored values there).
     """
     if job.image.dtype.kind == "u" and not (job.out_int and job.out.dtype == job.image.dtype):
         return None
     kh, kw = block_length(job.rows), block_length(job.cols)
-    if kh is None or kh != kw or not 2 <= kh <= MAX_CONSTANT_BLOCK:
+    if kh is None or kw is None:
         return None
-    return (0,) * kh, (0,) * kw
+    constant = kh == kw and kh in CONSTANT_BLOCKS
+    channels = job.image.shape[2]
+    if not (constant and channels in CONSTANT_CHANNELS):
+        return BlockPlan((((), (), ()), (kh, kw)))  # every size at run time
+    dims = ((0,) * kh, (0,) * kw, (0,) * channels)
+    return BlockPlan((dims, (kh, kw)))
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -121,6 +157,12 @@ def run_rows(kernel, out: np.ndarray, *args) -> None:
 
 
 @njit(cache=True, inline="always")
+def _known(dims, value):
+    """``len(dims)``, a compile-time constant, unless ``dims`` is empty; then ``value``."""
+    return len(dims) if len(dims) > 0 else value
+
+
+@njit(cache=True, inline="always")
 def _window_mean(rows, y0, ny, x0, nx, channels, c, in_scale):
     """The window's mean working value; terms scaled first, so float sums cannot overflow."""
     scale = in_scale / (ny * nx)
@@ -130,6 +172,26 @@ def _window_mean(rows, y0, ny, x0, nx, channels, c, in_scale):
         for t in range(nx):
             acc += src[(x0 + t) * channels + c] * scale
     return acc
+
+
+@njit(cache=True, inline="always")
+def _window_sum(rows, y0, ny, x0, nx, channels, c, acc):
+    """``acc`` plus the window's stored values of channel ``c``."""
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            acc += src[(x0 + t) * channels + c]
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _window_max(rows, y0, ny, x0, nx, channels, c):
+    m = rows[y0, x0 * channels + c]
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            m = max(m, src[(x0 + t) * channels + c])
+    return m
 
 
 def _block_mean(rows, y0, ny, x0, nx, channels, c, in_scale):
@@ -166,84 +228,7 @@ def _as_rows(a):
     return a.reshape(a.shape[0], a.shape[1] * a.shape[2])
 
 
-@njit(cache=True, inline="always")
-def _window_sum(rows, y0, ny, x0, nx, channels, c, acc):
-    """``acc`` plus the window's stored values of channel ``c``."""
-    for r in range(ny):
-        src = rows[y0 + r]
-        for t in range(nx):
-            acc += src[(x0 + t) * channels + c]
-    return acc
-
-
-@njit(cache=True, inline="always")
-def _window_max(rows, y0, ny, x0, nx, channels, c):
-    m = rows[y0, x0 * channels + c]
-    for r in range(ny):
-        src = rows[y0 + r]
-        for t in range(nx):
-            m = max(m, src[(x0 + t) * channels + c])
-    return m
-
-
-# Every kernel walks its rows the same way: the windows of a full row of
-# blocks with the constant sizes (unrolled, vectorised), then the windows at
-# the edges -- the last column, or all of a partial last row -- with
-# run-time sizes.  ``full`` is the number of full blocks in a row.
-
-
-@njit(cache=True)
-def avg_kernel(img, in_scale, out, dims, i0, i1):
-    kh_dims, kw_dims = dims
-    channels, block_h, block_w = img.shape[2], len(kh_dims), len(kw_dims)
-    rows, out_rows = _as_rows(img), _as_rows(out)
-    height, width = img.shape[0], img.shape[1]
-    full = width // block_w
-    for i in range(i0, i1):
-        o = out_rows[i]
-        y0 = i * block_h
-        ny = min(block_h, height - y0)
-        edge = 0
-        if ny == block_h:
-            for j in range(full):
-                for c in range(channels):
-                    o[j * channels + c] = _block_mean(rows, y0, block_h, j * block_w, block_w,
-                                                      channels, c, in_scale)
-            edge = full
-        for j in range(edge, out.shape[1]):
-            nx = min(block_w, width - j * block_w)
-            for c in range(channels):
-                o[j * channels + c] = _block_mean(rows, y0, ny, j * block_w, nx, channels, c,
-                                                  in_scale)
-
-
-@njit(cache=True)
-def max_kernel(img, out, dims, i0, i1):
-    # Integer images keep their own dtype and float images have in_scale 1:
-    # the largest stored value is the result.
-    kh_dims, kw_dims = dims
-    channels, block_h, block_w = img.shape[2], len(kh_dims), len(kw_dims)
-    rows, out_rows = _as_rows(img), _as_rows(out)
-    height, width = img.shape[0], img.shape[1]
-    full = width // block_w
-    for i in range(i0, i1):
-        o = out_rows[i]
-        y0 = i * block_h
-        ny = min(block_h, height - y0)
-        edge = 0
-        if ny == block_h:
-            for j in range(full):
-                for c in range(channels):
-                    o[j * channels + c] = _window_max(rows, y0, block_h, j * block_w, block_w,
-                                                      channels, c)
-            edge = full
-        for j in range(edge, out.shape[1]):
-            nx = min(block_w, width - j * block_w)
-            for c in range(channels):
-                o[j * channels + c] = _window_max(rows, y0, ny, j * block_w, nx, channels, c)
-
-
-# --- lp, softpool, stochastic expectation, dpp ------------------------------------
+# --- lp, softpool, stochastic expectation -------------------------------------------
 
 
 @njit(cache=True, inline="always")
@@ -255,6 +240,18 @@ def _lp_table_window(rows, y0, ny, x0, nx, channels, c, table, inv_p):
             # The cast lets float images compile this function; they never call it.
             s += table[np.intp(src[(x0 + t) * channels + c])]  # a^p
     return _power(s / (ny * nx), inv_p)
+
+
+@njit(cache=True, inline="always")
+def _rms_window(rows, y0, ny, x0, nx, channels, c, in_scale):
+    """lp with p = 2 on an integer image: exact integer sums of squares."""
+    s = 0
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            v = np.int64(src[(x0 + t) * channels + c])
+            s += v * v
+    return in_scale * math.sqrt(s / (ny * nx))
 
 
 @njit(cache=True, inline="always")
@@ -273,15 +270,15 @@ def _lp_window(rows, y0, ny, x0, nx, channels, c, in_scale, p, inv_p):
 
 
 @njit(cache=True, inline="always")
-def _softpool_table_window(rows, y0, ny, x0, nx, channels, c, num_table, den_table):
+def _softpool_table_window(rows, y0, ny, x0, nx, channels, c, tables):
     num = 0.0
     den = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            v = np.intp(src[(x0 + t) * channels + c])
-            num += num_table[v]  # a e^(beta (a - ref))
-            den += den_table[v]  # e^(beta (a - ref))
+            v = 2 * np.intp(src[(x0 + t) * channels + c])
+            num += tables[v]  # a e^(beta (a - ref))
+            den += tables[v + 1]  # e^(beta (a - ref))
     return num / den
 
 
@@ -301,23 +298,71 @@ def _softpool_window(rows, y0, ny, x0, nx, channels, c, in_scale, beta):
     return num / den
 
 
-@njit(cache=True, inline="always")
 def _expectation_window(rows, y0, ny, x0, nx, channels, c, scale, unit):
     """sum a^2 / sum a (0 where the sum is 0), values pooled as ``v * scale`` times ``unit``."""
+
+
+@overload(_expectation_window, inline="always")
+def _expectation_window_impl(rows, y0, ny, x0, nx, channels, c, scale, unit):
+    if isinstance(rows.dtype, types.Integer):
+        def impl(rows, y0, ny, x0, nx, channels, c, scale, unit):
+            # Exact integer sums: 16-bit squares summed in int64 cannot overflow.
+            num = 0
+            den = 0
+            for r in range(ny):
+                src = rows[y0 + r]
+                for t in range(nx):
+                    v = np.int64(src[(x0 + t) * channels + c])
+                    num += v * v
+                    den += v
+            return unit * (scale * (num / den)) if den > 0 else 0.0
+        return impl
+
+    def impl_float(rows, y0, ny, x0, nx, channels, c, scale, unit):
+        num = 0.0
+        den = 0.0
+        for r in range(ny):
+            src = rows[y0 + r]
+            for t in range(nx):
+                a = src[(x0 + t) * channels + c] * scale
+                num += a * a
+                den += a
+        return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
+    return impl_float
+
+
+# --- dpp -------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, asym):
+    """dpp with lam = 1 as the SPEC writes it: weights ``alpha + sqrt((a - g)^2 + eps^2)``.
+
+    The caller has checked that no weight times a value can overflow.
+    """
+    g = _window_mean(rows, y0, ny, x0, nx, channels, c, in_scale)
     num = 0.0
     den = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            a = src[(x0 + t) * channels + c] * scale
-            num += a * a
-            den += a
-    return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
+            a = src[(x0 + t) * channels + c] * in_scale
+            d = a - g
+            if asym:
+                d = max(d, 0.0)
+            w = alpha + math.sqrt(d * d + DPP_EPS2)
+            num += w * a
+            den += w
+    return num / den
 
 
 @njit(cache=True, inline="always")
 def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
-    """:func:`downpool.windows.dpp_window` with equal coverages, for one channel."""
+    """:func:`downpool.windows.dpp_window` with equal coverages, for one channel.
+
+    The weights divided by their largest, so that no exponent or value can
+    overflow them.
+    """
     g = _window_mean(rows, y0, ny, x0, nx, channels, c, in_scale)
     big = 0.0
     for r in range(ny):
@@ -357,80 +402,6 @@ def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
     return num / den
 
 
-def _channel_window(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table,
-                    den_table, param, param2):
-    """The pooled working value of one channel's window, for the variant ``len(variant_dims)``."""
-
-
-@overload(_channel_window, inline="always")
-def _channel_window_impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table,
-                         den_table, param, param2):
-    # Chosen while typing, so that a kernel compiles only its own variant.
-    variant = variant_dims.count
-
-    if variant == LP_TABLE:
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _lp_table_window(rows, y0, ny, x0, nx, channels, c, table, 1.0 / param)
-    elif variant == LP:
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _lp_window(rows, y0, ny, x0, nx, channels, c, in_scale, param, 1.0 / param)
-    elif variant == SOFTPOOL_TABLE:
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _softpool_table_window(rows, y0, ny, x0, nx, channels, c, table, den_table)
-    elif variant == SOFTPOOL:
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _softpool_window(rows, y0, ny, x0, nx, channels, c, in_scale, param)
-    elif variant == EXPECTATION:
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _expectation_window(rows, y0, ny, x0, nx, channels, c, in_scale, param)
-    else:
-        asym = variant == DPP_ASYM
-
-        def impl(variant_dims, rows, y0, ny, x0, nx, channels, c, in_scale, table, den_table,
-                 param, param2):
-            return _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, param, param2, asym)
-    return impl
-
-
-@njit(cache=True)
-def channel_kernel(img, in_scale, out, out_max, dims, variant_dims, table, den_table, param,
-                   param2, i0, i1):
-    """lp, softpool, stochastic expectation or dpp: ``len(variant_dims)`` says which.
-
-    ``param``: p, beta, expectation's unit or dpp's alpha; ``param2``: dpp's
-    lam; ``table``/``den_table``: the lookup tables of the ``_TABLE`` variants.
-    """
-    kh_dims, kw_dims = dims
-    channels, block_h, block_w = img.shape[2], len(kh_dims), len(kw_dims)
-    rows, out_rows = _as_rows(img), _as_rows(out)
-    height, width = img.shape[0], img.shape[1]
-    full = width // block_w
-    for i in range(i0, i1):
-        o = out_rows[i]
-        y0 = i * block_h
-        ny = min(block_h, height - y0)
-        edge = 0
-        if ny == block_h:
-            for j in range(full):
-                for c in range(channels):
-                    o[j * channels + c] = _store(
-                        _channel_window(variant_dims, rows, y0, block_h, j * block_w, block_w,
-                                        channels, c, in_scale, table, den_table, param, param2),
-                        out_max, out)
-            edge = full
-        for j in range(edge, out.shape[1]):
-            nx = min(block_w, width - j * block_w)
-            for c in range(channels):
-                o[j * channels + c] = _store(
-                    _channel_window(variant_dims, rows, y0, ny, j * block_w, nx, channels, c,
-                                    in_scale, table, den_table, param, param2), out_max, out)
-
-
 # --- stochastic sample -------------------------------------------------------------
 
 
@@ -465,34 +436,6 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
     return pick_y, pick_x
 
 
-@njit(cache=True)
-def sample_kernel(img, out, dims, yw, xw, seed, value_mode, n_colour, i0, i1):
-    # The drawn pixel's stored values are copied: integer images keep their
-    # own dtype and float images have in_scale 1.
-    kh_dims, kw_dims = dims
-    channels, block_h, block_w = img.shape[2], len(kh_dims), len(kw_dims)
-    height, width = img.shape[0], img.shape[1]
-    n_cols = out.shape[1]
-    full = width // block_w
-    for i in range(i0, i1):
-        y0 = i * block_h
-        ny = min(block_h, height - y0)
-        edge = 0
-        if ny == block_h:
-            for j in range(full):
-                y, x = _sample_pixel(img, y0, block_h, j * block_w, block_w, yw[i, 0] * xw[j, 0],
-                                     uniform_draw(seed, i * n_cols + j), value_mode, n_colour)
-                for c in range(channels):
-                    out[i, j, c] = img[y, x, c]
-            edge = full
-        for j in range(edge, n_cols):
-            nx = min(block_w, width - j * block_w)
-            y, x = _sample_pixel(img, y0, ny, j * block_w, nx, yw[i, 0] * xw[j, 0],
-                                 uniform_draw(seed, i * n_cols + j), value_mode, n_colour)
-            for c in range(channels):
-                out[i, j, c] = img[y, x, c]
-
-
 # --- dpid --------------------------------------------------------------------------
 #
 # The guide is made on the fly, a row at a time: each call keeps the area
@@ -502,7 +445,7 @@ def sample_kernel(img, out, dims, yw, xw, seed, value_mode, n_colour, i0, i1):
 # allocated.
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, dest):
     """G of output row ``g``: the area mean of every channel, in working values."""
     y0 = g * block_h
@@ -566,9 +509,42 @@ def _smooth_row(ring, i, n_rows, channels, vert, gs):
 
 
 @njit(cache=True, inline="always")
+def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max,
+                        o, acc):
+    """dpid with lam = 1 as the SPEC writes it, weights ``|a - Gs|``, into ``o[base:]``.
+
+    The caller has checked that no weight can overflow, and that a window
+    whose weights all vanish has every pixel at Gs.
+    """
+    den = 0.0
+    for c in range(channels):
+        acc[c] = 0.0
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            px = (x0 + t) * channels
+            d2 = 0.0
+            for c in range(n_colour):
+                d = src[px + c] * in_scale - gs[base + c]
+                d2 += d * d
+            w = math.sqrt(d2)
+            den += w
+            for c in range(channels):
+                acc[c] += w * src[px + c]
+    # den is 0 where every distance is: the output is then Gs.
+    inv_den = in_scale / den if den > 0.0 else 0.0
+    for c in range(channels):
+        o[base + c] = _store(acc[c] * inv_den if den > 0.0 else gs[base + c], out_max, o)
+
+
+@njit(cache=True, inline="always")
 def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam, out_max,
-                 o):
-    """:func:`downpool.windows.dpid_window` with equal coverages, stored into ``o[base:]``."""
+                 o, acc):
+    """:func:`downpool.windows.dpid_window` with equal coverages, stored into ``o[base:]``.
+
+    Distances relative to the window's largest, so that no exponent or
+    value can overflow or flush the weights.
+    """
     big = 0.0
     for r in range(ny):
         src = rows[y0 + r]
@@ -594,7 +570,8 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
     inv_top2 = 1.0 / top2 if top2 > 0.0 else 0.0
     den = 0.0
     inv_n = 1.0 / (ny * nx)
-    acc = np.zeros(channels)  # small and fixed-size: kept in registers
+    for c in range(channels):
+        acc[c] = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
@@ -613,35 +590,199 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
         o[base + c] = _store(acc[c] * in_scale / den, out_max, o)
 
 
-@njit(cache=True)
-def dpid_kernel(img, in_scale, out, out_max, dims, n_colour, lam, i0, i1):
-    kh_dims, kw_dims = dims
-    channels, block_h, block_w = img.shape[2], len(kh_dims), len(kw_dims)
+# --- the window of each method -------------------------------------------------------
+
+
+def _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+    """Pool the window of output pixel ``(i, j)`` into ``o[base:base + channels]``.
+
+    The method is ``len(method_dims)``; ``params`` is the tuple that
+    :func:`pool_kernel` documents.
+    """
+
+
+@overload(_pool_window, inline="always")
+def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                      params):
+    # Chosen while typing, so that a kernel compiles only its own method.
+    method = method_dims.count
+
+    if method == AVG:
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+            for c in range(channels):
+                o[base + c] = _block_mean(rows, y0, ny, x0, nx, channels, c, params[0])
+    elif method == MAX:
+        # Integer images keep their own dtype and float images have in_scale 1:
+        # the largest stored value is the result.
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+            for c in range(channels):
+                o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
+    elif method == SAMPLE:
+        # The drawn pixel's stored values are copied, as for max.
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+            y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
+                                 uniform_draw(seed, i * (o.shape[0] // channels) + j),
+                                 value_mode, n_colour)
+            for c in range(channels):
+                o[base + c] = img[y, x, c]
+    elif method in (DPID, DPID_DIRECT):
+        direct = method == DPID_DIRECT
+
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+            if direct:
+                _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, scratch[4], base,
+                                    in_scale, out_max, o, scratch[5])
+            else:
+                _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, scratch[4], base,
+                             in_scale, param, out_max, o, scratch[5])
+    else:
+        value = _channel_value(method)
+
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, scratch,
+                 params):
+            for c in range(channels):
+                o[base + c] = _store(value(rows, y0, ny, x0, nx, channels, c, params), params[1],
+                                     o)
+    return impl
+
+
+def _channel_value(method):
+    """The working value of one channel's window, for the methods computed channel by channel."""
+    if method == RMS:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _rms_window(rows, y0, ny, x0, nx, channels, c, params[0])
+    elif method == LP_TABLE:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _lp_table_window(rows, y0, ny, x0, nx, channels, c, params[2],
+                                    1.0 / params[3])
+    elif method == LP:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _lp_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
+                              1.0 / params[3])
+    elif method == SOFTPOOL_TABLE:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _softpool_table_window(rows, y0, ny, x0, nx, channels, c, params[2])
+    elif method == SOFTPOOL:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _softpool_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3])
+    elif method == EXPECTATION:
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _expectation_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3])
+    elif method in (DPP_SYM_DIRECT, DPP_ASYM_DIRECT):
+        asym = method == DPP_ASYM_DIRECT
+
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
+                                      asym)
+    elif method in (DPP_SYM, DPP_ASYM):
+        asym = method == DPP_ASYM
+
+        def value(rows, y0, ny, x0, nx, channels, c, params):
+            return _dpp_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
+                               params[4], asym)
+    else:
+        raise ValueError(f"unknown block method {method}")
+    return njit(inline="always")(value)
+
+
+def _guide(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
+           in_scale, scratch):
+    """dpid: Gs of output row ``i`` into ``scratch[4]``; nothing for the other methods."""
+
+
+@overload(_guide, inline="always")
+def _guide_impl(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
+                in_scale, scratch):
+    if method_dims.count not in (DPID, DPID_DIRECT):
+        return lambda method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, \
+            width, in_scale, scratch: None
+
+    def impl(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
+             in_scale, scratch):
+        first = max(i0 - 1, 0) if i == i0 else i + 1  # a call's first row also makes G[i-1:i+1]
+        for g in range(first, min(i + 2, n_rows)):
+            _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale,
+                       scratch[g % 3])
+        _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
+    return impl
+
+
+# --- the kernel ----------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
+    """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
+
+    ``dims``/``sizes`` are a :class:`BlockPlan`'s.  ``params`` is
+    ``(in_scale, out_max, table, param, param2, n_colour, value_mode, seed,
+    yw, xw)``: ``table`` the lookup table of the ``_TABLE`` methods (softpool's
+    two tables interleaved), ``param`` p, beta, expectation's unit, dpp's
+    alpha or dpid's lam, ``param2`` dpp's lam, and the rest stochastic
+    sampling's and dpid's.
+
+    With constant sizes the kernel makes the full blocks only (and ignores
+    ``j0``): unrolled, and for some methods vectorised across windows.  With
+    run-time sizes it makes every window of the rows, from column ``j0`` on
+    in rows of full height: :func:`pool_blocks` runs it after the constant
+    kernel for the partial windows at the right and bottom edges.  One
+    window function inlined per kernel keeps compiling short.
+    """
+    kh_dims, kw_dims, c_dims = dims
+    constant = len(kh_dims) > 0
+    block_h = _known(kh_dims, sizes[0])
+    block_w = _known(kw_dims, sizes[1])
+    channels = _known(c_dims, img.shape[2])
     rows, out_rows = _as_rows(img), _as_rows(out)
     height, width = img.shape[0], img.shape[1]
     n_rows, n_cols = out.shape[0], out.shape[1]
-    full = width // block_w
+    if constant:
+        i1 = min(i1, height // block_h)
+        n_cols = width // block_w
     if i0 >= i1:
         return
-    ring = np.empty((3, out_rows.shape[1]))
-    vert = np.empty(out_rows.shape[1])
-    gs = np.empty(out_rows.shape[1])
-    for g in range(max(i0 - 1, 0), i0 + 1):
-        _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, ring[g % 3])
+    # dpid: rows 0-2 the ring of guide rows, 3 the vertical pass, 4 Gs, 5 a pixel.
+    guided = len(method_dims) == DPID or len(method_dims) == DPID_DIRECT
+    scratch = np.empty((6, out_rows.shape[1] if guided else 0))
     for i in range(i0, i1):
-        if i + 1 < n_rows:
-            _guide_row(rows, i + 1, block_h, block_w, channels, height, width, in_scale,
-                       ring[(i + 1) % 3])
-        _smooth_row(ring, i, n_rows, channels, vert, gs)
+        _guide(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
+               params[0], scratch)
         o = out_rows[i]
         y0 = i * block_h
-        ny = min(block_h, height - y0)
-        edge = 0
-        if ny == block_h:
-            for j in range(full):
-                _dpid_window(rows, y0, block_h, j * block_w, block_w, channels, n_colour, gs,
-                             j * channels, in_scale, lam, out_max, o)
-            edge = full
-        for j in range(edge, n_cols):
-            _dpid_window(rows, y0, ny, j * block_w, min(block_w, width - j * block_w), channels,
-                         n_colour, gs, j * channels, in_scale, lam, out_max, o)
+        # Constant kernels see only full blocks: their sizes stay constants.
+        ny = block_h if constant else min(block_h, height - y0)
+        first = 0 if constant or ny < block_h else j0
+        for j in range(first, n_cols):
+            x0 = j * block_w
+            nx = block_w if constant else min(block_w, width - x0)
+            _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
+                         j * channels, scratch, params)
+
+
+def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray,
+                params: tuple) -> None:
+    """Run :func:`pool_kernel` for ``method`` over a job's blocks, on every thread.
+
+    A plan with constant sizes makes the full blocks with the constant
+    kernel, then any partial windows with the run-time one.
+    """
+    dims, sizes = plan
+    method_dims = (0,) * method
+    run_rows(pool_kernel, out, image, out, dims, sizes, method_dims, params, 0)
+    if len(dims[0]) == 0:
+        return
+    full_rows, full_cols = image.shape[0] // sizes[0], image.shape[1] // sizes[1]
+    # Thin strips, not worth splitting between threads: the last column of
+    # every row (and all of a partial last row), or the partial last row alone.
+    runtime = ((), (), ())
+    if full_cols < out.shape[1]:
+        pool_kernel(image, out, runtime, sizes, method_dims, params, full_cols, 0, out.shape[0])
+    elif full_rows < out.shape[0]:
+        pool_kernel(image, out, runtime, sizes, method_dims, params, 0, full_rows, out.shape[0])
