@@ -8,15 +8,18 @@ Run from the repository root::
 The image is a real photograph (``sample_images/astronaut.png``) tiled to the
 requested size, so timings are not those of noise.  MP/s counts input
 megapixels per second; each figure is the best of ``--repeat`` runs after a
-warm-up call.  The table also gives a plain copy of the image's bytes (the
-memory-bandwidth ceiling) and each method's first-call time in a fresh
-process with an empty Numba cache and with a warm one.
+warm-up call, and each method's ratio is to Pillow runs interleaved with its
+own, so that a shared machine's drift does not bias it.  The table also
+gives a plain copy of the image's bytes (the memory-bandwidth ceiling) and
+each method's first-call time in a fresh process with an empty Numba cache
+and with a warm one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -66,6 +69,23 @@ def best_time(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_times(fns: list, repeat: int) -> list[float]:
+    """:func:`best_time` of each function, their runs interleaved.
+
+    On a shared machine the speed drifts over seconds; interleaving keeps a
+    method and the baseline it is compared with in the same conditions.
+    """
+    for fn in fns:
+        fn()
+    best = [math.inf] * len(fns)
+    for _ in range(repeat):
+        for n, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[n] = min(best[n], time.perf_counter() - t0)
+    return best
 
 
 _FIRST_CALL = """
@@ -187,16 +207,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| copy of the image's bytes | {mp / t_copy:.0f} | {t_pillow / t_copy:.2f} | | |{blank}")
     rows = []
     for label, method, params in cases:
-        t = best_time(lambda: downpool.downscale(img, method, **geometry, **params), args.repeat)
+        # Pillow is timed again, interleaved with each method: the ratio is that
+        # of the two best runs taken side by side.
+        t_base, t = best_times([lambda: pil.reduce(factor),
+                                lambda: downpool.downscale(img, method, **geometry, **params)],
+                               args.repeat)
         c, w = cold.get(label), warm.get(label)
         mem = ""
-        row = {"method": label, "mp_per_s": mp / t, "ratio_to_pillow": t_pillow / t,
+        row = {"method": label, "mp_per_s": mp / t, "ratio_to_pillow": t_base / t,
+               "pillow_mp_per_s": mp / t_base,
                "first_call_empty_cache_s": c, "first_call_warm_cache_s": w}
         if args.memory:
             grown, out_bytes, _ = peak_memory(method, params, geometry, args.megapixels, args.dtype)
             mem = f" {grown / 1e6:.1f} | {out_bytes / 1e6:.1f} |"
             row.update(peak_growth_bytes=grown, output_bytes=out_bytes)
-        print(f"| {label} | {mp / t:.0f} | {t_pillow / t:.2f} | "
+        print(f"| {label} | {mp / t:.0f} | {t_base / t:.2f} | "
               f"{'' if c is None else f'{c:.2f}'} | {'' if w is None else f'{w:.3f}'} |{mem}",
               flush=True)
         rows.append(row)
