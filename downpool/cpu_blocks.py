@@ -7,17 +7,19 @@ out of every formula and one kernel, :func:`pool_kernel`, serves every
 method: it walks the output rows and hands each window to the method's
 window function, chosen while Numba types the kernel.
 
-The commonest block (:data:`CONSTANT_BLOCKS`, halving) with the commonest
-channel counts (:data:`CONSTANT_CHANNELS`) is compiled in as *compile-time
-constants*, passed as the lengths of tuples of zeros: LLVM then unrolls the
-window loops and, for avg and max, vectorises across windows, which made
-avg five times faster than with run-time sizes.  Every other block and
-channel count shares one kernel with run-time values (empty tuples), so
-that the kernels to compile stay few -- at most four per method and dtype:
-each constant combination costs seconds of compiling on first use, and
-more of them made the test suite several times slower.  Partial windows at
-the bottom and right edges go through the same window functions with
-run-time sizes.
+The commonest block (:data:`CONSTANT_BLOCKS`, halving) of the commonest
+images (:data:`CONSTANT_CHANNELS`, :data:`CONSTANT_DTYPES`) is compiled in
+as *compile-time constants*, passed as the lengths of tuples of zeros: LLVM then unrolls the
+window loops and vectorises across windows (avg about five times faster
+than with run-time sizes, dpp about three times).  Vectorising needs loops
+without calls or branches that raise: hence ``error_model="numpy"`` (no test
+for division by zero) and the rounding of :func:`_store` written with
+float selects.  Every other block and channel count shares one kernel with
+run-time values (empty tuples), which also makes the partial windows at
+the bottom and right edges, so that the kernels to compile stay few -- at
+most three per method and dtype: each constant combination costs seconds
+of compiling on first use, and RGBA and float64 as constants too made the
+test suite take twice as long.
 
 The kernels are serial ``nogil`` functions over a range of output rows;
 :func:`run_rows` splits the rows between ``numba.get_num_threads()`` threads.
@@ -27,7 +29,7 @@ keeps three guide rows per thread), so peak memory is the input plus the
 output.
 
 Integer images keep integer arithmetic where the result allows it (avg's
-sums, max, stochastic expectation's sums).  The other formulas are those of
+sums, max).  The other formulas are those of
 :mod:`downpool.windows` with equal coverages and float64 accumulators, in
 the same order of operations where a result is discrete (stochastic
 sampling's pick).  dpp and dpid have two forms: for their default exponent
@@ -59,19 +61,24 @@ from .windows import DPP_EPS2, power, selection_value, uniform_draw
 _power = njit(inline="always")(power.py_func)
 _selection_value = njit(inline="always")(selection_value.py_func)
 
-__all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "BlockPlan", "block_plan", "run_rows",
+__all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan", "block_plan", "run_rows",
            "pool_kernel", "pool_blocks"]
 
 # Inlining the window functions into the variant chooser below trips a
 # pedantic SSA self-check of Numba's (variables "not in scope" across the
 # inlined blocks); the compiled code is right, as the tests check against
 # the reference, so users are not shown it.
-warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module="numba.core.ssa")
+# The warning is attributed to the kernel's own line, so it is matched by its
+# message rather than by the module that raises it.
+warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope",
+                        category=NumbaIRAssumptionWarning)
 
 #: Square block sides compiled as constants; other blocks use run-time sizes.
 CONSTANT_BLOCKS = (2,)
-#: Channel counts compiled as constants (grey, RGB, RGBA) with a constant block.
-CONSTANT_CHANNELS = (1, 3, 4)
+#: Channel counts compiled as constants (grey, RGB) with a constant block.
+CONSTANT_CHANNELS = (1, 3)
+#: Image dtypes compiled with constant sizes (float64 is rare in image files).
+CONSTANT_DTYPES = ("uint8", "uint16", "float32")
 
 # The window function of each method, passed as the length of a tuple.
 AVG = 1
@@ -89,6 +96,10 @@ SAMPLE = 12
 DPID = 13
 DPID_DIRECT = 14
 RMS = 15
+
+# dpp and dpid for lam other than 1: rarely used, so not worth compiling
+# kernels with constant sizes for.
+_RUNTIME_ONLY = (DPP_SYM, DPP_ASYM, DPID)
 
 
 class BlockPlan(tuple):
@@ -114,9 +125,10 @@ def block_plan(job: PoolJob) -> BlockPlan | None:
     kh, kw = block_length(job.rows), block_length(job.cols)
     if kh is None or kw is None:
         return None
-    constant = kh == kw and kh in CONSTANT_BLOCKS
+    constant = (kh == kw and kh in CONSTANT_BLOCKS and job.image.shape[2] in CONSTANT_CHANNELS
+                and job.image.dtype.name in CONSTANT_DTYPES)
     channels = job.image.shape[2]
-    if not (constant and channels in CONSTANT_CHANNELS):
+    if not constant:
         return BlockPlan((((), (), ()), (kh, kw)))  # every size at run time
     dims = ((0,) * kh, (0,) * kw, (0,) * channels)
     return BlockPlan((dims, (kh, kw)))
@@ -218,8 +230,18 @@ def _store(v, out_max, out):
 @overload(_store, inline="always")
 def _store_impl(v, out_max, out):
     if isinstance(out.dtype, types.Integer):
-        return lambda v, out_max, out: min(max(math.floor(v * out_max + 0.5), 0.0), out_max)
-    return lambda v, out_max, out: v
+        def impl(v, out_max, out):
+            # Written out rather than with min/max and math.floor: those went
+            # through an int64 round trip and a call that kept LLVM from
+            # vectorising the loops that store.
+            x = np.floor(v * out_max + 0.5)
+            x = x if x > 0.0 else 0.0
+            return x if x < out_max else out_max
+        return impl
+
+    def impl_float(v, out_max, out):
+        return v
+    return impl_float
 
 
 @njit(cache=True)
@@ -244,12 +266,12 @@ def _lp_table_window(rows, y0, ny, x0, nx, channels, c, table, inv_p):
 
 @njit(cache=True, inline="always")
 def _rms_window(rows, y0, ny, x0, nx, channels, c, in_scale):
-    """lp with p = 2 on an integer image: exact integer sums of squares."""
-    s = 0
+    """lp with p = 2 on an integer image: squares of stored values, exact in float64."""
+    s = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            v = np.int64(src[(x0 + t) * channels + c])
+            v = np.float64(src[(x0 + t) * channels + c])
             s += v * v
     return in_scale * math.sqrt(s / (ny * nx))
 
@@ -298,37 +320,18 @@ def _softpool_window(rows, y0, ny, x0, nx, channels, c, in_scale, beta):
     return num / den
 
 
+@njit(cache=True, inline="always")
 def _expectation_window(rows, y0, ny, x0, nx, channels, c, scale, unit):
     """sum a^2 / sum a (0 where the sum is 0), values pooled as ``v * scale`` times ``unit``."""
-
-
-@overload(_expectation_window, inline="always")
-def _expectation_window_impl(rows, y0, ny, x0, nx, channels, c, scale, unit):
-    if isinstance(rows.dtype, types.Integer):
-        def impl(rows, y0, ny, x0, nx, channels, c, scale, unit):
-            # Exact integer sums: 16-bit squares summed in int64 cannot overflow.
-            num = 0
-            den = 0
-            for r in range(ny):
-                src = rows[y0 + r]
-                for t in range(nx):
-                    v = np.int64(src[(x0 + t) * channels + c])
-                    num += v * v
-                    den += v
-            return unit * (scale * (num / den)) if den > 0 else 0.0
-        return impl
-
-    def impl_float(rows, y0, ny, x0, nx, channels, c, scale, unit):
-        num = 0.0
-        den = 0.0
-        for r in range(ny):
-            src = rows[y0 + r]
-            for t in range(nx):
-                a = src[(x0 + t) * channels + c] * scale
-                num += a * a
-                den += a
-        return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
-    return impl_float
+    num = 0.0
+    den = 0.0
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            a = src[(x0 + t) * channels + c] * scale
+            num += a * a
+            den += a
+    return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
 
 
 # --- dpp -------------------------------------------------------------------------
@@ -419,20 +422,24 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
             total += weight * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
     uniform = total <= 0.0  # all weights zero: draw by coverage alone
     target = u * (1.0 if uniform else total)
+    # The scan of sample_window without its early exit: the same sums in the
+    # same order, but selects instead of branches, which a random draw
+    # would mispredict about every other window.  ``done`` stands for the
+    # exit: once cum passes target, nothing changes.
     cum = 0.0
     pick_y = -1
     pick_x = -1
+    done = False
     for r in range(ny):
         for s in range(nx):
             w = weight
             if not uniform:
                 w *= _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-            if w > 0.0:
-                pick_y = y0 + r
-                pick_x = x0 + s
-                cum += w
-                if cum > target:
-                    return pick_y, pick_x
+            take = w > 0.0 and not done
+            pick_y = y0 + r if take else pick_y
+            pick_x = x0 + s if take else pick_x
+            cum = cum + w if take else cum
+            done = done or cum > target
     return pick_y, pick_x
 
 
@@ -514,8 +521,61 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
     """dpid with lam = 1 as the SPEC writes it, weights ``|a - Gs|``, into ``o[base:]``.
 
     The caller has checked that no weight can overflow, and that a window
-    whose weights all vanish has every pixel at Gs.
+    whose weights all vanish has every pixel at Gs.  Up to four channels
+    are kept in scalars rather than in ``acc``: with the channel count a
+    constant, LLVM then vectorises across windows.
     """
+    if channels > 4:
+        _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max,
+                         o, acc)
+        return
+    # A channel's share of the distance: 0 for alpha, as a factor rather than
+    # a branch.
+    m1 = 1.0 if n_colour > 1 else 0.0
+    m2 = 1.0 if n_colour > 2 else 0.0
+    m3 = 1.0 if n_colour > 3 else 0.0
+    g0 = gs[base]
+    g1 = gs[base + 1] if channels > 1 else 0.0
+    g2 = gs[base + 2] if channels > 2 else 0.0
+    g3 = gs[base + 3] if channels > 3 else 0.0
+    den = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            px = (x0 + t) * channels
+            a0 = src[px] * in_scale
+            d2 = (a0 - g0) * (a0 - g0)
+            a1 = src[px + 1] * in_scale if channels > 1 else 0.0
+            a2 = src[px + 2] * in_scale if channels > 2 else 0.0
+            a3 = src[px + 3] * in_scale if channels > 3 else 0.0
+            d2 += m1 * ((a1 - g1) * (a1 - g1)) + m2 * ((a2 - g2) * (a2 - g2)) \
+                + m3 * ((a3 - g3) * (a3 - g3))
+            w = math.sqrt(d2)
+            den += w
+            s0 += w * a0
+            s1 += w * a1
+            s2 += w * a2
+            s3 += w * a3
+    # den is 0 where every distance is: the output is then Gs.
+    some = den > 0.0
+    inv = 1.0 / den if some else 0.0
+    o[base] = _store(s0 * inv if some else g0, out_max, o)
+    if channels > 1:
+        o[base + 1] = _store(s1 * inv if some else g1, out_max, o)
+    if channels > 2:
+        o[base + 2] = _store(s2 * inv if some else g2, out_max, o)
+    if channels > 3:
+        o[base + 3] = _store(s3 * inv if some else g3, out_max, o)
+
+
+@njit(cache=True, inline="always")
+def _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max, o,
+                     acc):
+    """:func:`_dpid_direct_window` for any channel count, summing in ``acc``."""
     den = 0.0
     for c in range(channels):
         acc[c] = 0.0
@@ -531,10 +591,10 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
             den += w
             for c in range(channels):
                 acc[c] += w * src[px + c]
-    # den is 0 where every distance is: the output is then Gs.
-    inv_den = in_scale / den if den > 0.0 else 0.0
+    some = den > 0.0
+    inv_den = in_scale / den if some else 0.0
     for c in range(channels):
-        o[base + c] = _store(acc[c] * inv_den if den > 0.0 else gs[base + c], out_max, o)
+        o[base + c] = _store(acc[c] * inv_den if some else gs[base + c], out_max, o)
 
 
 @njit(cache=True, inline="always")
@@ -717,7 +777,10 @@ def _guide_impl(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, he
 # --- the kernel ----------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+# error_model="numpy": a float division is a plain instruction, not a test
+# for zero that would raise -- the test keeps LLVM from vectorising any loop
+# with a division (dpp was 2.9x slower).  No window divides by zero.
+@njit(cache=True, nogil=True, error_model="numpy")
 def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
 
@@ -775,6 +838,8 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     """
     dims, sizes = plan
     method_dims = (0,) * method
+    if method in _RUNTIME_ONLY:
+        dims = ((), (), ())
     run_rows(pool_kernel, out, image, out, dims, sizes, method_dims, params, 0)
     if len(dims[0]) == 0:
         return
