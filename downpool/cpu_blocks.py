@@ -422,24 +422,20 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
             total += weight * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
     uniform = total <= 0.0  # all weights zero: draw by coverage alone
     target = u * (1.0 if uniform else total)
-    # The scan of sample_window without its early exit: the same sums in the
-    # same order, but selects instead of branches, which a random draw
-    # would mispredict about every other window.  ``done`` stands for the
-    # exit: once cum passes target, nothing changes.
     cum = 0.0
     pick_y = -1
     pick_x = -1
-    done = False
     for r in range(ny):
         for s in range(nx):
             w = weight
             if not uniform:
                 w *= _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-            take = w > 0.0 and not done
-            pick_y = y0 + r if take else pick_y
-            pick_x = x0 + s if take else pick_x
-            cum = cum + w if take else cum
-            done = done or cum > target
+            if w > 0.0:
+                pick_y = y0 + r
+                pick_x = x0 + s
+                cum += w
+                if cum > target:
+                    return pick_y, pick_x
     return pick_y, pick_x
 
 
