@@ -61,8 +61,8 @@ from .windows import DPP_EPS2, power, selection_value, uniform_draw
 _power = njit(inline="always")(power.py_func)
 _selection_value = njit(inline="always")(selection_value.py_func)
 
-__all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan", "block_plan", "run_rows",
-           "pool_kernel", "pool_blocks"]
+__all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan", "block_plan",
+           "run_rows", "pool_kernel", "pool_blocks"]
 
 # Inlining the window functions into the variant chooser below trips a
 # pedantic SSA self-check of Numba's (variables "not in scope" across the
@@ -460,7 +460,7 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
 # allocated.
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, dest):
     """G of output row ``g``: the area mean of every channel, in working values."""
     y0 = g * block_h
@@ -497,8 +497,11 @@ def _smooth_row(ring, i, n_rows, channels, vert, gs):
     down = ring[(i + 1) % 3]
     side = _smooth_weight(i, n_rows)
     # One pass per case: the row's scratch does not fit in L1, so passes cost.
+    # Loops, not slice assignments: those compile shape checks with string
+    # messages, which took 4 s of dpid's first call.
     if n_rows == 1:
-        vert[:] = mid
+        for x in range(vert.shape[0]):
+            vert[x] = mid[x]
     elif i == 0:
         for x in range(vert.shape[0]):
             vert[x] = (2.0 * side) * mid[x] + side * down[x]
@@ -510,7 +513,8 @@ def _smooth_row(ring, i, n_rows, channels, vert, gs):
             vert[x] = ((2.0 * side) * mid[x] + side * up[x]) + side * down[x]
     n_cols = vert.shape[0] // channels
     if n_cols == 1:
-        gs[:] = vert
+        for x in range(vert.shape[0]):
+            gs[x] = vert[x]
         return
     # The end columns, then the inner ones in one contiguous loop (vectorised).
     edge = 1.0 / 3.0
@@ -528,14 +532,11 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
     """dpid with lam = 1 as the SPEC writes it, weights ``|a - Gs|``, into ``o[base:]``.
 
     The caller has checked that no weight can overflow, and that a window
-    whose weights all vanish has every pixel at Gs.  Up to four channels
-    are kept in scalars rather than in ``acc``: with the channel count a
-    constant, LLVM then vectorises across windows.
+    whose weights all vanish has every pixel at Gs.  For kernels with a
+    constant channel count of at most four (:func:`_dpid_direct_any` for the
+    others): the channels are kept in scalars rather than in ``acc``, and
+    LLVM vectorises across windows.
     """
-    if channels > 4:
-        _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max,
-                         o, acc)
-        return
     # A channel's share of the distance: 0 for alpha, as a factor rather than
     # a branch.
     m1 = 1.0 if n_colour > 1 else 0.0
@@ -661,60 +662,67 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
 
 
 def _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
     """Pool the window of output pixel ``(i, j)`` into ``o[base:base + channels]``.
 
     The method is ``len(method_dims)``; ``params`` is the tuple that
     :func:`pool_kernel` documents; ``gs`` and ``acc`` are dpid's row of Gs
-    and a pixel's sums.
+    and a pixel's sums; ``c_dims`` the kernel's constant channel count, if any.
     """
 
 
 @overload(_pool_window, inline="always")
 def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                      params):
+                      c_dims, params):
     # Chosen while typing, so that a kernel compiles only its own method.
     method = method_dims.count
 
     if method == AVG:
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
             for c in range(channels):
                 o[base + c] = _block_mean(rows, y0, ny, x0, nx, channels, c, params[0])
     elif method == MAX:
         # Integer images keep their own dtype and float images have in_scale 1:
         # the largest stored value is the result.
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
             for c in range(channels):
                 o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
     elif method == SAMPLE:
         # The drawn pixel's stored values are copied, as for max.
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
             in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
             y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
                                  uniform_draw(seed, i * (o.shape[0] // channels) + j),
                                  value_mode, n_colour)
             for c in range(channels):
                 o[base + c] = img[y, x, c]
-    elif method in (DPID, DPID_DIRECT):
-        direct = method == DPID_DIRECT
-
+    elif method == DPID_DIRECT and 0 < c_dims.count <= 4:
+        # A constant channel count of at most four: the sums in scalars.
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
             in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            if direct:
-                _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base,
-                                    in_scale, out_max, o, acc)
-            else:
-                _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base,
-                             in_scale, param, out_max, o, acc)
+            _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
+                                out_max, o, acc)
+    elif method == DPID_DIRECT:
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
+                 c_dims, params):
+            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+            _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
+                             out_max, o, acc)
+    elif method == DPID:
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
+                 c_dims, params):
+            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+            _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, param,
+                         out_max, o, acc)
     else:
         value = _channel_value(method)
 
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 params):
+                 c_dims, params):
             for c in range(channels):
                 o[base + c] = _store(value(rows, y0, ny, x0, nx, channels, c, params), params[1],
                                      o)
@@ -760,26 +768,15 @@ def _channel_value(method):
     return njit(inline="always")(value)
 
 
-def _guide(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
-           in_scale, scratch):
-    """dpid: Gs of output row ``i`` into ``scratch[4]``; nothing for the other methods."""
-
-
-@overload(_guide, inline="always")
-def _guide_impl(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
-                in_scale, scratch):
-    if method_dims.count not in (DPID, DPID_DIRECT):
-        return lambda method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, \
-            width, in_scale, scratch: None
-
-    def impl(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
-             in_scale, scratch):
-        first = max(i0 - 1, 0) if i == i0 else i + 1  # a call's first row also makes G[i-1:i+1]
-        for g in range(first, min(i + 2, n_rows)):
-            _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale,
-                       scratch[g % 3])
-        _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
-    return impl
+@njit(cache=True)
+def _dpid_guide(rows, i, i0, n_rows, block_h, block_w, channels, height, width, in_scale,
+                scratch):
+    """dpid: Gs of output row ``i`` into ``scratch[4]`` (a call's first row also makes
+    the G rows before it)."""
+    first = max(i0 - 1, 0) if i == i0 else i + 1
+    for g in range(first, min(i + 2, n_rows)):
+        _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, scratch[g % 3])
+    _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
 
 
 # --- the kernel ----------------------------------------------------------------------
@@ -826,8 +823,9 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
     for i in range(i0, i1):
-        _guide(method_dims, rows, i, i0, n_rows, block_h, block_w, channels, height, width,
-               params[0], scratch)
+        if guided:
+            _dpid_guide(rows, i, i0, n_rows, block_h, block_w, channels, height, width,
+                        params[0], scratch)
         o = out_rows[i]
         y0 = i * block_h
         # Constant kernels see only full blocks: their sizes stay constants.
@@ -837,7 +835,7 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
             x0 = j * block_w
             nx = block_w if constant else min(block_w, width - x0)
             _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
-                         j * channels, gs, acc, params)
+                         j * channels, gs, acc, c_dims, params)
 
 
 def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray,
