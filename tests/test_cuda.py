@@ -476,3 +476,20 @@ def test_device_resident_job_is_not_copied(gpu, monkeypatch, method):
     monkeypatch.undo()
     assert [c[0] for c in copies] == ["table"] * 6
     np.testing.assert_array_equal(d_out.copy_to_host(), expected)
+
+
+def test_auto_skips_numba_cuda_where_linux_shows_no_nvidia_driver(monkeypatch):
+    """``auto`` need not import numba.cuda (0.7 s) where no NVIDIA driver is present;
+    ``cuda`` still asks numba-cuda, so its error names what is missing."""
+    from downpool import api
+
+    monkeypatch.setattr(api.sys, "platform", "linux")
+    seen = []
+    monkeypatch.setattr(api.os.path, "exists", lambda path: seen.append(path) or False)
+    assert api._nvidia_driver_may_be_present() is False
+    assert "/proc/driver/nvidia/version" in seen and "/dev/dxg" in seen
+    assert _kernels("auto") is cpu
+    monkeypatch.setattr(api.os.path, "exists", lambda path: path == "/dev/dxg")  # WSL 2
+    assert api._nvidia_driver_may_be_present() is True
+    monkeypatch.setattr(api.sys, "platform", "win32")
+    assert api._nvidia_driver_may_be_present() is True
