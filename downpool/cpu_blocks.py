@@ -527,9 +527,10 @@ def _smooth_row(ring, i, n_rows, channels, vert, gs):
 
 
 @njit(cache=True, inline="always")
-def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max,
-                        o, acc):
-    """dpid with lam = 1 as the SPEC writes it, weights ``|a - Gs|``, into ``o[base:]``.
+def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam,
+                        out_max, o, acc):
+    """dpid with lam = 1 (``lam`` is not read) as the SPEC writes it, weights ``|a - Gs|``,
+    into ``o[base:]``.
 
     The caller has checked that no weight can overflow, and that a window
     whose weights all vanish has every pixel at Gs.  For kernels with a
@@ -581,8 +582,8 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
 
 
 @njit(cache=True, inline="always")
-def _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max, o,
-                     acc):
+def _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam, out_max,
+                     o, acc):
     """:func:`_dpid_direct_window` for any channel count, summing in ``acc``."""
     den = 0.0
     for c in range(channels):
@@ -699,25 +700,19 @@ def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
                                  value_mode, n_colour)
             for c in range(channels):
                 o[base + c] = img[y, x, c]
-    elif method == DPID_DIRECT and 0 < c_dims.count <= 4:
-        # A constant channel count of at most four: the sums in scalars.
+    elif method in (DPID, DPID_DIRECT):
+        if method == DPID:
+            window = _dpid_window
+        elif 0 < c_dims.count <= 4:  # a constant channel count: the sums in scalars
+            window = _dpid_direct_window
+        else:
+            window = _dpid_direct_any
+
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
                  c_dims, params):
             in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
-                                out_max, o, acc)
-    elif method == DPID_DIRECT:
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            _dpid_direct_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
-                             out_max, o, acc)
-    elif method == DPID:
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, param,
-                         out_max, o, acc)
+            window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, param, out_max,
+                   o, acc)
     else:
         value = _channel_value(method)
 

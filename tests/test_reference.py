@@ -172,6 +172,32 @@ def test_random_arrays_every_geometry(method, params, dtype, layout):
             check(image, method, params, geom)
 
 
+#: Block geometries (windows that tile the image), which take downpool's block
+#: kernels: halving of grey and RGB images is compiled with constant sizes
+#: (12x16 even, 13x17 with partial edge windows made by the run-time kernel);
+#: other blocks run with run-time sizes (4x4 blocks, 10x10 blocks of a
+#: 20x30 image, as with --scale 0.1).
+BLOCK_CASES = [((12, 16), {"kernel_size": 2}), ((13, 17), {"kernel_size": 2}),
+               ((12, 16), {"size": (6, 8)}), ((12, 16), {"kernel_size": 4}),
+               ((20, 30), {"size": (2, 3)})]
+
+
+@pytest.mark.parametrize("layout", ["2d", 1, 3, 4], ids=lambda v: f"C{v}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("method,params", METHOD_CASES + [("dpid", {"lam": 3.0}),
+                                                          ("dpp", {"lam": 0.0})],
+                         ids=CASE_IDS + ["dpid-lam=3.0", "dpp-lam=0.0"])
+def test_block_kernels(method, params, dtype, layout):
+    """The block kernels -- constant and run-time sizes, and the partial windows at
+    the edges -- against the reference, for every dtype and channel count."""
+    rng = np.random.default_rng(abs(hash((method, str(params), np.dtype(dtype).name, layout, 7)))
+                                % 2**32)
+    for shape, geom in BLOCK_CASES:
+        if method == "dpid" and "kernel_size" in geom and shape[0] % geom["kernel_size"]:
+            continue  # dpid's size from k would not divide the image: not blocks
+        check(random_image(rng, shape, dtype, layout), method, params, geom)
+
+
 @pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
 def test_large_window_accumulation(method, params):
     """One window of 48x48 = 2304 pixels: the float32 accumulators keep 1e-5 relative accuracy."""
