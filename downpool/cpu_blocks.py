@@ -460,7 +460,7 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
 # allocated.
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, dest):
     """G of output row ``g``: the area mean of every channel, in working values."""
     y0 = g * block_h
@@ -764,10 +764,17 @@ def _channel_value(method):
 
 
 @njit(cache=True)
-def _dpid_guide(rows, i, i0, n_rows, block_h, block_w, channels, height, width, in_scale,
-                scratch):
+def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scratch):
     """dpid: Gs of output row ``i`` into ``scratch[4]`` (a call's first row also makes
-    the G rows before it)."""
+    the G rows before it).
+
+    A function of its own, compiled for the kernel's ``dims``: the block's
+    constant sizes reach its loops, and the kernel's compiling stays short.
+    """
+    kh_dims, kw_dims, c_dims = dims
+    block_h = _known(kh_dims, sizes[0])
+    block_w = _known(kw_dims, sizes[1])
+    channels = _known(c_dims, rows.shape[1] // width)
     first = max(i0 - 1, 0) if i == i0 else i + 1
     for g in range(first, min(i + 2, n_rows)):
         _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, scratch[g % 3])
@@ -819,8 +826,7 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     gs, acc = scratch[4], scratch[5]
     for i in range(i0, i1):
         if guided:
-            _dpid_guide(rows, i, i0, n_rows, block_h, block_w, channels, height, width,
-                        params[0], scratch)
+            _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, params[0], scratch)
         o = out_rows[i]
         y0 = i * block_h
         # Constant kernels see only full blocks: their sizes stay constants.
