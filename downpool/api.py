@@ -25,7 +25,7 @@ class DeviceUnavailableError(RuntimeError):
 
 def _nvidia_driver_may_be_present() -> bool:
     """False only where Linux shows no NVIDIA driver: then ``"auto"`` need not import
-    ``numba.cuda`` to find out (about 0.7 s of a small ``shrink``'s start-up).
+    ``numba.cuda`` to find out (about 0.3 s of a small ``shrink``'s start-up).
 
     The kernel driver publishes ``/proc/driver/nvidia``; WSL 2 has ``/dev/dxg``
     instead.  Other systems are asked through numba-cuda.
@@ -40,8 +40,8 @@ def _kernels(device: Any):
 
     ``"auto"`` is :mod:`downpool.cuda` where a real CUDA GPU is usable (never
     Numba's CUDA simulator), else :mod:`downpool.cpu`, silently.  Asking costs
-    nothing without numba-cuda, and one import of ``numba.cuda`` per process
-    with it.
+    nothing without numba-cuda or (for ``"auto"`` on Linux) without an NVIDIA
+    driver, and else one import of ``numba.cuda`` per process.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {device!r}")

@@ -331,7 +331,7 @@ def pool_lp(job: PoolJob, p: float) -> None:
     use_table = values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT
     plan = blocks.block_plan(job)
     if plan is not None:
-        if p == 2.0 and values is not None:  # the default: exact integer sums of squares
+        if p == 2.0 and values is not None:  # the default: sums of squared stored values
             _blocks(job, plan, blocks.RMS)
         elif use_table:
             _blocks(job, plan, blocks.LP_TABLE, values ** p, param=p)

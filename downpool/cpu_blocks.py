@@ -54,13 +54,14 @@ from numba.extending import overload
 
 from .core import PoolJob
 from .geometry import block_length
-from .windows import DPP_EPS2, power, selection_value, uniform_draw
+from .windows import DPP_EPS2, dpp_scaling, power, selection_value, uniform_draw
 
 # The shared helpers, compiled again to be inlined: Numba does not inline one
 # jitted function into another by itself, and a call per pixel costs more
 # than the arithmetic.  Not cached: only their source is used, inlined.
 _power = njit(inline="always")(power.py_func)
 _selection_value = njit(inline="always")(selection_value.py_func)
+_dpp_scaling = njit(inline="always")(dpp_scaling.py_func)
 
 __all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan", "block_plan",
            "run_rows", "pool_kernel", "pool_blocks"]
@@ -390,16 +391,8 @@ def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
             big = max(big, abs(d))
     if lam == 0.0 or big * big < DPP_EPS2 * 1e-30:
         return g
-    eps2 = DPP_EPS2 / (big * big)
-    peak = 1.0 + eps2
-    inv_big = 1.0 / big
-    inv_peak = 1.0 / peak
     half_lam = 0.5 * lam
-    if alpha > 0.0:
-        log_rho_max = half_lam * (2.0 * math.log(big) + math.log(peak))
-        share = 1.0 / (1.0 + math.exp(log_rho_max - math.log(alpha)))
-    else:
-        share = 0.0
+    eps2, inv_big, inv_peak, share = _dpp_scaling(big, half_lam, alpha)
     num = 0.0
     den = 0.0
     # Weights divided by the pixel count, as normalised coverages are: sums of

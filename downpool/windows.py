@@ -31,6 +31,7 @@ __all__ = [
     "uniform_draw",
     "selection_value",
     "sample_window",
+    "dpp_scaling",
     "dpp_window",
     "dpid_window",
 ]
@@ -194,6 +195,30 @@ def sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_
 
 
 @njit(cache=True)
+def dpp_scaling(big, half_lam, alpha):
+    """``(eps2, inv_big, inv_peak, share)`` of a DPP window whose largest reward
+    argument ``|a - g|`` is ``big`` (> 0), for weights relative to the largest.
+
+    Differences are scaled by ``1/big`` so that squares of large float values
+    cannot overflow; eps^2 is scaled alike (it may underflow to 0, harmlessly).
+    The largest scaled argument is ``peak = 1 + eps2``; reciprocals are taken
+    once per window, so a pixel costs a multiply instead of a divide.
+    ``share`` is the bias as a share of the largest weight,
+    alpha / (alpha + rho_max) with rho_max = (big^2 * peak)^(lam/2), in logs so
+    that it cannot overflow.  A pixel's weight is then proportional to
+    ``share + (1 - share) * ((d^2 + eps2) * inv_peak)^(lam/2)``, d = (a - g) / big.
+    """
+    eps2 = DPP_EPS2 / (big * big)
+    peak = 1.0 + eps2
+    if alpha > 0.0:
+        log_rho_max = half_lam * (2.0 * math.log(big) + math.log(peak))
+        share = 1.0 / (1.0 + math.exp(log_rho_max - math.log(alpha)))
+    else:
+        share = 0.0
+    return eps2, 1.0 / big, 1.0 / peak, share
+
+
+@njit(cache=True)
 def dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, res):
     half_lam = 0.5 * lam
     for c in range(res.shape[0]):
@@ -212,20 +237,7 @@ def dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, re
         if lam == 0.0 or big * big < DPP_EPS2 * 1e-30:
             res[c] = g
             continue
-        # Scale differences by 1/big so that squares of large float values
-        # cannot overflow; eps^2 is scaled alike (it may underflow to 0, harmlessly).
-        eps2 = DPP_EPS2 / (big * big)
-        peak = 1.0 + eps2  # the largest scaled reward argument
-        # Reciprocals once per window: a multiply per pixel instead of a divide.
-        inv_big = 1.0 / big
-        inv_peak = 1.0 / peak
-        # The bias as a share of the largest weight: alpha / (alpha + rho_max),
-        # rho_max = (big^2 * peak)^(lam/2), in logs so that it cannot overflow.
-        if alpha > 0.0:
-            log_rho_max = half_lam * (2.0 * math.log(big) + math.log(peak))
-            t = 1.0 / (1.0 + math.exp(log_rho_max - math.log(alpha)))
-        else:
-            t = 0.0
+        eps2, inv_big, inv_peak, t = dpp_scaling(big, half_lam, alpha)
         num = 0.0
         den = 0.0
         for r in range(ny):
