@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -545,6 +545,11 @@ def _rename_no_clobber(source: str, target: str) -> None:
     os.unlink(source)
 
 
+# As tempfile.mkstemp opens its files: new, private, not through a symlink.
+_TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
 def write_image(
     path: str | os.PathLike,
     pixels: np.ndarray,
@@ -622,9 +627,20 @@ def write_image(
             options["exif"] = _exif_for_output(like.exif, width, height)
 
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                     suffix=".downpool-tmp")
+    temp_path = None
     try:
+        # Not tempfile.mkstemp: a Ctrl-C raised as its open() returns would
+        # leave a file whose name we never got. Here the name is known first.
+        for _ in range(100):
+            temp_path = os.path.join(folder, f".{os.path.basename(path)}."
+                                             f"{secrets.token_hex(4)}.downpool-tmp")
+            try:
+                fd = os.open(temp_path, _TEMP_FLAGS, 0o600)
+                break
+            except FileExistsError:
+                temp_path = None  # another writer's file, not ours to remove
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
         with os.fdopen(fd, "wb") as stream:
             if image is None:
                 _write_png16(stream, pixels, options.get("icc_profile"), options.get("exif"))
@@ -632,15 +648,16 @@ def write_image(
                 image.save(stream, format=fmt, **options)
             stream.flush()
             os.fsync(stream.fileno())
-        # mkstemp makes the file private (0600); an output gets the usual mode.
+        # The file is made private (0600); an output gets the usual mode.
         os.chmod(temp_path, 0o666 & ~_current_umask())
         if replace:
             os.replace(temp_path, path)
         else:
             _rename_no_clobber(temp_path, path)
     except BaseException:
-        try:
-            os.unlink(temp_path)
-        except FileNotFoundError:
-            pass
+        if temp_path is not None:
+            try:
+                os.unlink(temp_path)
+            except OSError:  # gone already (renamed), or never made
+                pass
         raise

@@ -479,6 +479,36 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "/3" not in hidden and "3 done, 0 skipped, 0 failed" in hidden
 
 
+@pytest.mark.parametrize("where", ["os.open", "os.fdopen", "os.fsync", "os.chmod", "os.replace"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, where, fmt):
+    """A Ctrl-C is raised as the step's call returns, where Python checks for
+    signals: the temporary file is removed, and the target is either untouched
+    or whole. (``tempfile.mkstemp`` lost its file when it landed in its open.)"""
+    from downpool.io import write_image
+
+    target = tmp_path / "out.img"
+    target.write_bytes(b"old")
+    pixels = random_image((24, 20, 3), seed=3)
+    name = where.removeprefix("os.")
+    real = getattr(os, name)
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(target, pixels, format=fmt)
+    monkeypatch.undo()
+    assert temp_files(tmp_path) == []
+    if where == "os.replace":
+        assert Image.open(target).format == fmt  # renamed whole before the Ctrl-C
+    else:
+        assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.img"]
+
+
 @pytest.mark.parametrize("jobs, whole_group", [("1", False), ("2", True)])
 def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, jobs, whole_group):
     """SIGINT to the command alone (``kill -INT``), or to its whole process group with
