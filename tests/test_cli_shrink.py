@@ -479,6 +479,30 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "/3" not in hidden and "3 done, 0 skipped, 0 failed" in hidden
 
 
+def test_shrink_loads_numba_without_importing_scipy(tmp_path):
+    """The CLI skips Numba's SciPy BLAS probe (0.15 s of a small shrink), and
+    leaves SciPy importable afterwards."""
+    source = save(tmp_path / "a.png", random_image((16, 16, 3), seed=1))
+    code = f"""
+import sys
+from downpool.cli import main
+try:
+    main(["shrink", {str(source)!r}, "--method", "softpool", "-q"])
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+import numba.np.arraymath
+print("scipy" in sys.modules, numba.np.arraymath._HAVE_BLAS)
+import scipy.linalg
+print(scipy.linalg.norm([3.0, 4.0]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "5.0"]
+    out, _ = load(tmp_path / "a_softpool.png")
+    np.testing.assert_array_equal(out, downpool.downscale(random_image((16, 16, 3), seed=1),
+                                                          "softpool"))
+
+
 @pytest.mark.parametrize("where", ["os.open", "os.fdopen", "os.fsync", "os.chmod", "os.replace"])
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, where, fmt):
