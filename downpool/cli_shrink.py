@@ -12,6 +12,7 @@ process that pools it, so ``downpool shrink --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 import signal
@@ -133,7 +134,7 @@ def _import_numba_without_scipy() -> None:
         return
     sys.modules["scipy"] = None  # type: ignore[assignment]  # import scipy -> ImportError
     try:
-        import numba.np.arraymath  # noqa: F401
+        importlib.import_module("numba.np.arraymath")
     finally:
         if sys.modules.get("scipy", 0) is None:
             del sys.modules["scipy"]

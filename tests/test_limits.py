@@ -13,6 +13,8 @@ import sys
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +137,51 @@ def test_sample_independent_of_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1]):
         assert np.array_equal(a, b)
+
+
+def _general_kernel_sample(image, seed, geometry):
+    """Stochastic sample by the general window kernel (``windows.sample_window``), in
+    the image's own values: the kernel that every geometry can take."""
+    from downpool import cpu
+    from downpool.core import PoolJob, check_image
+    from downpool.geometry import plan_windows
+
+    arr, value_range = check_image(image)
+    rows, cols = plan_windows("stochastic", False, arr.shape[:2], **geometry)
+    img = np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, np.newaxis])
+    channels = img.shape[2]
+    job = PoolJob(image=img, in_scale=1.0, rows=rows, cols=cols,
+                  out=np.full((rows.size, cols.size, channels), np.nan), out_max=1.0,
+                  out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
+                  value_range=value_range)
+    cpu.stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
+                                 job.n_colour)
+    return job.out.reshape(job.out.shape[:2] + arr.shape[2:])
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), channels=st.sampled_from([None, 1, 2, 3, 4]),
+       blocks=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+       extra=st.tuples(st.integers(0, 1), st.integers(0, 1)),
+       geometry=st.sampled_from([{"kernel_size": 2}, {"kernel_size": 3},
+                                 {"kernel_size": (2, 4)}]),
+       zeros=st.sampled_from([0.0, 0.5, 0.9, 1.0]), seed=st.integers(0, 2**64 - 1),
+       data=st.randoms(use_true_random=False))
+def test_sample_block_kernels_pick_the_general_kernels_pixels(dtype, channels, blocks, extra,
+                                                               geometry, zeros, seed, data):
+    """The block kernels (halving with constant sizes, in passes; other blocks and the
+    partial edge windows per window) pick, for every draw, the pixel the general
+    kernel picks: with pixels of value 0 (no weight) and windows all 0 (uniform)."""
+    k = geometry["kernel_size"]
+    kh, kw = (k, k) if isinstance(k, int) else k
+    shape = (blocks[0] * kh + extra[0], blocks[1] * kw + extra[1])
+    if channels is not None:
+        shape += (channels,)
+    rng = np.random.default_rng(data.getrandbits(32))
+    image = rand(rng, shape, dtype)
+    image[rng.random(shape[:2]) < zeros] = 0
+    got = downscale(image, "stochastic", seed=seed, **geometry)
+    np.testing.assert_array_equal(got, _general_kernel_sample(image, seed, geometry))
 
 
 @pytest.mark.parametrize("channels", [None, 2, 3, 4])
