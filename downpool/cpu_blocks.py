@@ -102,6 +102,9 @@ RMS = 15
 # dpp and dpid for lam other than 1: rarely used, so not worth compiling
 # kernels with constant sizes for.
 _RUNTIME_ONLY = (DPP_SYM, DPP_ASYM, DPID)
+#: dpp's methods whose full windows of run-time size are made in passes along
+#: the row (dpid's direct form too, for RGB).
+ROW_PASSES = (DPP_SYM_DIRECT, DPP_ASYM_DIRECT)
 
 
 class BlockPlan(tuple):
@@ -113,6 +116,11 @@ class BlockPlan(tuple):
     """
 
     __slots__ = ()
+
+    @property
+    def constant(self) -> bool:
+        """Whether the block sizes are compiled in (then the kernel unrolls and vectorises)."""
+        return len(self[0][0]) > 0
 
 
 def block_plan(job: PoolJob) -> BlockPlan | None:
@@ -374,6 +382,61 @@ def _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, asym)
 
 
 @njit(cache=True, inline="always")
+def _dpp_direct_row(rows, o, y0, block_h, block_w, channels, first, last, in_scale, alpha,
+                    asym, out_max, scratch):
+    """:func:`_dpp_direct_window` for the full windows ``first`` to ``last`` of a row.
+
+    For run-time block sizes, where the window loops are too short and
+    strided to vectorise: every pass runs along the row's contiguous W*C
+    values instead -- the column sums of the means, each window's mean
+    spread back over its columns, the weights and their sums, and last the
+    sums across each window. ``scratch`` has 4 rows of the row's length.
+    """
+    # Views from the first window on: loops from 0, which LLVM can tell are
+    # not negative indices (numba wraps those), vectorise.
+    start = first * block_w * channels
+    length = (last - first) * block_w * channels
+    column = scratch[0, start:start + length]
+    mean = scratch[1, start:start + length]
+    num = scratch[2, start:start + length]
+    den = scratch[3, start:start + length]
+    scale = in_scale / (block_h * block_w)
+    for x in range(length):
+        column[x] = 0.0
+        num[x] = 0.0
+        den[x] = 0.0
+    for r in range(block_h):
+        src = rows[y0 + r, start:start + length]
+        for x in range(length):
+            column[x] += src[x] * scale
+    for j in range(last - first):
+        for c in range(channels):
+            g = 0.0
+            for t in range(block_w):
+                g += column[(j * block_w + t) * channels + c]
+            for t in range(block_w):
+                mean[(j * block_w + t) * channels + c] = g
+    for r in range(block_h):
+        src = rows[y0 + r, start:start + length]
+        for x in range(length):
+            a = src[x] * in_scale
+            d = a - mean[x]
+            if asym:
+                d = max(d, 0.0)
+            w = alpha + math.sqrt(d * d + DPP_EPS2)
+            num[x] += w * a
+            den[x] += w
+    for j in range(last - first):
+        for c in range(channels):
+            n = 0.0
+            d = 0.0
+            for t in range(block_w):
+                n += num[(j * block_w + t) * channels + c]
+                d += den[(j * block_w + t) * channels + c]
+            o[(first + j) * channels + c] = _store(n / d, out_max, o)
+
+
+@njit(cache=True, inline="always")
 def _dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
     """:func:`downpool.windows.dpp_window` with equal coverages, for one channel.
 
@@ -542,6 +605,36 @@ def _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, des
 
 
 @njit(cache=True, inline="always")
+def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_scale, dest,
+                      column):
+    """:func:`_guide_row` for run-time block sizes: the full windows' sums made down
+    the contiguous row first (``column``, the row's length), then across each window."""
+    y0 = g * block_h
+    ny = min(block_h, height - y0)
+    full = width // block_w
+    length = full * block_w * channels
+    sums = column[:length]
+    scale = in_scale / (ny * block_w)
+    for x in range(length):
+        sums[x] = 0.0
+    for r in range(ny):
+        src = rows[y0 + r, :length]
+        for x in range(length):
+            sums[x] += src[x] * scale
+    for j in range(full):
+        for c in range(channels):
+            acc = 0.0
+            for t in range(block_w):
+                acc += sums[(j * block_w + t) * channels + c]
+            dest[j * channels + c] = acc
+    for j in range(full, dest.shape[0] // channels):
+        nx = width - j * block_w
+        for c in range(channels):
+            dest[j * channels + c] = _window_mean(rows, y0, ny, j * block_w, nx, channels, c,
+                                                  in_scale)
+
+
+@njit(cache=True, inline="always")
 def _smooth_weight(k, n):
     """The [1 2 1] side weight of index ``k`` of ``n``, renormalised at the ends
     (as :func:`downpool.core.smooth_guide`)."""
@@ -639,6 +732,55 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
         o[base + 2] = _store(s2 * inv if some else g2, out_max, o)
     if channels > 3:
         o[base + 3] = _store(s3 * inv if some else g3, out_max, o)
+
+
+@njit(cache=True, inline="always")
+def _dpid_direct_row(rows, o, y0, block_h, block_w, channels, n_colour, first, last, gs,
+                     in_scale, out_max, scratch):
+    """:func:`_dpid_direct_window` for the full windows ``first`` to ``last`` of a row.
+
+    As :func:`_dpp_direct_row`: passes along the row's pixels, for run-time
+    block sizes. The caller passes ``channels`` as a literal, so that the
+    per-pixel channel loops unroll.
+    """
+    start = first * block_w * channels
+    n_pixels = (last - first) * block_w
+    length = n_pixels * channels
+    spread = scratch[0, start:start + length]
+    sums = scratch[1, start:start + length]
+    den = scratch[2, first * block_w:first * block_w + n_pixels]
+    for j in range(last - first):
+        for t in range(block_w):
+            for c in range(channels):
+                spread[(j * block_w + t) * channels + c] = gs[(first + j) * channels + c]
+    for x in range(length):
+        sums[x] = 0.0
+    for p in range(n_pixels):
+        den[p] = 0.0
+    for r in range(block_h):
+        src = rows[y0 + r, start:start + length]
+        for p in range(n_pixels):
+            d2 = 0.0
+            for c in range(channels):
+                d = src[p * channels + c] * in_scale - spread[p * channels + c]
+                d2 += (1.0 if c < n_colour else 0.0) * (d * d)  # alpha has no share
+            w = math.sqrt(d2)
+            den[p] += w
+            for c in range(channels):
+                sums[p * channels + c] += w * src[p * channels + c]
+    for j in range(last - first):
+        total = 0.0
+        for t in range(block_w):
+            total += den[j * block_w + t]
+        # total is 0 where every distance is: the output is then Gs.
+        some = total > 0.0
+        inv = in_scale / total if some else 0.0
+        for c in range(channels):
+            acc = 0.0
+            for t in range(block_w):
+                acc += sums[(j * block_w + t) * channels + c]
+            base = (first + j) * channels + c
+            o[base] = _store(acc * inv if some else gs[base], out_max, o)
 
 
 @njit(cache=True, inline="always")
@@ -824,12 +966,14 @@ def _channel_value(method):
 
 
 @njit(cache=True)
-def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scratch):
+def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scratch, column):
     """dpid: Gs of output row ``i`` into ``scratch[4]`` (a call's first row also makes
     the G rows before it).
 
     A function of its own, compiled for the kernel's ``dims``: the block's
     constant sizes reach its loops, and the kernel's compiling stays short.
+    With run-time sizes, the G rows are made in passes along the row, in
+    ``column`` (the image row's length).
     """
     kh_dims, kw_dims, c_dims = dims
     block_h = _known(kh_dims, sizes[0])
@@ -837,26 +981,63 @@ def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scrat
     channels = _known(c_dims, rows.shape[1] // width)
     first = max(i0 - 1, 0) if i == i0 else i + 1
     for g in range(first, min(i + 2, n_rows)):
-        _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, scratch[g % 3])
+        if len(kh_dims) == 0:
+            _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_scale,
+                              scratch[g % 3], column)
+        else:
+            _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale,
+                       scratch[g % 3])
     _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
 
 
-def _pool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_w, channels, o,
-              gs, acc, c_dims, params, scratch):
+def _pool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+              channels, o, gs, acc, c_dims, params, scratch):
     """Pool output row ``i``'s windows from column ``first`` to ``n_cols``."""
 
 
 @overload(_pool_row, inline="always")
-def _pool_row_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_w, channels,
-                   o, gs, acc, c_dims, params, scratch):
+def _pool_row_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                   channels, o, gs, acc, c_dims, params, scratch):
     # ``constant`` is the kernel's kh_dims: a non-empty tuple for constant sizes.
-    if method_dims.count == SAMPLE and constant.count > 0:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_w, channels,
-                 o, gs, acc, c_dims, params, scratch):
+    method = method_dims.count
+    if method == SAMPLE and constant.count > 0:
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, acc, c_dims, params, scratch):
             _sample_row(img, rows, o, i, ny, block_w, channels, n_cols, params, scratch)
+    elif method == DPID_DIRECT and constant.count == 0:
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, acc, c_dims, params, scratch):
+            width = img.shape[1]
+            full = min(width // block_w, n_cols)
+            if ny == block_h and first < full and channels == 3:
+                n_colour = params[5]
+                _dpid_direct_row(rows, o, y0, ny, block_w, 3, n_colour, first, full, gs,
+                                 params[0], params[1], scratch)
+                first = full
+            for j in range(first, n_cols):
+                x0 = j * block_w
+                nx = min(block_w, width - x0)
+                _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
+                             j * channels, gs, acc, c_dims, params)
+    elif method in ROW_PASSES and constant.count == 0:
+        asym = method == DPP_ASYM_DIRECT
+
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, acc, c_dims, params, scratch):
+            width = img.shape[1]
+            full = min(width // block_w, n_cols)
+            if ny == block_h and first < full:
+                _dpp_direct_row(rows, o, y0, ny, block_w, channels, first, full, params[0],
+                                params[3], asym, params[1], scratch)
+                first = full
+            for j in range(first, n_cols):
+                x0 = j * block_w
+                nx = min(block_w, width - x0)
+                _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
+                             j * channels, gs, acc, c_dims, params)
     else:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_w, channels,
-                 o, gs, acc, c_dims, params, scratch):
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, acc, c_dims, params, scratch):
             width = img.shape[1]
             for j in range(first, n_cols):
                 x0 = j * block_w
@@ -909,19 +1090,25 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # Rows taken once: a view made per window costs a reference count each,
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
-    # Stochastic sample over constant blocks: selection values, draws and picks.
+    # Rows for the methods made in passes along the row (_pool_row): stochastic
+    # sample over constant blocks, ROW_PASSES over run-time ones.
     sampled = len(method_dims) == SAMPLE and constant
-    sample_scratch = np.empty((block_h + 2, width if sampled else 0))
+    passes = not constant and (len(method_dims) == DPP_SYM_DIRECT
+                               or len(method_dims) == DPP_ASYM_DIRECT
+                               or guided)
+    row_scratch = np.empty((block_h + 2 if sampled else 4,
+                            width if sampled else (rows.shape[1] if passes else 0)))
     for i in range(i0, i1):
         if guided:
-            _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, params[0], scratch)
+            _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, params[0], scratch,
+                        row_scratch[3])
         o = out_rows[i]
         y0 = i * block_h
         # Constant kernels see only full blocks: their sizes stay constants.
         ny = block_h if constant else min(block_h, height - y0)
         first = 0 if constant or ny < block_h else j0
-        _pool_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols, block_w, channels,
-                  o, gs, acc, c_dims, params, sample_scratch)
+        _pool_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                  channels, o, gs, acc, c_dims, params, row_scratch)
 
 
 def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray,

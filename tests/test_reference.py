@@ -176,10 +176,11 @@ def test_random_arrays_every_geometry(method, params, dtype, layout):
 #: kernels: halving of grey and RGB images is compiled with constant sizes
 #: (12x16 even, 13x17 with partial edge windows made by the run-time kernel);
 #: other blocks run with run-time sizes (4x4 blocks, 10x10 blocks of a
-#: 20x30 image, as with --scale 0.1).
+#: 20x30 image, as with --scale 0.1), some methods in passes along the row
+#: for the full windows and window by window for the partial ones (14x18, k=4).
 BLOCK_CASES = [((12, 16), {"kernel_size": 2}), ((13, 17), {"kernel_size": 2}),
                ((12, 16), {"size": (6, 8)}), ((12, 16), {"kernel_size": 4}),
-               ((20, 30), {"size": (2, 3)})]
+               ((14, 18), {"kernel_size": 4}), ((20, 30), {"size": (2, 3)})]
 
 
 @pytest.mark.parametrize("layout", ["2d", 1, 3, 4], ids=lambda v: f"C{v}")
