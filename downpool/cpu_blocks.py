@@ -381,17 +381,24 @@ def _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, asym)
     return num / den
 
 
-@njit(cache=True, inline="always")
-def _dpp_direct_row(rows, o, y0, block_h, block_w, channels, first, last, in_scale, alpha,
-                    asym, out_max, scratch):
-    """:func:`_dpp_direct_window` for the full windows ``first`` to ``last`` of a row.
+def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                    channels, o, gs, params, scratch):
+    """:func:`_dpp_direct_window` for the row's full windows from ``first`` on; returns the
+    first window not made (the kernel makes the partial ones).
 
     For run-time block sizes, where the window loops are too short and
     strided to vectorise: every pass runs along the row's contiguous W*C
     values instead -- the column sums of the means, each window's mean
     spread back over its columns, the weights and their sums, and last the
     sums across each window. ``scratch`` has 4 rows of the row's length.
+    The impl of :func:`_row_passes` itself: one level of inlining, not two,
+    keeps the kernel's typing short.
     """
+    last = min(img.shape[1] // block_w, n_cols)
+    if ny < block_h or first >= last:
+        return first
+    in_scale, out_max, alpha = params[0], params[1], params[3]
+    asym = len(method_dims) == DPP_ASYM_DIRECT
     # Views from the first window on: loops from 0, which LLVM can tell are
     # not negative indices (numba wraps those), vectorise.
     start = first * block_w * channels
@@ -434,6 +441,7 @@ def _dpp_direct_row(rows, o, y0, block_h, block_w, channels, first, last, in_sca
                 n += num[(j * block_w + t) * channels + c]
                 d += den[(j * block_w + t) * channels + c]
             o[(first + j) * channels + c] = _store(n / d, out_max, o)
+    return last
 
 
 @njit(cache=True, inline="always")
@@ -508,8 +516,8 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
     return pick_y, pick_x
 
 
-@njit(cache=True, inline="always")
-def _sample_row(img, rows, o, i, block_h, block_w, channels, n_cols, params, scratch):
+def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                channels, o, gs, params, scratch):
     """Output row ``i`` of stochastic sample over full blocks of constant size.
 
     The same picks as :func:`_sample_pixel`, made in passes that LLVM can
@@ -572,6 +580,7 @@ def _sample_row(img, rows, o, i, block_h, block_w, channels, n_cols, params, scr
         x = j * block_w + k % block_w
         for c in range(channels):
             o[j * channels + c] = src[x * channels + c]
+    return n_cols
 
 
 # --- dpid --------------------------------------------------------------------------
@@ -734,25 +743,30 @@ def _dpid_direct_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_s
         o[base + 3] = _store(s3 * inv if some else g3, out_max, o)
 
 
-@njit(cache=True, inline="always")
-def _dpid_direct_row(rows, o, y0, block_h, block_w, channels, n_colour, first, last, gs,
-                     in_scale, out_max, scratch):
-    """:func:`_dpid_direct_window` for the full windows ``first`` to ``last`` of a row.
+def _dpid_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                     channels, o, gs, params, scratch):
+    """:func:`_dpid_direct_window` for an RGB row's full windows from ``first`` on;
+    returns the first window not made.
 
     As :func:`_dpp_direct_row`: passes along the row's pixels, for run-time
-    block sizes. The caller passes ``channels`` as a literal, so that the
-    per-pixel channel loops unroll.
+    block sizes; the channel count is the literal 3, so that the per-pixel
+    channel loops unroll.
     """
-    start = first * block_w * channels
+    last = min(img.shape[1] // block_w, n_cols)
+    if ny < block_h or first >= last or channels != 3:
+        return first
+    in_scale, out_max, n_colour = params[0], params[1], params[5]
+    rgb = 3
+    start = first * block_w * rgb
     n_pixels = (last - first) * block_w
-    length = n_pixels * channels
+    length = n_pixels * rgb
     spread = scratch[0, start:start + length]
     sums = scratch[1, start:start + length]
     den = scratch[2, first * block_w:first * block_w + n_pixels]
     for j in range(last - first):
         for t in range(block_w):
-            for c in range(channels):
-                spread[(j * block_w + t) * channels + c] = gs[(first + j) * channels + c]
+            for c in range(rgb):
+                spread[(j * block_w + t) * rgb + c] = gs[(first + j) * rgb + c]
     for x in range(length):
         sums[x] = 0.0
     for p in range(n_pixels):
@@ -761,13 +775,13 @@ def _dpid_direct_row(rows, o, y0, block_h, block_w, channels, n_colour, first, l
         src = rows[y0 + r, start:start + length]
         for p in range(n_pixels):
             d2 = 0.0
-            for c in range(channels):
-                d = src[p * channels + c] * in_scale - spread[p * channels + c]
+            for c in range(rgb):
+                d = src[p * rgb + c] * in_scale - spread[p * rgb + c]
                 d2 += (1.0 if c < n_colour else 0.0) * (d * d)  # alpha has no share
             w = math.sqrt(d2)
             den[p] += w
-            for c in range(channels):
-                sums[p * channels + c] += w * src[p * channels + c]
+            for c in range(rgb):
+                sums[p * rgb + c] += w * src[p * rgb + c]
     for j in range(last - first):
         total = 0.0
         for t in range(block_w):
@@ -775,12 +789,13 @@ def _dpid_direct_row(rows, o, y0, block_h, block_w, channels, n_colour, first, l
         # total is 0 where every distance is: the output is then Gs.
         some = total > 0.0
         inv = in_scale / total if some else 0.0
-        for c in range(channels):
+        for c in range(rgb):
             acc = 0.0
             for t in range(block_w):
-                acc += sums[(j * block_w + t) * channels + c]
-            base = (first + j) * channels + c
+                acc += sums[(j * block_w + t) * rgb + c]
+            base = (first + j) * rgb + c
             o[base] = _store(acc * inv if some else gs[base], out_max, o)
+    return last
 
 
 @njit(cache=True, inline="always")
@@ -892,6 +907,11 @@ def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
                  c_dims, params):
             for c in range(channels):
                 o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
+    elif method == SAMPLE and c_dims.count > 0:
+        # A constant kernel makes its rows with _sample_row: nothing to compile here.
+        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
+                 c_dims, params):
+            pass
     elif method == SAMPLE:
         # The drawn pixel's stored values are copied, as for max.
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
@@ -990,60 +1010,33 @@ def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scrat
     _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
 
 
-def _pool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-              channels, o, gs, acc, c_dims, params, scratch):
-    """Pool output row ``i``'s windows from column ``first`` to ``n_cols``."""
+def _row_passes(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                channels, o, gs, params, scratch):
+    """Make output row ``i``'s windows from column ``first`` on in passes along the
+    row, for the methods that have such passes; return the first column not made,
+    which the kernel then makes window by window."""
 
 
-@overload(_pool_row, inline="always")
-def _pool_row_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                   channels, o, gs, acc, c_dims, params, scratch):
+@overload(_row_passes, inline="always")
+def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h,
+                     block_w, channels, o, gs, params, scratch):
     # ``constant`` is the kernel's kh_dims: a non-empty tuple for constant sizes.
+    # Chosen while typing; the other methods get a body that returns at once,
+    # so that their kernels compile no longer than before (a second inlined
+    # level around the window loop made every kernel's typing 1.5x longer).
     method = method_dims.count
     if method == SAMPLE and constant.count > 0:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, acc, c_dims, params, scratch):
-            _sample_row(img, rows, o, i, ny, block_w, channels, n_cols, params, scratch)
+        # The row function is the body itself: one level of inlining, not two,
+        # which halves the extra typing time.
+        return _sample_row
     elif method == DPID_DIRECT and constant.count == 0:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, acc, c_dims, params, scratch):
-            width = img.shape[1]
-            full = min(width // block_w, n_cols)
-            if ny == block_h and first < full and channels == 3:
-                n_colour = params[5]
-                _dpid_direct_row(rows, o, y0, ny, block_w, 3, n_colour, first, full, gs,
-                                 params[0], params[1], scratch)
-                first = full
-            for j in range(first, n_cols):
-                x0 = j * block_w
-                nx = min(block_w, width - x0)
-                _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
-                             j * channels, gs, acc, c_dims, params)
+        return _dpid_direct_row
     elif method in ROW_PASSES and constant.count == 0:
-        asym = method == DPP_ASYM_DIRECT
-
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, acc, c_dims, params, scratch):
-            width = img.shape[1]
-            full = min(width // block_w, n_cols)
-            if ny == block_h and first < full:
-                _dpp_direct_row(rows, o, y0, ny, block_w, channels, first, full, params[0],
-                                params[3], asym, params[1], scratch)
-                first = full
-            for j in range(first, n_cols):
-                x0 = j * block_w
-                nx = min(block_w, width - x0)
-                _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
-                             j * channels, gs, acc, c_dims, params)
+        return _dpp_direct_row
     else:
         def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, acc, c_dims, params, scratch):
-            width = img.shape[1]
-            for j in range(first, n_cols):
-                x0 = j * block_w
-                nx = block_w if len(constant) > 0 else min(block_w, width - x0)
-                _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
-                             j * channels, gs, acc, c_dims, params)
+                 channels, o, gs, params, scratch):
+            return first
     return impl
 
 
@@ -1090,7 +1083,7 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # Rows taken once: a view made per window costs a reference count each,
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
-    # Rows for the methods made in passes along the row (_pool_row): stochastic
+    # Rows for the methods made in passes along the row (_row_passes): stochastic
     # sample over constant blocks, ROW_PASSES over run-time ones.
     sampled = len(method_dims) == SAMPLE and constant
     passes = not constant and (len(method_dims) == DPP_SYM_DIRECT
@@ -1107,8 +1100,13 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
         # Constant kernels see only full blocks: their sizes stay constants.
         ny = block_h if constant else min(block_h, height - y0)
         first = 0 if constant or ny < block_h else j0
-        _pool_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                  channels, o, gs, acc, c_dims, params, row_scratch)
+        first = _row_passes(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols, block_h,
+                            block_w, channels, o, gs, params, row_scratch)
+        for j in range(first, n_cols):
+            x0 = j * block_w
+            nx = block_w if constant else min(block_w, width - x0)
+            _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
+                         j * channels, gs, acc, c_dims, params)
 
 
 def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray,
