@@ -50,7 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, types
 from numba.core.errors import NumbaIRAssumptionWarning
-from numba.extending import overload
+from llvmlite import ir
+from numba.extending import intrinsic, overload
 
 from .core import PoolJob
 from .geometry import block_length
@@ -326,20 +327,111 @@ def _softpool_table_window(rows, y0, ny, x0, nx, channels, c, tables):
     return num / den
 
 
-@njit(cache=True, inline="always")
-def _softpool_window(rows, y0, ny, x0, nx, channels, c, in_scale, beta):
-    # Relative to the window's maximum: every exponent <= 0.
-    m = _window_max(rows, y0, ny, x0, nx, channels, c) * in_scale
-    num = 0.0
-    den = 0.0
+@intrinsic
+def _float_bits(typingctx, x):
+    """The bits of a float64, as an int64 (a bitcast, which LLVM vectorises)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, n):
+    """The float64 whose bits are the int64 ``n``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm's): n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 * 2**52: x + _ROUND has round(x) in its low bits
+
+
+@njit(cache=True, forceinline=True, fastmath={"contract"})
+def _exp_nonpositive(x):
+    """e^x for x <= 0, within 1e-14 relative of ``math.exp``; 0 below -708.
+
+    ``math.exp`` is a call to libm that LLVM makes one value at a time; this
+    one is arithmetic and bitcasts, which vectorise (softpool on float input
+    about 2x faster). e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2,
+    e^r by its Taylor series to r^11 (the next term is below 1e-15), 2^n made
+    from its exponent bits. Below -708, 2^n would be subnormal; such a weight
+    is under 1e-307 of the window's largest (1), and is dropped.
+    """
+    y = max(x, -708.0)
+    t = y * _LOG2E + _ROUND
+    n = t - _ROUND
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    p = 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    two_n = _bits_float((_float_bits(t) - _float_bits(_ROUND) + 1023) << 52)
+    return p * two_n if x >= -708.0 else 0.0
+
+
+def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                  channels, o, gs, params, scratch):
+    """softpool, relative to each window's maximum (every exponent <= 0), for the
+    row's windows from ``first`` on, partial ones at the edges included;
+    returns ``n_cols``.
+
+    Float input has no table: each value takes an exponential. Made window
+    by window, the Horner chain of each is latency-bound; here the values go
+    through :func:`_exp_nonpositive` in one pass along the row's contiguous
+    W*C values, against their window's maximum spread over the window's
+    columns, and LLVM vectorises it (3.5x faster on float32 RGB at k=2).
+    The impl of :func:`_row_passes` itself, for constant and run-time
+    sizes alike, so no kernel compiles softpool's window function.
+    ``scratch`` has 4 rows of the row's length.
+    """
+    if first >= n_cols:
+        return first
+    in_scale, out_max, beta = params[0], params[1], params[3]
+    width = img.shape[1]
+    start = first * block_w * channels
+    length = (min(n_cols * block_w, width) - first * block_w) * channels
+    top = scratch[0, start:start + length]
+    num = scratch[1, start:start + length]
+    den = scratch[2, start:start + length]
+    for j in range(n_cols - first):
+        x0 = (first + j) * block_w
+        # Constant kernels make full windows only: their width stays a constant.
+        nx = block_w if len(constant) > 0 else min(block_w, width - x0)
+        for c in range(channels):
+            m = _window_max(rows, y0, ny, x0, nx, channels, c) * in_scale
+            for t in range(nx):
+                top[(j * block_w + t) * channels + c] = m
+    for x in range(length):
+        num[x] = 0.0
+        den[x] = 0.0
     for r in range(ny):
-        src = rows[y0 + r]
-        for t in range(nx):
-            a = src[(x0 + t) * channels + c] * in_scale
-            e = math.exp(beta * (a - m))
-            num += e * a
-            den += e
-    return num / den
+        src = rows[y0 + r, start:start + length]
+        for x in range(length):
+            a = src[x] * in_scale
+            e = _exp_nonpositive(beta * (a - top[x]))
+            num[x] += e * a
+            den[x] += e
+    for j in range(n_cols - first):
+        nx = block_w if len(constant) > 0 else min(block_w, width - (first + j) * block_w)
+        for c in range(channels):
+            n = 0.0
+            d = 0.0
+            for t in range(nx):
+                n += num[(j * block_w + t) * channels + c]
+                d += den[(j * block_w + t) * channels + c]
+            o[(first + j) * channels + c] = _store(n / d, out_max, o)
+    return n_cols
 
 
 @njit(cache=True, inline="always")
@@ -907,8 +999,9 @@ def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
                  c_dims, params):
             for c in range(channels):
                 o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
-    elif method == SAMPLE and c_dims.count > 0:
-        # A constant kernel makes its rows with _sample_row: nothing to compile here.
+    elif (method == SAMPLE and c_dims.count > 0) or method == SOFTPOOL:
+        # Made by _row_passes (stochastic sample in constant kernels, softpool
+        # in every kernel): nothing to compile here.
         def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
                  c_dims, params):
             pass
@@ -962,9 +1055,6 @@ def _channel_value(method):
     elif method == SOFTPOOL_TABLE:
         def value(rows, y0, ny, x0, nx, channels, c, params):
             return _softpool_table_window(rows, y0, ny, x0, nx, channels, c, params[2])
-    elif method == SOFTPOOL:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _softpool_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3])
     elif method == EXPECTATION:
         def value(rows, y0, ny, x0, nx, channels, c, params):
             return _expectation_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3])
@@ -1031,6 +1121,8 @@ def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
         return _sample_row
     elif method == DPID_DIRECT and constant.count == 0:
         return _dpid_direct_row
+    elif method == SOFTPOOL:
+        return _softpool_row
     elif method in ROW_PASSES and constant.count == 0:
         return _dpp_direct_row
     else:
@@ -1086,9 +1178,8 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # Rows for the methods made in passes along the row (_row_passes): stochastic
     # sample over constant blocks, ROW_PASSES over run-time ones.
     sampled = len(method_dims) == SAMPLE and constant
-    passes = not constant and (len(method_dims) == DPP_SYM_DIRECT
-                               or len(method_dims) == DPP_ASYM_DIRECT
-                               or guided)
+    passes = len(method_dims) == SOFTPOOL or (not constant and (
+        len(method_dims) == DPP_SYM_DIRECT or len(method_dims) == DPP_ASYM_DIRECT or guided))
     row_scratch = np.empty((block_h + 2 if sampled else 4,
                             width if sampled else (rows.shape[1] if passes else 0)))
     for i in range(i0, i1):

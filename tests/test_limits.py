@@ -6,6 +6,7 @@ test states a bound of its own derived from the formula.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -137,6 +138,26 @@ def test_sample_independent_of_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1]):
         assert np.array_equal(a, b)
+
+
+@functools.cache
+def _block_exp():
+    from downpool.cpu_blocks import _exp_nonpositive
+
+    return numba.njit(lambda v: _exp_nonpositive(v))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.one_of(st.floats(-800.0, 0.0), st.floats(-1e-300, 0.0),
+                   st.sampled_from([0.0, -0.0, -708.0, -707.9999, -708.0001, -745.2, -1e300])))
+def test_exp_of_block_softpool_matches_math_exp(x):
+    """softpool's vectorisable e^x (block kernels, float input): within 1e-14 of
+    math.exp down to -708, and 0 below, where the weight is < 1e-307 of the window's largest."""
+    got = _block_exp()(x)
+    if x >= -708.0:
+        assert abs(got - math.exp(x)) <= 1e-14 * math.exp(x)
+    else:
+        assert got == 0.0
 
 
 def _general_kernel_sample(image, seed, geometry):
