@@ -863,17 +863,25 @@ def _dpid_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
         sums[x] = 0.0
     for p in range(n_pixels):
         den[p] = 0.0
+    # Each row in three passes, so that the one with the square roots runs
+    # along whole vectors: the squared differences of every value, then each
+    # pixel's weight (spread over its channels in ``square``), then the sums.
+    square = scratch[3, start:start + length]
     for r in range(block_h):
         src = rows[y0 + r, start:start + length]
+        for x in range(length):
+            d = src[x] * in_scale - spread[x]
+            square[x] = d * d
         for p in range(n_pixels):
-            d2 = 0.0
-            for c in range(rgb):
-                d = src[p * rgb + c] * in_scale - spread[p * rgb + c]
-                d2 += (1.0 if c < n_colour else 0.0) * (d * d)  # alpha has no share
+            d2 = square[p * rgb]
+            for c in range(1, rgb):
+                d2 += (1.0 if c < n_colour else 0.0) * square[p * rgb + c]  # alpha has no share
             w = math.sqrt(d2)
             den[p] += w
             for c in range(rgb):
-                sums[p * rgb + c] += w * src[p * rgb + c]
+                square[p * rgb + c] = w
+        for x in range(length):
+            sums[x] += square[x] * src[x]
     for j in range(last - first):
         total = 0.0
         for t in range(block_w):
