@@ -380,6 +380,25 @@ def _exp_nonpositive(x):
     return p * two_n if x >= -708.0 else 0.0
 
 
+@njit(cache=True, inline="always")
+def _store_ratios(num, den, o, first, n_windows, block_w, last_width, channels, out_max):
+    """The last step of the row passes: output ``first + j`` is the sum of ``num``
+    over window j's columns over that of ``den``, for every channel.
+
+    ``last_width`` is the last window's (less than ``block_w`` where it is
+    partial); the others are ``block_w`` wide.
+    """
+    for j in range(n_windows):
+        nx = block_w if j + 1 < n_windows else last_width
+        for c in range(channels):
+            n = 0.0
+            d = 0.0
+            for t in range(nx):
+                n += num[(j * block_w + t) * channels + c]
+                d += den[(j * block_w + t) * channels + c]
+            o[(first + j) * channels + c] = _store(n / d, out_max, o)
+
+
 def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                   channels, o, gs, params, scratch):
     """softpool, relative to each window's maximum (every exponent <= 0), for the
@@ -422,15 +441,8 @@ def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bl
             e = _exp_nonpositive(beta * (a - top[x]))
             num[x] += e * a
             den[x] += e
-    for j in range(n_cols - first):
-        nx = block_w if len(constant) > 0 else min(block_w, width - (first + j) * block_w)
-        for c in range(channels):
-            n = 0.0
-            d = 0.0
-            for t in range(nx):
-                n += num[(j * block_w + t) * channels + c]
-                d += den[(j * block_w + t) * channels + c]
-            o[(first + j) * channels + c] = _store(n / d, out_max, o)
+    last_width = block_w if len(constant) > 0 else min(block_w, width - (n_cols - 1) * block_w)
+    _store_ratios(num, den, o, first, n_cols - first, block_w, last_width, channels, out_max)
     return n_cols
 
 
@@ -525,14 +537,7 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
             w = alpha + math.sqrt(d * d + DPP_EPS2)
             num[x] += w * a
             den[x] += w
-    for j in range(last - first):
-        for c in range(channels):
-            n = 0.0
-            d = 0.0
-            for t in range(block_w):
-                n += num[(j * block_w + t) * channels + c]
-                d += den[(j * block_w + t) * channels + c]
-            o[(first + j) * channels + c] = _store(n / d, out_max, o)
+    _store_ratios(num, den, o, first, last - first, block_w, block_w, channels, out_max)
     return last
 
 
