@@ -22,6 +22,15 @@ costs seconds of compiling on first use, and with RGBA and float64 as
 constants too the reference tests compiled 183 block kernels, against 82
 before.
 
+Some methods make a whole output row in passes along its contiguous W*C
+values instead (:func:`_row_passes`), where a window's loops cannot
+vectorise: stochastic sample over constant blocks (a random pick per window
+is a branch mispredicted about every other time, so picks are counted), dpp
+and RGB dpid over run-time blocks (too short and strided loops), and softpool
+on float input (an exponential per value, vectorised only along a row).
+Loops there run over views from index 0: Numba wraps negative indices, and
+a loop from a run-time start keeps LLVM from proving the index never is.
+
 The kernels are serial ``nogil`` functions over a range of output rows;
 :func:`run_rows` splits the rows between ``numba.get_num_threads()`` threads.
 Serial kernels compile in about half the time of ``prange`` ones, and each
