@@ -24,10 +24,10 @@ before.
 
 Some methods make a whole output row in passes along its contiguous W*C
 values instead (:func:`_row_passes`), where a window's loops cannot
-vectorise: stochastic sample over constant blocks (a random pick per window
-is a branch mispredicted about every other time, so picks are counted), dpp
-and RGB dpid over run-time blocks (too short and strided loops), and softpool
-on float input (an exponential per value, vectorised only along a row).
+vectorise: stochastic sample (a random pick per window is a branch
+mispredicted about every other time, so picks are counted), dpp and RGB dpid
+over run-time blocks (too short and strided loops), and softpool on float
+input (an exponential per value, vectorised only along a row).
 Loops there run over views from index 0: Numba wraps negative indices, and
 a loop from a run-time start keeps LLVM from proving the index never is.
 
@@ -624,47 +624,54 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
 
 def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                 channels, o, gs, params, scratch):
-    """Output row ``i`` of stochastic sample over full blocks of constant size.
+    """Stochastic sample of the row's full windows from ``first`` on; returns the
+    first window not made (the kernel makes the partial ones).
 
     The same picks as :func:`_sample_pixel`, made in passes that LLVM can
     vectorise: the selection values of the block's rows, the draws, the
     picks (counted, without the early exit on a random draw that is
     mispredicted about every other window), then the copy of the picked
-    pixels. 2.5x faster on 24 MP RGB uint8 at k=2.
-    ``scratch`` has ``block_h + 2`` rows of at least the image's width.
+    pixels. 2.5x faster on 24 MP RGB uint8 at k=2. The impl of
+    :func:`_row_passes` itself; ``scratch`` has ``block_h + 2`` rows of at
+    least the image's width.
     """
     in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-    y0 = i * block_h
-    width = n_cols * block_w
-    draws = block_h
-    picks = block_h + 1
+    end = min(img.shape[1] // block_w, n_cols)
+    if ny < block_h or first >= end:
+        return first
+    n_windows = end - first
+    width = n_windows * block_w
+    start = first * block_w * channels
+    draws = scratch[block_h, :n_windows]
+    picks = scratch[block_h + 1, :n_windows]
     row_length = o.shape[0] // channels
     for r in range(block_h):
-        # selection_value, from the contiguous row.
-        src = rows[y0 + r]
+        # selection_value, from the contiguous row (views from 0: see the module).
+        src = rows[y0 + r, start:start + width * channels]
+        values = scratch[r, :width]
         if value_mode == 1:
             for x in range(width):
                 px = x * channels
-                scratch[r, x] = 0.2126 * src[px] + 0.7152 * src[px + 1] + 0.0722 * src[px + 2]
+                values[x] = 0.2126 * src[px] + 0.7152 * src[px + 1] + 0.0722 * src[px + 2]
         else:
             for x in range(width):
                 total = 0.0
                 for c in range(n_colour):
                     total += src[x * channels + c]
-                scratch[r, x] = total / n_colour
-    for j in range(n_cols):
-        scratch[draws, j] = uniform_draw(seed, i * row_length + j)
+                values[x] = total / n_colour
+    for j in range(n_windows):
+        draws[j] = uniform_draw(seed, i * row_length + first + j)
     row_weight = yw[i, 0]
     n = block_h * block_w
-    for j in range(n_cols):
+    for j in range(n_windows):
         x0 = j * block_w
-        weight = row_weight * xw[j, 0]
+        weight = row_weight * xw[first + j, 0]
         total = 0.0
         for r in range(block_h):
             for s in range(block_w):
                 total += weight * scratch[r, x0 + s]
         uniform = total <= 0.0  # all weights zero: draw by coverage alone
-        target = scratch[draws, j] * (1.0 if uniform else total)
+        target = draws[j] * (1.0 if uniform else total)
         # The general kernel picks the first pixel with weight whose running
         # sum passes the target. Weights are >= 0, so the running sum never
         # falls and the first sum past the target is one that a pixel with
@@ -679,14 +686,14 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
                 cum += w
                 below += cum <= target
                 last = r * block_w + s if w > 0.0 else last
-        scratch[picks, j] = below if below < n else last
-    for j in range(n_cols):
-        k = np.intp(scratch[picks, j])
+        picks[j] = below if below < n else last
+    for j in range(n_windows):
+        k = np.intp(picks[j])
         src = rows[y0 + k // block_w]
-        x = j * block_w + k % block_w
+        x = (first + j) * block_w + k % block_w
         for c in range(channels):
-            o[j * channels + c] = src[x * channels + c]
-    return n_cols
+            o[(first + j) * channels + c] = src[x * channels + c]
+    return end
 
 
 # --- dpid --------------------------------------------------------------------------
@@ -1137,7 +1144,7 @@ def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
     # so that their kernels compile no longer than before (a second inlined
     # level around the window loop made every kernel's typing 1.5x longer).
     method = method_dims.count
-    if method == SAMPLE and constant.count > 0:
+    if method == SAMPLE:
         # The row function is the body itself: one level of inlining, not two,
         # which halves the extra typing time.
         return _sample_row
@@ -1198,8 +1205,8 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
     # Rows for the methods made in passes along the row (_row_passes): stochastic
-    # sample over constant blocks, ROW_PASSES over run-time ones.
-    sampled = len(method_dims) == SAMPLE and constant
+    # sample and softpool over any blocks, ROW_PASSES and dpid over run-time ones.
+    sampled = len(method_dims) == SAMPLE
     passes = len(method_dims) == SOFTPOOL or (not constant and (
         len(method_dims) == DPP_SYM_DIRECT or len(method_dims) == DPP_ASYM_DIRECT or guided))
     row_scratch = np.empty((block_h + 2 if sampled else 4,
