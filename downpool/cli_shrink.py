@@ -112,6 +112,9 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # "always" replaces the filter downpool.cpu_blocks sets for Numba's
+        # pedantic self-check, which compiling a kernel can raise: set it again.
+        warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope")
         result = _shrink_file(task, settings)
     if caught:
         messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
