@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import click
 
 from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
+from .core import NUMBA_SCOPE_WARNING
 from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
 from .methods import get_method, resolve_params
 
@@ -114,7 +115,7 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
         warnings.simplefilter("always")
         # "always" replaces the filter downpool.cpu_blocks sets for Numba's
         # pedantic self-check, which compiling a kernel can raise: set it again.
-        warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope")
+        warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
         result = _shrink_file(task, settings)
     if caught:
         messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))

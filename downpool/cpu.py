@@ -342,9 +342,10 @@ def pool_lp(job: PoolJob, p: float) -> None:
     # of small values lose precision or come out 0.
     use_table = values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT
     plan = blocks.block_plan(job)
-    if plan is not None and plan.constant and values is not None and p == 2.0:
+    constant = plan is not None and plan.constant
+    if constant and values is not None and p == 2.0:
         _blocks(job, plan, blocks.RMS)  # the default: sums of squared stored values
-    elif plan is not None and plan.constant and use_table:
+    elif constant and use_table:
         _blocks(job, plan, blocks.LP_TABLE, values ** p, param=p)
     elif plan is not None and not use_table:
         _blocks(job, plan, blocks.LP, param=p)

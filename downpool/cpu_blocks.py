@@ -62,7 +62,7 @@ from numba.core.errors import NumbaIRAssumptionWarning
 from llvmlite import ir
 from numba.extending import intrinsic, overload
 
-from .core import PoolJob
+from .core import NUMBA_SCOPE_WARNING, PoolJob
 from .geometry import block_length
 from .windows import DPP_EPS2, dpp_scaling, power, selection_value, uniform_draw
 
@@ -82,8 +82,7 @@ __all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan
 # the reference, so users are not shown it.
 # The warning is attributed to the kernel's own line, so it is matched by its
 # message rather than by the module that raises it.
-warnings.filterwarnings("ignore", message=r"variable '.*' is not in scope",
-                        category=NumbaIRAssumptionWarning)
+warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING, category=NumbaIRAssumptionWarning)
 
 #: Square block sides compiled as constants; other blocks use run-time sizes.
 CONSTANT_BLOCKS = (2,)
@@ -112,9 +111,9 @@ RMS = 15
 # dpp and dpid for lam other than 1: rarely used, so not worth compiling
 # kernels with constant sizes for.
 _RUNTIME_ONLY = (DPP_SYM, DPP_ASYM, DPID)
-#: dpp's methods whose full windows of run-time size are made in passes along
-#: the row (dpid's direct form too, for RGB).
-ROW_PASSES = (DPP_SYM_DIRECT, DPP_ASYM_DIRECT)
+#: dpp's direct forms, whose full windows of run-time size are made in passes
+#: along the row (:func:`_dpp_direct_row`).
+_DPP_DIRECT = (DPP_SYM_DIRECT, DPP_ASYM_DIRECT)
 
 
 class BlockPlan(tuple):
@@ -216,6 +215,19 @@ def _window_mean_impl(rows, y0, ny, x0, nx, channels, c, in_scale):
                 acc += src[(x0 + t) * channels + c] * scale
         return acc
     return impl_float
+
+
+@njit(cache=True, inline="always")
+def _column_sums(rows, y0, ny, start, length, scale, sums):
+    """``sums[x]``: the sum of ``rows[y0 + r, start + x] * scale`` over ``ny`` rows, the
+    first step of a row's window means made along the contiguous row (``sums``
+    a view from 0: see the module)."""
+    for x in range(length):
+        sums[x] = 0.0
+    for r in range(ny):
+        src = rows[y0 + r, start:start + length]
+        for x in range(length):
+            sums[x] += src[x] * scale
 
 
 @njit(cache=True, inline="always")
@@ -363,8 +375,8 @@ def _exp_nonpositive(x):
     """e^x for x <= 0, within 1e-14 relative of ``math.exp``; 0 below -708.
 
     ``math.exp`` is a call to libm that LLVM makes one value at a time; this
-    one is arithmetic and bitcasts, which vectorise (softpool on float input
-    about 2x faster). e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2,
+    one is arithmetic and bitcasts, which vectorise (softpool on float32 RGB
+    about 3x faster). e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2,
     e^r by its Taylor series to r^11 (the next term is below 1e-15), 2^n made
     from its exponent bits. Below -708, 2^n would be subnormal; such a weight
     is under 1e-307 of the window's largest (1), and is dropped.
@@ -418,7 +430,7 @@ def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bl
     by window, the Horner chain of each is latency-bound; here the values go
     through :func:`_exp_nonpositive` in one pass along the row's contiguous
     W*C values, against their window's maximum spread over the window's
-    columns, and LLVM vectorises it (3.5x faster on float32 RGB at k=2).
+    columns, and LLVM vectorises it (about 3x faster on float32 RGB at k=2).
     The impl of :func:`_row_passes` itself, for constant and run-time
     sizes alike, so no kernel compiles softpool's window function.
     ``scratch`` has 4 rows of the row's length.
@@ -520,15 +532,10 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
     mean = scratch[1, start:start + length]
     num = scratch[2, start:start + length]
     den = scratch[3, start:start + length]
-    scale = in_scale / (block_h * block_w)
+    _column_sums(rows, y0, block_h, start, length, in_scale / (block_h * block_w), column)
     for x in range(length):
-        column[x] = 0.0
         num[x] = 0.0
         den[x] = 0.0
-    for r in range(block_h):
-        src = rows[y0 + r, start:start + length]
-        for x in range(length):
-            column[x] += src[x] * scale
     for j in range(last - first):
         for c in range(channels):
             g = 0.0
@@ -736,13 +743,7 @@ def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_sca
     full = width // block_w
     length = full * block_w * channels
     sums = column[:length]
-    scale = in_scale / (ny * block_w)
-    for x in range(length):
-        sums[x] = 0.0
-    for r in range(ny):
-        src = rows[y0 + r, :length]
-        for x in range(length):
-            sums[x] += src[x] * scale
+    _column_sums(rows, y0, ny, 0, length, in_scale / (ny * block_w), sums)
     for j in range(full):
         for c in range(channels):
             acc = 0.0
@@ -1152,7 +1153,7 @@ def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
         return _dpid_direct_row
     elif method == SOFTPOOL:
         return _softpool_row
-    elif method in ROW_PASSES and constant.count == 0:
+    elif method in _DPP_DIRECT and constant.count == 0:
         return _dpp_direct_row
     else:
         def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
@@ -1205,7 +1206,8 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
     # Rows for the methods made in passes along the row (_row_passes): stochastic
-    # sample and softpool over any blocks, ROW_PASSES and dpid over run-time ones.
+    # sample and softpool over any blocks, dpp's and dpid's direct forms over
+    # run-time ones.
     sampled = len(method_dims) == SAMPLE
     passes = len(method_dims) == SOFTPOOL or (not constant and (
         len(method_dims) == DPP_SYM_DIRECT or len(method_dims) == DPP_ASYM_DIRECT or guided))
