@@ -20,7 +20,10 @@ __all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "PoolJob", "smooth_gu
 #: The message of a pedantic Numba self-check ("variable ... is not in scope")
 #: that compiling the block kernels raises; the code is right, so it is
 #: filtered (:mod:`downpool.cpu_blocks`, and ``shrink``'s per-file capture).
-NUMBA_SCOPE_WARNING = r"variable '.*' is not in scope"
+#: The leading ``.*``: where colorama is installed, Numba wraps its messages in
+#: terminal markup ("\x1b[1m..."), and a warnings filter matches from the
+#: message's start.
+NUMBA_SCOPE_WARNING = r".*variable '.*' is not in scope"
 
 #: Input dtypes downpool accepts; the result has the same dtype.
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32),

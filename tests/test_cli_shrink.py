@@ -495,6 +495,31 @@ def test_kernels_compiled_after_the_first_file_raise_no_numba_warning(tmp_path):
     assert "warning" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("markup", ["", "\x1b[1m"], ids=["plain", "colorama-bold"])
+def test_numba_scope_warning_filter_matches_with_and_without_terminal_markup(markup):
+    """Where colorama is installed, Numba wraps its messages in terminal markup
+    ("\x1b[1m" ... "\x1b[0m"); the filter once matched only plain messages, and
+    shrink printed the warning on such machines (CI's system Python). Other
+    warnings still come through."""
+    import warnings
+
+    from numba.core.errors import NumbaIRAssumptionWarning
+
+    from downpool.core import NUMBA_SCOPE_WARNING
+
+    reset = "\x1b[0m" if markup else ""
+    scope = f"{markup}variable 'acc.1' is not in scope.\n\nThis warning came from ...{reset}"
+    other = f"{markup}some other pedantic finding{reset}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
+        warnings.warn_explicit(scope, NumbaIRAssumptionWarning, "kernel.py", 1)
+        # As Numba raises it, with whatever markup this environment gives it.
+        warnings.warn(NumbaIRAssumptionWarning("variable 'acc.2' is not in scope."))
+        warnings.warn_explicit(other, NumbaIRAssumptionWarning, "kernel.py", 2)
+    assert ["some other pedantic finding" in str(w.message) for w in caught] == [True]
+
+
 def test_shrink_loads_numba_without_importing_scipy(tmp_path):
     """The CLI skips Numba's SciPy BLAS probe (0.15 s of a small shrink), and
     leaves SciPy importable afterwards."""
