@@ -201,12 +201,19 @@ def test_block_kernels(method, params, dtype, layout):
 
 @pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
 def test_large_window_accumulation(method, params):
-    """One window of 48x48 = 2304 pixels: the float32 accumulators keep 1e-5 relative accuracy."""
+    """One window of 48x48 = 2304 pixels, and windows 80 rows tall: the float32
+    accumulators keep 1e-5 relative accuracy."""
     rng = np.random.default_rng(3)
     image = (0.5 + 0.5 * rng.random((48, 48, 3))).astype(np.float32)
     check(image, method, params, {"kernel_size": 48})
     check(image, method, params, {"size": (1, 1)})
     check(image, method, params, {"size": (3, 2)})
+    # Windows of 80 rows: row passes sum in chunks of 64 rows (float32 for
+    # 8/16-bit input), folded into float64.
+    tall = (0.5 + 0.5 * rng.random((160, 12, 3))).astype(np.float32)
+    check(tall, method, params, {"size": (2, 3)})
+    for dtype in (np.uint8, np.uint16):
+        check((tall * np.iinfo(dtype).max).astype(dtype), method, params, {"size": (2, 3)})
 
 
 # ------------------------------------------------------ extreme parameters --
