@@ -262,6 +262,14 @@ def _row_work_impl(rows, row):
 
 
 @njit(cache=True, inline="always")
+def _fill(values, value):
+    """``values[:] = value`` as a loop: a slice assignment compiles shape checks
+    with string messages, seconds of a kernel's first call."""
+    for x in range(values.shape[0]):
+        values[x] = value
+
+
+@njit(cache=True, inline="always")
 def _fold_windows(values, n_windows, block_w, channels, totals):
     """``totals[j * channels + c] +=`` the sum of channel c of ``values`` over window j's
     ``block_w`` columns, in float64."""
@@ -585,22 +593,24 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
     den = _row_work(rows, scratch[3])[:length]
     window_num = scratch[4, :n_windows * channels]
     window_den = scratch[5, :n_windows * channels]
-    # The windows' means.
-    window_num[:] = 0.0
+    # The windows' means, their terms scaled first, so that float sums cannot
+    # overflow.
+    _fill(window_num, 0.0)
+    mean_scale = _row_float(rows, in_scale / (block_h * block_w))
     for r0 in range(0, block_h, _ROW_CHUNK):
-        _column_sums(rows, y0 + r0, min(_ROW_CHUNK, block_h - r0), start, length, scale, column)
+        _column_sums(rows, y0 + r0, min(_ROW_CHUNK, block_h - r0), start, length, mean_scale,
+                     column)
         _fold_windows(column, n_windows, block_w, channels, window_num)
-    inv_n = 1.0 / (block_h * block_w)
     for j in range(n_windows):
         for c in range(channels):
-            g = _row_float(rows, window_num[j * channels + c] * inv_n)
+            g = _row_float(rows, window_num[j * channels + c])
             for t in range(block_w):
                 mean[(j * block_w + t) * channels + c] = g
-    window_num[:] = 0.0
-    window_den[:] = 0.0
+    _fill(window_num, 0.0)
+    _fill(window_den, 0.0)
     for r0 in range(0, block_h, _ROW_CHUNK):
-        num[:] = 0.0
-        den[:] = 0.0
+        _fill(num, 0.0)
+        _fill(den, 0.0)
         for r in range(r0, min(r0 + _ROW_CHUNK, block_h)):
             src = rows[y0 + r, start:start + length]
             for x in range(length):
@@ -803,14 +813,16 @@ def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_sca
     ny = min(block_h, height - y0)
     full = width // block_w
     length = full * block_w * channels
-    sums = column[:length]
-    _column_sums(rows, y0, ny, 0, length, in_scale / (ny * block_w), sums)
-    for j in range(full):
-        for c in range(channels):
-            acc = 0.0
-            for t in range(block_w):
-                acc += sums[(j * block_w + t) * channels + c]
-            dest[j * channels + c] = acc
+    # As dpp's row passes: in float32 on 8- and 16-bit images, folded into
+    # float64 every _ROW_CHUNK rows.
+    sums = _row_work(rows, column)[:length]
+    means = dest[:full * channels]
+    _fill(means, 0.0)
+    # Terms scaled first, so that float sums cannot overflow.
+    scale = _row_float(rows, in_scale / (ny * block_w))
+    for r0 in range(0, ny, _ROW_CHUNK):
+        _column_sums(rows, y0 + r0, min(_ROW_CHUNK, ny - r0), 0, length, scale, sums)
+        _fold_windows(sums, full, block_w, channels, means)
     for j in range(full, dest.shape[0] // channels):
         nx = width - j * block_w
         for c in range(channels):
@@ -924,60 +936,67 @@ def _dpid_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
     returns the first window not made.
 
     As :func:`_dpp_direct_row`: passes along the row's pixels, for run-time
-    block sizes; the channel count is the literal 3, so that the per-pixel
-    channel loops unroll.
+    block sizes, in float32 on 8- and 16-bit images, folded into float64
+    every ``_ROW_CHUNK`` rows; the channel count is the literal 3, so that
+    the per-pixel channel loops unroll.
     """
     last = min(img.shape[1] // block_w, n_cols)
     if ny < block_h or first >= last or channels != 3:
         return first
     in_scale, out_max, n_colour = params[0], params[1], params[5]
     rgb = 3
+    scale = _row_float(rows, in_scale)
+    # Alpha has no share in the distance.
+    share1 = _row_float(rows, 1.0 if n_colour > 1 else 0.0)
+    share2 = _row_float(rows, 1.0 if n_colour > 2 else 0.0)
+    n_windows = last - first
     start = first * block_w * rgb
-    n_pixels = (last - first) * block_w
+    n_pixels = n_windows * block_w
     length = n_pixels * rgb
-    spread = scratch[0, start:start + length]
-    sums = scratch[1, start:start + length]
-    den = scratch[2, first * block_w:first * block_w + n_pixels]
-    for j in range(last - first):
+    spread = _row_work(rows, scratch[0])[:length]
+    sums = _row_work(rows, scratch[1])[:length]
+    # A buffer of its own: as a view of ``scratch``, LLVM cannot tell it apart from
+    # ``square`` and leaves the per-pixel pass below scalar (2x slower).
+    den = _row_work(rows, np.empty(n_pixels))[:n_pixels]
+    square = _row_work(rows, scratch[3])[:length]
+    window_sums = scratch[4, :n_windows * rgb]
+    window_den = scratch[5, :n_windows]
+    for j in range(n_windows):
         for t in range(block_w):
             for c in range(rgb):
-                spread[(j * block_w + t) * rgb + c] = gs[(first + j) * rgb + c]
-    for x in range(length):
-        sums[x] = 0.0
-    for p in range(n_pixels):
-        den[p] = 0.0
-    # Each row in three passes, so that the one with the square roots runs
-    # along whole vectors: the squared differences of every value, then each
-    # pixel's weight (spread over its channels in ``square``), then the sums.
-    square = scratch[3, start:start + length]
-    for r in range(block_h):
-        src = rows[y0 + r, start:start + length]
-        for x in range(length):
-            d = src[x] * in_scale - spread[x]
-            square[x] = d * d
-        for p in range(n_pixels):
-            d2 = square[p * rgb]
-            for c in range(1, rgb):
-                d2 += (1.0 if c < n_colour else 0.0) * square[p * rgb + c]  # alpha has no share
-            w = math.sqrt(d2)
-            den[p] += w
-            for c in range(rgb):
-                square[p * rgb + c] = w
-        for x in range(length):
-            sums[x] += square[x] * src[x]
-    for j in range(last - first):
-        total = 0.0
-        for t in range(block_w):
-            total += den[j * block_w + t]
+                spread[(j * block_w + t) * rgb + c] = _row_float(rows, gs[(first + j) * rgb + c])
+    _fill(window_sums, 0.0)
+    _fill(window_den, 0.0)
+    for r0 in range(0, block_h, _ROW_CHUNK):
+        _fill(sums, 0.0)
+        _fill(den, 0.0)
+        # Each row in three passes, so that the one with the square roots runs
+        # along whole vectors: the squared differences of every value, then
+        # each pixel's weight (spread over its channels in ``square``), then
+        # the sums.
+        for r in range(r0, min(r0 + _ROW_CHUNK, block_h)):
+            src = rows[y0 + r, start:start + length]
+            for x in range(length):
+                d = _row_float(rows, src[x]) * scale - spread[x]
+                square[x] = d * d
+            for p in range(n_pixels):
+                w = math.sqrt(square[p * rgb] + share1 * square[p * rgb + 1]
+                              + share2 * square[p * rgb + 2])
+                den[p] += w
+                for c in range(rgb):
+                    square[p * rgb + c] = w
+            for x in range(length):
+                sums[x] += square[x] * _row_float(rows, src[x])
+        _fold_windows(sums, n_windows, block_w, rgb, window_sums)
+        _fold_windows(den, n_windows, block_w, 1, window_den)
+    for j in range(n_windows):
+        total = window_den[j]
         # total is 0 where every distance is: the output is then Gs.
         some = total > 0.0
         inv = in_scale / total if some else 0.0
         for c in range(rgb):
-            acc = 0.0
-            for t in range(block_w):
-                acc += sums[(j * block_w + t) * rgb + c]
             base = (first + j) * rgb + c
-            o[base] = _store(acc * inv if some else gs[base], out_max, o)
+            o[base] = _store(window_sums[j * rgb + c] * inv if some else gs[base], out_max, o)
     return last
 
 
