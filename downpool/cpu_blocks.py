@@ -243,7 +243,7 @@ def _row_float(rows, x):
     float32 may not hold."""
 
 
-@overload(_row_float, inline="always")
+@overload(_row_float)
 def _row_float_impl(rows, x):
     if isinstance(rows.dtype, types.Integer) and rows.dtype.bitwidth <= 16:
         return lambda rows, x: np.float32(x)
@@ -254,14 +254,14 @@ def _row_work(rows, row):
     """A float64 scratch row as an array of :func:`_row_float`'s working float."""
 
 
-@overload(_row_work, inline="always")
+@overload(_row_work)
 def _row_work_impl(rows, row):
     if isinstance(rows.dtype, types.Integer) and rows.dtype.bitwidth <= 16:
         return lambda rows, row: row.view(np.float32)
     return lambda rows, row: row
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fill(values, value):
     """``values[:] = value`` as a loop: a slice assignment compiles shape checks
     with string messages, seconds of a kernel's first call."""
@@ -269,7 +269,7 @@ def _fill(values, value):
         values[x] = value
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fold_windows(values, n_windows, block_w, channels, totals):
     """``totals[j * channels + c] +=`` the sum of channel c of ``values`` over window j's
     ``block_w`` columns, in float64."""
@@ -569,9 +569,8 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
     across each window are folded into float64 per window. 8- and 16-bit
     images work in float32 (:func:`_row_float`), twice as many values per
     vector, and sum at most ``_ROW_CHUNK`` rows so before each fold.
-    ``scratch`` has 6 rows of the row's length. The impl of
-    :func:`_row_passes` itself: one level of inlining, not two, keeps the
-    kernel's typing short.
+    ``scratch`` has 6 rows of the row's length. Compiled on its own
+    (``_dpp_direct_row_jit``) and called by :func:`_row_passes`.
     """
     last = min(img.shape[1] // block_w, n_cols)
     if ny < block_h or first >= last:
@@ -814,16 +813,14 @@ def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_sca
     ny = min(block_h, height - y0)
     full = width // block_w
     length = full * block_w * channels
-    # As dpp's row passes: in float32 on 8- and 16-bit images, folded into
-    # float64 every _ROW_CHUNK rows.
-    sums = _row_work(rows, column)[:length]
-    means = dest[:full * channels]
-    _fill(means, 0.0)
-    # Terms scaled first, so that float sums cannot overflow.
-    scale = _row_float(rows, in_scale / (ny * block_w))
-    for r0 in range(0, ny, _ROW_CHUNK):
-        _column_sums(rows, y0 + r0, min(_ROW_CHUNK, ny - r0), 0, length, scale, sums)
-        _fold_windows(sums, full, block_w, channels, means)
+    sums = column[:length]
+    _column_sums(rows, y0, ny, 0, length, in_scale / (ny * block_w), sums)
+    for j in range(full):
+        for c in range(channels):
+            acc = 0.0
+            for t in range(block_w):
+                acc += sums[(j * block_w + t) * channels + c]
+            dest[j * channels + c] = acc
     for j in range(full, dest.shape[0] // channels):
         nx = width - j * block_w
         for c in range(channels):
@@ -1211,6 +1208,15 @@ def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scrat
     _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
 
 
+# dpp's and dpid's row passes for run-time sizes are compiled on their own and
+# called, not inlined: Numba's typing of the kernel with their bodies inlined
+# grew superlinearly, and their first call took 4-8 s longer. Their sizes are
+# run-time values anyway, so inlining bought no constants; a call per output
+# row costs nothing measurable.
+_dpp_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpp_direct_row)
+_dpid_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpid_direct_row)
+
+
 def _row_passes(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                 channels, o, gs, params, scratch):
     """Make output row ``i``'s windows from column ``first`` on in passes along the
@@ -1231,11 +1237,19 @@ def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
         # which halves the extra typing time.
         return _sample_row
     elif method == DPID_DIRECT and constant.count == 0:
-        return _dpid_direct_row
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, params, scratch):
+            return _dpid_direct_row_jit(method_dims, constant, rows, img, i, y0, ny, first,
+                                        n_cols, block_h, block_w, channels, o, gs, params,
+                                        scratch)
     elif method == SOFTPOOL:
         return _softpool_row
     elif method in _DPP_DIRECT and constant.count == 0:
-        return _dpp_direct_row
+        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                 channels, o, gs, params, scratch):
+            return _dpp_direct_row_jit(method_dims, constant, rows, img, i, y0, ny, first,
+                                       n_cols, block_h, block_w, channels, o, gs, params,
+                                       scratch)
     else:
         def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                  channels, o, gs, params, scratch):
