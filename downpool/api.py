@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import colour
-from .core import PoolJob, check_image, dtype_max, quantize
+from .core import PoolJob, check_image, dtype_max, float_range, quantize
 from .geometry import plan_windows
 from .methods import get_method, resolve_params
 
@@ -166,7 +166,7 @@ def downscale(
             colour.srgb_to_linear(img[..., :n_colour])
         if has_alpha:
             colour.premultiply(img)
-        value_range = (float(img.min()), float(img.max()))
+        value_range = float_range(img)
     job = PoolJob(
         image=img, in_scale=1.0 if transformed else 1.0 / top, rows=rows, cols=cols,
         out=np.empty(out_shape, dtype=np.float64 if transformed else arr.dtype),

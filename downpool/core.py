@@ -14,7 +14,7 @@ import numpy as np
 
 from .geometry import AxisWindows
 
-__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "PoolJob", "smooth_guide",
+__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "float_range", "PoolJob", "smooth_guide",
            "quantize", "NUMBA_SCOPE_WARNING"]
 
 #: The message of a pedantic Numba self-check ("variable ... is not in scope")
@@ -60,12 +60,32 @@ def check_image(image) -> tuple[np.ndarray, tuple[float, float]]:
     if 0 in arr.shape:
         raise ValueError(f"image has an empty axis: shape {arr.shape}")
     if arr.dtype.kind == "f":
-        # min and max propagate NaN and show inf, without a full-size temporary.
-        lo, hi = arr.min(), arr.max()
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        value_range = float_range(arr)
+        if value_range is None:
             raise ValueError("image contains NaN or infinite values")
-        return arr, (float(lo), float(hi))
+        return arr, value_range
     return arr, (0.0, 1.0)
+
+
+#: From this many values on, :func:`float_range` makes one threaded pass.
+_ONE_PASS_RANGE = 1 << 20
+
+
+def float_range(image: np.ndarray) -> tuple[float, float] | None:
+    """``(min, max)`` of a float array, or None where it holds a NaN or an inf.
+
+    Large C-contiguous images take one threaded pass
+    (:func:`downpool.cpu.float_range`); others NumPy's ``min`` and ``max``,
+    which propagate NaN and show inf, without a full-size temporary.
+    """
+    if image.size >= _ONE_PASS_RANGE and image.flags.c_contiguous:
+        from .cpu import float_range as one_pass_range
+
+        return one_pass_range(image)
+    lo, hi = image.min(), image.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,14 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _MIN_PARALLEL = 1 << 14
 
 
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` threads for nogil kernels, made on first use."""
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="downpool")
+    return pool
+
+
 def run_rows(kernel, out: np.ndarray, *args) -> None:
     """``kernel(*args, i0, i1)`` for ranges of ``out``'s rows that split them between threads.
 
@@ -175,9 +183,7 @@ def run_rows(kernel, out: np.ndarray, *args) -> None:
     if threads <= 1 or out.size < _MIN_PARALLEL:
         kernel(*args, 0, n_rows)
         return
-    pool = _POOLS.get(threads)
-    if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="downpool")
+    pool = thread_pool(threads)
     bounds = [n_rows * t // threads for t in range(threads + 1)]
     jobs = [pool.submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(threads)]
     for job in jobs:

@@ -227,6 +227,53 @@ def test_bad_images_raise(image, error, words):
         assert word in str(info.value)
 
 
+_SPECIAL_FLOATS = [0.0, -0.0, 1.0, -1.0, 5e-324, -5e-324, 1e-310, 1.1754944e-38, 3.4e38, -3.4e38,
+                   1.7976931348623157e308, -1.7976931348623157e308, np.nan, np.inf, -np.inf]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]),
+       values=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                 st.sampled_from(_SPECIAL_FLOATS)), min_size=1, max_size=40),
+       threads=st.integers(1, 3))
+def test_one_pass_float_range_matches_numpy(dtype, values, threads):
+    """downpool.cpu.float_range (one pass over the bits, split between threads)
+    against NumPy's min, max and isfinite: every sign, zero, subnormal,
+    extreme, NaN and inf, in float32 and float64."""
+    import warnings
+
+    from downpool.cpu import float_range
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # float64 values beyond float32
+        image = np.array(values, dtype=dtype).reshape(1, -1)
+    got = float_range(image, threads)
+    if not np.isfinite(image).all():
+        assert got is None
+    else:
+        assert got == (float(image.min()), float(image.max()))
+        # -0.0 and 0.0 compare equal; the result is one of the image's values.
+        assert np.signbit(got[0]) in set(np.signbit(image[image == got[0]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_float_images_take_the_one_pass_range(dtype):
+    """Images of 2^20 values and more take the threaded one-pass range: NaN and
+    inf anywhere in them are refused, and their range is NumPy's."""
+    from downpool.core import _ONE_PASS_RANGE, check_image
+
+    rng = np.random.default_rng(5)
+    image = rng.uniform(-3.0, 2.0, (1024, 1100)).astype(dtype)
+    assert image.size >= _ONE_PASS_RANGE
+    assert check_image(image)[1] == (float(image.min()), float(image.max()))
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (511, 600), (1023, 1099)):
+            broken = image.copy()
+            broken[where] = bad
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                downpool.downscale(broken, "avg", kernel_size=2)
+
+
 @pytest.mark.parametrize("method", ["lp", "stochastic"])
 def test_negative_input_is_rejected_where_the_method_needs_non_negative(method):
     img = np.full((4, 4), 0.5)
