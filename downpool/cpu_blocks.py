@@ -30,6 +30,12 @@ over run-time blocks (too short and strided loops), and softpool on float
 input (an exponential per value, vectorised only along a row).
 Loops there run over views from index 0: Numba wraps negative indices, and
 a loop from a run-time start keeps LLVM from proving the index never is.
+dpp's and dpid's passes work in float32 on 8- and 16-bit images (twice the
+values per vector; SPEC 1 allows it), summing at most ``_ROW_CHUNK`` rows
+before folding into float64 per window, and keep their sums in buffers of
+their own: views of one scratch array LLVM cannot tell apart, which kept
+dpid's per-pixel pass scalar. They are compiled apart from the kernel and
+called once per row, which keeps the kernel's typing short.
 
 The kernels are serial ``nogil`` functions over a range of output rows;
 :func:`run_rows` splits the rows between ``numba.get_num_threads()`` threads.
@@ -40,7 +46,8 @@ output.
 
 Integer images keep integer arithmetic where the result allows it (the
 sums of avg and of every window mean, max).  The other formulas are those
-of :mod:`downpool.windows` with equal coverages and float64 accumulators,
+of :mod:`downpool.windows` with equal coverages and float64 accumulators
+(but for dpp's and dpid's row passes above),
 in the same order of operations where a result is discrete (stochastic
 sampling's pick).  dpp and dpid have two forms: for their default exponent
 lam = 1, the SPEC's weights as they stand, a square root per pixel, where
