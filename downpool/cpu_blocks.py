@@ -5,7 +5,9 @@ stride equal to the kernel, or a ``size``/``scale`` that divides the image's
 size), every pixel of a window has the same coverage, so the coverages drop
 out of every formula and one kernel, :func:`pool_kernel`, serves every
 method: it walks the output rows and hands each window to the method's
-window function, chosen while Numba types the kernel.
+window function. The method is the length of an argument tuple, so Numba
+prunes the other methods' branches before it types the kernel (see
+:func:`pool_kernel`).
 
 The commonest block (:data:`CONSTANT_BLOCKS`, halving) of the commonest
 images (:data:`CONSTANT_CHANNELS`, :data:`CONSTANT_DTYPES`) is compiled in
@@ -23,7 +25,7 @@ constants too the reference tests compiled 183 block kernels, against 82
 before.
 
 Some methods make a whole output row in passes along its contiguous W*C
-values instead (:func:`_row_passes`), where a window's loops cannot
+values instead (the ``*_row`` functions), where a window's loops cannot
 vectorise: stochastic sample (a random pick per window is a branch
 mispredicted about every other time, so picks are counted), dpp and RGB dpid
 over run-time blocks (too short and strided loops), and softpool on float
@@ -83,7 +85,7 @@ _dpp_scaling = njit(inline="always")(dpp_scaling.py_func)
 __all__ = ["CONSTANT_BLOCKS", "CONSTANT_CHANNELS", "CONSTANT_DTYPES", "BlockPlan", "block_plan",
            "run_rows", "pool_kernel", "pool_blocks"]
 
-# Inlining the window functions into the variant chooser below trips a
+# Inlining the window functions into the kernel below trips a
 # pedantic SSA self-check of Numba's (variables "not in scope" across the
 # inlined blocks); the compiled code is right, as the tests check against
 # the reference, so users are not shown it.
@@ -484,6 +486,7 @@ def _store_ratios(num, den, o, first, n_windows, block_w, last_width, channels, 
             o[(first + j) * channels + c] = _store(n / d, out_max, o)
 
 
+@njit(cache=True, inline="always")
 def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                   channels, o, gs, params, scratch):
     """softpool, relative to each window's maximum (every exponent <= 0), for the
@@ -495,8 +498,8 @@ def _softpool_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bl
     through :func:`_exp_nonpositive` in one pass along the row's contiguous
     W*C values, against their window's maximum spread over the window's
     columns, and LLVM vectorises it (about 3x faster on float32 RGB at k=2).
-    The impl of :func:`_row_passes` itself, for constant and run-time
-    sizes alike, so no kernel compiles softpool's window function.
+    For constant and run-time sizes alike, so no kernel compiles
+    softpool's window function.
     ``scratch`` has 4 rows of the row's length.
     """
     if first >= n_cols:
@@ -583,7 +586,7 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
     images work in float32 (:func:`_row_float`), twice as many values per
     vector, and sum at most ``_ROW_CHUNK`` rows so before each fold.
     ``scratch`` has 6 rows of the row's length. Compiled on its own
-    (``_dpp_direct_row_jit``) and called by :func:`_row_passes`.
+    (``_dpp_direct_row_jit``) and called by :func:`pool_kernel`.
     """
     last = min(img.shape[1] // block_w, n_cols)
     if ny < block_h or first >= last:
@@ -713,6 +716,7 @@ def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
     return pick_y, pick_x
 
 
+@njit(cache=True, inline="always")
 def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                 channels, o, gs, params, scratch):
     """Stochastic sample of the row's full windows from ``first`` on; returns the
@@ -722,9 +726,8 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
     vectorise: the selection values of the block's rows, the draws, the
     picks (counted, without the early exit on a random draw that is
     mispredicted about every other window), then the copy of the picked
-    pixels. 2.5x faster on 24 MP RGB uint8 at k=2. The impl of
-    :func:`_row_passes` itself; ``scratch`` has ``block_h + 2`` rows of at
-    least the image's width.
+    pixels. 2.5x faster on 24 MP RGB uint8 at k=2. ``scratch`` has
+    ``block_h + 2`` rows of at least the image's width.
     """
     in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
     end = min(img.shape[1] // block_w, n_cols)
@@ -1089,129 +1092,37 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
         o[base + c] = _store(acc[c] * in_scale / den, out_max, o)
 
 
-# --- the window of each method -------------------------------------------------------
+# --- the kernel ----------------------------------------------------------------------
 
 
-def _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-    """Pool the window of output pixel ``(i, j)`` into ``o[base:base + channels]``.
-
-    The method is ``len(method_dims)``; ``params`` is the tuple that
-    :func:`pool_kernel` documents; ``gs`` and ``acc`` are dpid's row of Gs
-    and a pixel's sums; ``c_dims`` the kernel's constant channel count, if any.
-    """
-
-
-@overload(_pool_window, inline="always")
-def _pool_window_impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                      c_dims, params):
-    # Chosen while typing, so that a kernel compiles only its own method.
-    method = method_dims.count
-
-    if method == AVG:
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            for c in range(channels):
-                o[base + c] = _block_mean(rows, y0, ny, x0, nx, channels, c, params[0])
-    elif method == MAX:
-        # Integer images keep their own dtype and float images have in_scale 1:
-        # the largest stored value is the result.
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            for c in range(channels):
-                o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
-    elif (method == SAMPLE and c_dims.count > 0) or method == SOFTPOOL:
-        # Made by _row_passes (stochastic sample in constant kernels, softpool
-        # in every kernel): nothing to compile here.
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            pass
-    elif method == SAMPLE:
-        # The drawn pixel's stored values are copied, as for max.
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
-                                 uniform_draw(seed, i * (o.shape[0] // channels) + j),
-                                 value_mode, n_colour)
-            for c in range(channels):
-                o[base + c] = img[y, x, c]
-    elif method in (DPID, DPID_DIRECT):
-        if method == DPID:
-            window = _dpid_window
-        elif 0 < c_dims.count <= 4:  # a constant channel count: the sums in scalars
-            window = _dpid_direct_window
-        else:
-            window = _dpid_direct_any
-
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
-            window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, param, out_max,
-                   o, acc)
-    else:
-        value = _channel_value(method)
-
-        def impl(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o, base, gs, acc,
-                 c_dims, params):
-            for c in range(channels):
-                o[base + c] = _store(value(rows, y0, ny, x0, nx, channels, c, params), params[1],
-                                     o)
-    return impl
-
-
-def _channel_value(method):
-    """The working value of one channel's window, for the methods computed channel by channel."""
-    if method == RMS:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _rms_window(rows, y0, ny, x0, nx, channels, c, params[0])
-    elif method == LP_TABLE:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _lp_table_window(rows, y0, ny, x0, nx, channels, c, params[2],
-                                    1.0 / params[3])
-    elif method == LP:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _lp_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
-                              1.0 / params[3])
-    elif method == SOFTPOOL_TABLE:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _softpool_table_window(rows, y0, ny, x0, nx, channels, c, params[2])
-    elif method == EXPECTATION:
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _expectation_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3])
-    elif method in (DPP_SYM_DIRECT, DPP_ASYM_DIRECT):
-        asym = method == DPP_ASYM_DIRECT
-
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
-                                      asym)
-    elif method in (DPP_SYM, DPP_ASYM):
-        asym = method == DPP_ASYM
-
-        def value(rows, y0, ny, x0, nx, channels, c, params):
-            return _dpp_window(rows, y0, ny, x0, nx, channels, c, params[0], params[3],
-                               params[4], asym)
-    else:
-        raise ValueError(f"unknown block method {method}")
-    return njit(inline="always")(value)
+@njit(cache=True, inline="always")
+def _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, base, params):
+    """Stochastic sample of one window: the drawn pixel's stored values, copied as for max."""
+    in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+    y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
+                         uniform_draw(seed, i * (o.shape[0] // channels) + j), value_mode,
+                         n_colour)
+    for c in range(channels):
+        o[base + c] = img[y, x, c]
 
 
 @njit(cache=True)
-def _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, in_scale, scratch, column):
+def _dpid_guide(rows, i, i0, n_rows, kh_dims, kw_dims, c_dims, sizes, height, width, in_scale,
+                scratch, column):
     """dpid: Gs of output row ``i`` into ``scratch[4]`` (a call's first row also makes
     the G rows before it).
 
-    A function of its own, compiled for the kernel's ``dims``: the block's
+    A function of its own, compiled for the kernel's dims: the block's
     constant sizes reach its loops, and the kernel's compiling stays short.
     With run-time sizes, the G rows are made in passes along the row, in
     ``column`` (the image row's length).
     """
-    kh_dims, kw_dims, c_dims = dims
     block_h = _known(kh_dims, sizes[0])
     block_w = _known(kw_dims, sizes[1])
     channels = _known(c_dims, rows.shape[1] // width)
     first = max(i0 - 1, 0) if i == i0 else i + 1
     for g in range(first, min(i + 2, n_rows)):
+        # A test of an argument tuple's length: pruned before typing (see pool_kernel).
         if len(kh_dims) == 0:
             _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_scale,
                               scratch[g % 3], column)
@@ -1230,71 +1141,36 @@ _dpp_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpp_dir
 _dpid_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpid_direct_row)
 
 
-def _row_passes(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                channels, o, gs, params, scratch):
-    """Make output row ``i``'s windows from column ``first`` on in passes along the
-    row, for the methods that have such passes; return the first column not made,
-    which the kernel then makes window by window."""
-
-
-@overload(_row_passes, inline="always")
-def _row_passes_impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h,
-                     block_w, channels, o, gs, params, scratch):
-    # ``constant`` is the kernel's kh_dims: a non-empty tuple for constant sizes.
-    # Chosen while typing; the other methods get a body that returns at once,
-    # so that their kernels compile no longer than before (a second inlined
-    # level around the window loop made every kernel's typing 1.5x longer).
-    method = method_dims.count
-    if method == SAMPLE:
-        # The row function is the body itself: one level of inlining, not two,
-        # which halves the extra typing time.
-        return _sample_row
-    elif method == DPID_DIRECT and constant.count == 0:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, params, scratch):
-            return _dpid_direct_row_jit(method_dims, constant, rows, img, i, y0, ny, first,
-                                        n_cols, block_h, block_w, channels, o, gs, params,
-                                        scratch)
-    elif method == SOFTPOOL:
-        return _softpool_row
-    elif method in _DPP_DIRECT and constant.count == 0:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, params, scratch):
-            return _dpp_direct_row_jit(method_dims, constant, rows, img, i, y0, ny, first,
-                                       n_cols, block_h, block_w, channels, o, gs, params,
-                                       scratch)
-    else:
-        def impl(method_dims, constant, rows, img, i, y0, ny, first, n_cols, block_h, block_w,
-                 channels, o, gs, params, scratch):
-            return first
-    return impl
-
-
-# --- the kernel ----------------------------------------------------------------------
-
-
 # error_model="numpy": a float division is a plain instruction, not a test
 # for zero that would raise -- the test keeps LLVM from vectorising any loop
 # with a division (dpp was 2.9x slower).  No window divides by zero.
 @njit(cache=True, nogil=True, error_model="numpy")
-def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
+def pool_kernel(img, out, kh_dims, kw_dims, c_dims, sizes, method_dims, params, j0, i0, i1):
     """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
 
-    ``dims``/``sizes`` are a :class:`BlockPlan`'s.  ``params`` is
-    ``(in_scale, out_max, table, param, param2, n_colour, value_mode, seed,
-    yw, xw)``: ``table`` the lookup table of the ``_TABLE`` methods (softpool's
-    two tables interleaved), ``param`` p, beta, expectation's unit, dpp's
-    alpha or dpid's lam, ``param2`` dpp's lam, and the rest stochastic
-    sampling's and dpid's.
+    ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
+    :class:`BlockPlan`'s.  ``params`` is ``(in_scale, out_max, table, param,
+    param2, n_colour, value_mode, seed, yw, xw)``: ``table`` the lookup table
+    of the ``_TABLE`` methods (softpool's two tables interleaved), ``param``
+    p, beta, expectation's unit, dpp's alpha or dpid's lam, ``param2`` dpp's
+    lam, and the rest stochastic sampling's and dpid's.
 
     With constant sizes the kernel makes the full blocks only (and ignores
     ``j0``): unrolled, and for some methods vectorised across windows.  With
     run-time sizes it makes every window of the rows, from column ``j0`` on
     in rows of full height: :func:`pool_blocks` runs it after the constant
-    kernel for the partial windows at the right and bottom edges.  One
-    window function inlined per kernel keeps compiling short.
+    kernel for the partial windows at the right and bottom edges.
+
+    The method, and whether the sizes are constants, are the lengths of
+    argument tuples. Numba folds every ``len`` of an argument tuple to a
+    constant and prunes the branches it decides before typing, so a kernel
+    types and inlines its own method's functions alone -- where functions
+    chosen through ``@overload`` are first compiled whole on their own as
+    well (a quarter to a third of a kernel's first call). So the tests below
+    compare ``method``, ``len(kh_dims)`` or ``len(c_dims)`` with constants,
+    in the kernel's own body: in an inlined function they are not pruned.
     """
-    kh_dims, kw_dims, c_dims = dims
+    method = len(method_dims)
     constant = len(kh_dims) > 0
     block_h = _known(kh_dims, sizes[0])
     block_w = _known(kw_dims, sizes[1])
@@ -1308,35 +1184,112 @@ def pool_kernel(img, out, dims, sizes, method_dims, params, j0, i0, i1):
     if i0 >= i1:
         return
     # dpid: rows 0-2 the ring of guide rows, 3 the vertical pass, 4 Gs, 5 a pixel.
-    guided = len(method_dims) == DPID or len(method_dims) == DPID_DIRECT
+    guided = method == DPID or method == DPID_DIRECT
     scratch = np.empty((6, out_rows.shape[1] if guided else 0))
     # Rows taken once: a view made per window costs a reference count each,
     # which keeps LLVM from vectorising.
     gs, acc = scratch[4], scratch[5]
-    # Rows for the methods made in passes along the row (_row_passes): stochastic
-    # sample and softpool over any blocks, dpp's and dpid's direct forms over
-    # run-time ones.
-    sampled = len(method_dims) == SAMPLE
-    passes = len(method_dims) == SOFTPOOL or (not constant and (
-        len(method_dims) == DPP_SYM_DIRECT or len(method_dims) == DPP_ASYM_DIRECT or guided))
+    # Rows for the methods made in passes along the row: stochastic sample and
+    # softpool over any blocks, dpp's and dpid's direct forms over run-time ones.
+    sampled = method == SAMPLE
+    passes = method == SOFTPOOL or (not constant and (
+        method == DPP_SYM_DIRECT or method == DPP_ASYM_DIRECT or guided))
     row_scratch = np.empty((block_h + 2 if sampled else 6,
                             width if sampled else (rows.shape[1] if passes else 0)))
+    in_scale, out_max = params[0], params[1]
     for i in range(i0, i1):
         if guided:
-            _dpid_guide(rows, i, i0, n_rows, dims, sizes, height, width, params[0], scratch,
-                        row_scratch[3])
+            _dpid_guide(rows, i, i0, n_rows, kh_dims, kw_dims, c_dims, sizes, height, width,
+                        in_scale, scratch, row_scratch[3])
         o = out_rows[i]
         y0 = i * block_h
         # Constant kernels see only full blocks: their sizes stay constants.
         ny = block_h if constant else min(block_h, height - y0)
         first = 0 if constant or ny < block_h else j0
-        first = _row_passes(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols, block_h,
-                            block_w, channels, o, gs, params, row_scratch)
+        # The methods with passes along the row make the row's windows from
+        # ``first`` on there, and return the first they did not make.
+        if method == SAMPLE:
+            first = _sample_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols,
+                                block_h, block_w, channels, o, gs, params, row_scratch)
+        elif method == SOFTPOOL:
+            first = _softpool_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols,
+                                  block_h, block_w, channels, o, gs, params, row_scratch)
+        elif len(kh_dims) == 0:
+            if method == DPID_DIRECT:
+                first = _dpid_direct_row_jit(method_dims, kh_dims, rows, img, i, y0, ny, first,
+                                             n_cols, block_h, block_w, channels, o, gs, params,
+                                             row_scratch)
+            elif method == DPP_SYM_DIRECT or method == DPP_ASYM_DIRECT:
+                first = _dpp_direct_row_jit(method_dims, kh_dims, rows, img, i, y0, ny, first,
+                                            n_cols, block_h, block_w, channels, o, gs, params,
+                                            row_scratch)
+        # The rest window by window. Integer images keep their own dtype for avg,
+        # max and sample, and float images have in_scale 1: stored values are
+        # the results there.
         for j in range(first, n_cols):
             x0 = j * block_w
             nx = block_w if constant else min(block_w, width - x0)
-            _pool_window(method_dims, rows, img, y0, ny, x0, nx, channels, i, j, o,
-                         j * channels, gs, acc, c_dims, params)
+            base = j * channels
+            if method == AVG:
+                for c in range(channels):
+                    o[base + c] = _block_mean(rows, y0, ny, x0, nx, channels, c, in_scale)
+            elif method == MAX:
+                for c in range(channels):
+                    o[base + c] = _window_max(rows, y0, ny, x0, nx, channels, c)
+            elif method == SAMPLE:
+                if len(kh_dims) == 0:  # constant kernels make every window in passes
+                    _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, base, params)
+            elif method == RMS:
+                for c in range(channels):
+                    o[base + c] = _store(_rms_window(rows, y0, ny, x0, nx, channels, c,
+                                                     in_scale), out_max, o)
+            elif method == LP_TABLE:
+                for c in range(channels):
+                    o[base + c] = _store(_lp_table_window(rows, y0, ny, x0, nx, channels, c,
+                                                          params[2], 1.0 / params[3]),
+                                         out_max, o)
+            elif method == LP:
+                for c in range(channels):
+                    o[base + c] = _store(_lp_window(rows, y0, ny, x0, nx, channels, c,
+                                                    in_scale, params[3], 1.0 / params[3]),
+                                         out_max, o)
+            elif method == SOFTPOOL_TABLE:
+                for c in range(channels):
+                    o[base + c] = _store(_softpool_table_window(rows, y0, ny, x0, nx, channels,
+                                                                c, params[2]), out_max, o)
+            elif method == EXPECTATION:
+                for c in range(channels):
+                    o[base + c] = _store(_expectation_window(rows, y0, ny, x0, nx, channels, c,
+                                                             in_scale, params[3]), out_max, o)
+            elif method == DPP_SYM_DIRECT:
+                for c in range(channels):
+                    o[base + c] = _store(_dpp_direct_window(rows, y0, ny, x0, nx, channels, c,
+                                                            in_scale, params[3], False),
+                                         out_max, o)
+            elif method == DPP_ASYM_DIRECT:
+                for c in range(channels):
+                    o[base + c] = _store(_dpp_direct_window(rows, y0, ny, x0, nx, channels, c,
+                                                            in_scale, params[3], True),
+                                         out_max, o)
+            elif method == DPP_SYM:
+                for c in range(channels):
+                    o[base + c] = _store(_dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale,
+                                                     params[3], params[4], False), out_max, o)
+            elif method == DPP_ASYM:
+                for c in range(channels):
+                    o[base + c] = _store(_dpp_window(rows, y0, ny, x0, nx, channels, c, in_scale,
+                                                     params[3], params[4], True), out_max, o)
+            elif method == DPID:
+                _dpid_window(rows, y0, ny, x0, nx, channels, params[5], gs, base, in_scale,
+                             params[3], out_max, o, acc)
+            elif method == DPID_DIRECT:
+                if len(c_dims) > 0 and len(c_dims) <= 4:  # channels in scalars
+                    _dpid_direct_window(rows, y0, ny, x0, nx, channels, params[5], gs, base,
+                                        in_scale, params[3], out_max, o, acc)
+                else:
+                    _dpid_direct_any(rows, y0, ny, x0, nx, channels, params[5], gs, base,
+                                     in_scale, params[3], out_max, o, acc)
+            # softpool: every window made in passes.
 
 
 def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray,
@@ -1350,7 +1303,7 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     method_dims = (0,) * method
     if method in _RUNTIME_ONLY:
         dims = ((), (), ())
-    run_rows(pool_kernel, out, image, out, dims, sizes, method_dims, params, 0)
+    run_rows(pool_kernel, out, image, out, *dims, sizes, method_dims, params, 0)
     if len(dims[0]) == 0:
         return
     full_rows, full_cols = image.shape[0] // sizes[0], image.shape[1] // sizes[1]
@@ -1358,6 +1311,6 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     # every row (and all of a partial last row), or the partial last row alone.
     runtime = ((), (), ())
     if full_cols < out.shape[1]:
-        pool_kernel(image, out, runtime, sizes, method_dims, params, full_cols, 0, out.shape[0])
+        pool_kernel(image, out, *runtime, sizes, method_dims, params, full_cols, 0, out.shape[0])
     elif full_rows < out.shape[0]:
-        pool_kernel(image, out, runtime, sizes, method_dims, params, 0, full_rows, out.shape[0])
+        pool_kernel(image, out, *runtime, sizes, method_dims, params, 0, full_rows, out.shape[0])
