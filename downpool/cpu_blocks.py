@@ -17,9 +17,10 @@ times faster than with run-time sizes, dpp about three times).  Vectorising
 needs loops without calls or branches that raise: hence
 ``error_model="numpy"`` (no test for division by zero) and the rounding of
 :func:`_store` written with float selects.  Every other block and channel
-count shares one kernel with run-time values (empty tuples), which also
-makes the partial windows at the bottom and right edges, so that the
-kernels to compile stay few -- at most three per method and dtype: each
+count shares one kernel with run-time values (empty tuples); the partial
+windows at the bottom and right edges of a constant kernel's image get a
+run-time kernel that makes them one by one, so that the kernels to
+compile stay few -- at most four per method and dtype: each
 costs seconds of compiling on first use, and with RGBA and float64 as
 constants too the reference tests compiled 183 block kernels, against 82
 before.
@@ -1145,7 +1146,8 @@ _dpid_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpid_d
 # for zero that would raise -- the test keeps LLVM from vectorising any loop
 # with a division (dpp was 2.9x slower).  No window divides by zero.
 @njit(cache=True, nogil=True, error_model="numpy")
-def pool_kernel(img, out, kh_dims, kw_dims, c_dims, sizes, method_dims, params, j0, i0, i1):
+def pool_kernel(img, out, kh_dims, kw_dims, c_dims, edge_dims, sizes, method_dims, params, j0, i0,
+                i1):
     """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
 
     ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
@@ -1159,7 +1161,12 @@ def pool_kernel(img, out, kh_dims, kw_dims, c_dims, sizes, method_dims, params, 
     ``j0``): unrolled, and for some methods vectorised across windows.  With
     run-time sizes it makes every window of the rows, from column ``j0`` on
     in rows of full height: :func:`pool_blocks` runs it after the constant
-    kernel for the partial windows at the right and bottom edges.
+    kernel for the partial windows at the right and bottom edges, with
+    ``edge_dims`` ``(0,)``: a kernel for those thin strips alone, which
+    makes every window one by one (softpool's, which have no window
+    function, in its passes) and so compiles no passes along the row that
+    they would not use: a second or more off the first call of stochastic
+    sample or dpp on an image of odd size. Otherwise ``edge_dims`` is empty.
 
     The method, and whether the sizes are constants, are the lengths of
     argument tuples. Numba folds every ``len`` of an argument tuple to a
@@ -1208,12 +1215,14 @@ def pool_kernel(img, out, kh_dims, kw_dims, c_dims, sizes, method_dims, params, 
         first = 0 if constant or ny < block_h else j0
         # The methods with passes along the row make the row's windows from
         # ``first`` on there, and return the first they did not make.
-        if method == SAMPLE:
-            first = _sample_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols,
-                                block_h, block_w, channels, o, gs, params, row_scratch)
-        elif method == SOFTPOOL:
+        if method == SOFTPOOL:
             first = _softpool_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols,
                                   block_h, block_w, channels, o, gs, params, row_scratch)
+        elif len(edge_dims) > 0:
+            pass
+        elif method == SAMPLE:
+            first = _sample_row(method_dims, kh_dims, rows, img, i, y0, ny, first, n_cols,
+                                block_h, block_w, channels, o, gs, params, row_scratch)
         elif len(kh_dims) == 0:
             if method == DPID_DIRECT:
                 first = _dpid_direct_row_jit(method_dims, kh_dims, rows, img, i, y0, ny, first,
@@ -1303,14 +1312,14 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     method_dims = (0,) * method
     if method in _RUNTIME_ONLY:
         dims = ((), (), ())
-    run_rows(pool_kernel, out, image, out, *dims, sizes, method_dims, params, 0)
+    run_rows(pool_kernel, out, image, out, *dims, (), sizes, method_dims, params, 0)
     if len(dims[0]) == 0:
         return
     full_rows, full_cols = image.shape[0] // sizes[0], image.shape[1] // sizes[1]
     # Thin strips, not worth splitting between threads: the last column of
     # every row (and all of a partial last row), or the partial last row alone.
-    runtime = ((), (), ())
+    edge = ((), (), (), (0,))  # run-time sizes, windows one by one
     if full_cols < out.shape[1]:
-        pool_kernel(image, out, *runtime, sizes, method_dims, params, full_cols, 0, out.shape[0])
+        pool_kernel(image, out, *edge, sizes, method_dims, params, full_cols, 0, out.shape[0])
     elif full_rows < out.shape[0]:
-        pool_kernel(image, out, *runtime, sizes, method_dims, params, 0, full_rows, out.shape[0])
+        pool_kernel(image, out, *edge, sizes, method_dims, params, 0, full_rows, out.shape[0])
