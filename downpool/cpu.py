@@ -1,6 +1,9 @@
 """Numba CPU kernels: ``pool_<method>(job, **params)`` for every method.
 
-Two families of parallel kernels (``prange`` over output rows):
+Two families of kernels, each a serial ``nogil`` function over a range of
+output rows that :func:`downpool.cpu_blocks.run_rows` splits between threads
+(serial kernels compile in about half the time of ``prange`` ones, and no
+call starts Numba's threading layer):
 
 - separable kernels for the methods that are ratios of coverage-weighted sums
   (avg, max, lp, softpool, stochastic expectation): a vertical pass over the
@@ -28,7 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import cpu_blocks as blocks
 from .core import PoolJob, smooth_guide
@@ -80,18 +83,6 @@ MODE_SQUARES = 4
 
 
 @njit(cache=True)
-def _row_chunks(n_rows):
-    """Split ``n_rows`` output rows into chunks for ``prange``: (number, rows per chunk).
-
-    Enough chunks to balance any thread count up to 64, few enough that
-    per-chunk set-up (buffer allocation) costs nothing.
-    """
-    n_chunks = min(n_rows, 256)
-    chunk = (n_rows + n_chunks - 1) // n_chunks
-    return (n_rows + chunk - 1) // chunk, chunk
-
-
-@njit(cache=True)
 def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, num, den):
     """Add one input row's terms, weighted by ``w``, to ``num`` and ``den``.
 
@@ -124,33 +115,34 @@ def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, nu
             den[x] += w * a
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                     mode, num_table, den_table, param, ref):
-    """Separable pooling: ``mode`` and its arguments as in the table above."""
+                     mode, num_table, den_table, param, ref, i0, i1):
+    """Separable pooling of output rows ``i0`` to ``i1``: ``mode`` and its arguments as in
+    the table above."""
+    if i0 >= i1:
+        return
     height, width, channels = img.shape
     rows = img.reshape(height, width * channels)
     out_rows = out.reshape(out.shape[0], out.shape[1] * channels)
     uses_den = mode != MODE_SUM and mode != MODE_TABLE
-    n_chunks, chunk = _row_chunks(out.shape[0])
-    for t in prange(n_chunks):
-        # Row buffers are made once per chunk, not per output row: a buffer
-        # above malloc's mmap threshold costs page faults each time.
-        num = np.empty(width * channels)
-        den = np.empty(width * channels if uses_den else 1)
-        out_num = np.empty(out_rows.shape[1])
-        out_den = np.empty(out_rows.shape[1] if uses_den else 1)
-        for i in range(t * chunk, min((t + 1) * chunk, out.shape[0])):
-            num[:] = 0.0
-            den[:] = 0.0
-            for r in range(yn[i]):
-                _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode, num_table, den_table,
-                                param, ref, num, den)
-            _pool_columns(num, xs, xn, xw, channels, out_num)
-            if uses_den:
-                _pool_columns(den, xs, xn, xw, channels, out_den)
-            _finish_row(out_num, out_den, in_scale, mode, param, ref, out_max, out_int,
-                        out_rows[i])
+    # Row buffers are made once per call, not per output row: a buffer above
+    # malloc's mmap threshold costs page faults each time.
+    num = np.empty(width * channels)
+    den = np.empty(width * channels if uses_den else 1)
+    out_num = np.empty(out_rows.shape[1])
+    out_den = np.empty(out_rows.shape[1] if uses_den else 1)
+    for i in range(i0, i1):
+        num[:] = 0.0
+        den[:] = 0.0
+        for r in range(yn[i]):
+            _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode, num_table, den_table,
+                            param, ref, num, den)
+        _pool_columns(num, xs, xn, xw, channels, out_num)
+        if uses_den:
+            _pool_columns(den, xs, xn, xw, channels, out_den)
+        _finish_row(out_num, out_den, in_scale, mode, param, ref, out_max, out_int,
+                    out_rows[i])
 
 
 @njit(cache=True)
@@ -187,35 +179,36 @@ def _finish_row(num, den, in_scale, mode, param, ref, out_max, out_int, out_row)
             out_row[k] = stored(num[k] / den[k], out_max, out_int)
 
 
-@njit(parallel=True, cache=True)
-def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int):
-    """Max pooling: the column-wise max of the window's rows, then the max along each window."""
+@njit(cache=True, nogil=True)
+def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int, i0, i1):
+    """Max pooling of output rows ``i0`` to ``i1``: the column-wise max of the window's
+    rows, then the max along each window."""
+    if i0 >= i1:
+        return
     height, width, channels = img.shape
     rows = img.reshape(height, width * channels)
-    n_chunks, chunk = _row_chunks(out.shape[0])
-    for t in prange(n_chunks):
-        top = np.empty(width * channels, dtype=img.dtype)
-        for i in range(t * chunk, min((t + 1) * chunk, out.shape[0])):
-            top[:] = rows[ys[i]]
-            for r in range(1, yn[i]):
-                row = rows[ys[i] + r]
-                for x in range(top.shape[0]):
-                    top[x] = max(top[x], row[x])
-            for j in range(out.shape[1]):
-                for c in range(channels):
-                    m = top[xs[j] * channels + c]
-                    for s in range(1, xn[j]):
-                        m = max(m, top[(xs[j] + s) * channels + c])
-                    out[i, j, c] = stored(m * in_scale, out_max, out_int)
+    top = np.empty(width * channels, dtype=img.dtype)
+    for i in range(i0, i1):
+        top[:] = rows[ys[i]]
+        for r in range(1, yn[i]):
+            row = rows[ys[i] + r]
+            for x in range(top.shape[0]):
+                top[x] = max(top[x], row[x])
+        for j in range(out.shape[1]):
+            for c in range(channels):
+                m = top[xs[j] * channels + c]
+                for s in range(1, xn[j]):
+                    m = max(m, top[(xs[j] + s) * channels + c])
+                out[i, j, c] = stored(m * in_scale, out_max, out_int)
 
 
 # --- lp --------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
+@njit(cache=True, nogil=True)
+def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p, i0, i1):
+    res = np.empty(img.shape[2])
+    for i in range(i0, i1):
         for j in range(out.shape[1]):
             lp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j, p, res)
             _store_pixel(out, i, j, res, out_max, out_int)
@@ -224,10 +217,10 @@ def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p):
 # --- softpool --------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, beta):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
+@njit(cache=True, nogil=True)
+def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, beta, i0, i1):
+    res = np.empty(img.shape[2])
+    for i in range(i0, i1):
         for j in range(out.shape[1]):
             softpool_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j, beta, res)
             _store_pixel(out, i, j, res, out_max, out_int)
@@ -236,12 +229,12 @@ def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int
 # --- stochastic ------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                             seed, value_mode, n_colour):
+                             seed, value_mode, n_colour, i0, i1):
     width = out.shape[1]
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
+    res = np.empty(img.shape[2])
+    for i in range(i0, i1):
         for j in range(width):
             u = uniform_draw(seed, i * width + j)
             sample_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
@@ -252,10 +245,11 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
 # --- dpp -------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alpha, lam, asym):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
+@njit(cache=True, nogil=True)
+def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alpha, lam, asym,
+               i0, i1):
+    res = np.empty(img.shape[2])
+    for i in range(i0, i1):
         for j in range(out.shape[1]):
             dpp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
                         alpha, lam, asym, res)
@@ -265,10 +259,11 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
 # --- dpid ------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, guide, n_colour, lam):
-    for i in prange(out.shape[0]):
-        res = np.empty(img.shape[2])
+@njit(cache=True, nogil=True)
+def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, guide, n_colour, lam,
+                i0, i1):
+    res = np.empty(img.shape[2])
+    for i in range(i0, i1):
         for j in range(out.shape[1]):
             dpid_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
                          guide, n_colour, lam, res)
@@ -289,7 +284,8 @@ def _separable(job: PoolJob, mode: int, num_table=_NO_TABLE, den_table=_NO_TABLE
     args = list(job.kernel_args())
     if in_scale is not None:
         args[1] = in_scale
-    separable_kernel(*args, mode, num_table, den_table, float(param), float(ref))
+    blocks.run_rows(separable_kernel, job.out, *args, mode, num_table, den_table, float(param),
+                    float(ref))
 
 
 def _working_values(job: PoolJob) -> np.ndarray | None:
@@ -335,8 +331,8 @@ def pool_max(job: PoolJob) -> None:
         _blocks(job, plan, blocks.MAX)
         return
     gy, gx = job.rows, job.cols
-    separable_max_kernel(job.image, job.in_scale, gy.start, gy.count, gx.start, gx.count,
-                         job.out, job.out_max, job.out_int)
+    blocks.run_rows(separable_max_kernel, job.out, job.image, job.in_scale, gy.start, gy.count,
+                    gx.start, gx.count, job.out, job.out_max, job.out_int)
 
 
 def pool_lp(job: PoolJob, p: float) -> None:
@@ -356,7 +352,7 @@ def pool_lp(job: PoolJob, p: float) -> None:
     elif use_table:
         _separable(job, MODE_TABLE, values ** p, param=p)
     else:  # relative to each window's maximum, exact for any p
-        lp_kernel(*job.kernel_args(), float(p))
+        blocks.run_rows(lp_kernel, job.out, *job.kernel_args(), float(p))
 
 
 def pool_softpool(job: PoolJob, beta: float) -> None:
@@ -386,7 +382,7 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
     elif bounded:
         _separable(job, MODE_SOFT, param=beta, ref=ref)
     else:
-        softpool_kernel(*job.kernel_args(), float(beta))
+        blocks.run_rows(softpool_kernel, job.out, *job.kernel_args(), float(beta))
 
 
 def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
@@ -395,8 +391,8 @@ def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
         if plan is not None:
             _blocks(job, plan, blocks.SAMPLE, seed=seed)
         else:
-            stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
-                                     job.n_colour)
+            blocks.run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(),
+                            np.uint64(seed), job.value_mode, job.n_colour)
         return
     # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
     # overflow when squared, and multiply back.
@@ -414,7 +410,8 @@ def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:
         return
     plan = blocks.block_plan(job)
     if plan is None:
-        dpp_kernel(*job.kernel_args(), float(alpha), float(lam), variant == "asym")
+        blocks.run_rows(dpp_kernel, job.out, *job.kernel_args(), float(alpha), float(lam),
+                        variant == "asym")
         return
     # The default lam = 1 has weights alpha + sqrt((a - g)^2 + eps^2) as they
     # stand, where every w * a lies far inside float64; else the kernel divides
@@ -448,7 +445,7 @@ def pool_dpid(job: PoolJob, lam: float) -> None:
     area = job.with_output(np.empty(job.out.shape, dtype=np.float64))
     pool_avg(area)
     guide = smooth_guide(area.out)
-    dpid_kernel(*job.kernel_args(), guide, job.n_colour, float(lam))
+    blocks.run_rows(dpid_kernel, job.out, *job.kernel_args(), guide, job.n_colour, float(lam))
 
 
 # --- the range of a float image ------------------------------------------------------

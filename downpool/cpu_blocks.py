@@ -165,7 +165,7 @@ def block_plan(job: PoolJob) -> BlockPlan | None:
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
-#: Below this many output values a call runs on the calling thread alone.
+#: Below this many values read and written a call runs on the calling thread alone.
 _MIN_PARALLEL = 1 << 14
 
 
@@ -181,16 +181,18 @@ def run_rows(kernel, out: np.ndarray, *args) -> None:
     """``kernel(*args, i0, i1)`` for ranges of ``out``'s rows that split them between threads.
 
     The thread count is ``numba.get_num_threads()``, so ``NUMBA_NUM_THREADS``
-    and ``numba.set_num_threads`` govern these kernels as they do the
-    ``prange`` ones.  The first, empty range runs on the calling thread, so
-    that a kernel that has to be compiled is compiled once, there.
+    and ``numba.set_num_threads`` govern these kernels as they would
+    Numba's own parallel loops (which no CPU kernel uses).  The first, empty range runs on the calling thread, so
+    that a kernel that has to be compiled is compiled once, there.  The work
+    is counted as the values of ``out`` and of ``args[0]``, the image every
+    kernel reads: a thumbnail of a large image is worth splitting too.
     """
     import numba
 
     n_rows = out.shape[0]
     threads = min(numba.get_num_threads(), n_rows)
     kernel(*args, 0, 0)
-    if threads <= 1 or out.size < _MIN_PARALLEL:
+    if threads <= 1 or out.size + args[0].size < _MIN_PARALLEL:
         kernel(*args, 0, n_rows)
         return
     pool = thread_pool(threads)

@@ -1,7 +1,7 @@
 """Per-window and per-pixel math shared by every device.
 
 Plain ``@njit`` functions with no parallelism and no allocation: the CPU
-kernels in :mod:`downpool.cpu` call them from their ``prange`` loops, and
+kernels in :mod:`downpool.cpu` call them from their loops over output rows, and
 Numba can compile the same functions as CUDA device functions, so the CPU and
 GPU paths share one source for every formula of SPEC section 3.
 

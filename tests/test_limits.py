@@ -176,7 +176,7 @@ def _general_kernel_sample(image, seed, geometry):
                   out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
                   value_range=value_range)
     cpu.stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
-                                 job.n_colour)
+                                 job.n_colour, 0, rows.size)  # every output row
     return job.out.reshape(job.out.shape[:2] + arr.shape[2:])
 
 
