@@ -91,23 +91,29 @@ def best_times(fns: list, repeat: int) -> list[float]:
 _FIRST_CALL = """
 import time, numpy as np
 import downpool
-img = np.zeros((64, 64, 3), np.{dtype})
+img = np.zeros(({height}, {width}, 3), np.{dtype})
 t = time.perf_counter()
-downpool.downscale(img, {method!r}, kernel_size={k}, **{params!r})
+downpool.downscale(img, {method!r}, **{geometry!r}, **{params!r})
 print(time.perf_counter() - t)
 """
 
 
-def first_call_times(dtype: str, k: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Seconds of each case's first call in a fresh process: empty cache, then warm.
+def first_call_times(dtype: str, geometry: dict, shape: tuple[int, int],
+                     cases: list) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds of each case's first call on a ``shape`` image in a fresh process:
+    empty cache, then warm.
 
     Every case gets its own process and its own empty Numba cache, so a kernel
-    that several methods share (the separable one) is compiled in each.
+    that several methods share (the separable one) is compiled in each. An
+    even ``shape`` at k=2 compiles the constant-size block kernel alone; an
+    odd one also the kernel for the partial windows at its edges (and dpid,
+    whose windows are then not blocks, its general kernels).
     """
     cold: dict[str, float] = {}
     warm: dict[str, float] = {}
-    for label, method, params in CASES:
-        code = _FIRST_CALL.format(dtype=dtype, method=method, params=params, k=k)
+    for label, method, params in cases:
+        code = _FIRST_CALL.format(dtype=dtype, method=method, params=params, geometry=geometry,
+                                  height=shape[0], width=shape[1])
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache)
             for times in (cold, warm):
@@ -163,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--methods", default=None, help="comma-separated labels (default: all)")
     parser.add_argument("--no-first-call", action="store_true", help="skip the cold/warm start-up runs")
+    parser.add_argument("--first-call-shape", default="64x64", metavar="HxW",
+                        help="image of the start-up runs (default 64x64; odd sizes add edge kernels)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure each method's peak memory, in a fresh process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -190,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.methods:
         wanted = set(args.methods.split(","))
         cases = [c for c in CASES if c[0] in wanted or c[1] in wanted]
-    cold, warm = ({}, {}) if args.no_first_call else first_call_times(args.dtype, args.k)
+    shape = tuple(int(n) for n in args.first_call_shape.lower().split("x"))
+    cold, warm = (({}, {}) if args.no_first_call
+                  else first_call_times(args.dtype, geometry, shape, cases))
 
     print(f"# downpool {downpool.__version__}: {img.shape[1]}x{img.shape[0]} RGB {args.dtype} "
           f"({mp:.1f} MP), {geometry}, {numba.get_num_threads()} Numba thread(s)")
