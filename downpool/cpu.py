@@ -11,7 +11,8 @@ call starts Numba's threading layer):
 - per-window kernels for the methods that need each window's own statistics
   (dpp, dpid, stochastic sample, and the softpool/lp fallbacks for extreme
   parameters), which call the shared window functions of
-  :mod:`downpool.windows` for every output pixel.
+  :mod:`downpool.windows` for every output pixel; dpid's makes its guide a
+  row at a time and has a one-pass form of its own for the default lam = 1.
 
 Where the windows tile the image (integer pooling with stride equal to the
 kernel, or a size that divides the image's), every entry point hands the job
@@ -34,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from . import cpu_blocks as blocks
-from .core import PoolJob, smooth_guide
+from .core import PoolJob
 from .windows import (DPP_EPS2, dpid_window, dpp_window, lp_window, power, sample_window,
                       softpool_window, stored, uniform_draw)
 
@@ -257,17 +258,120 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
 
 
 # --- dpid ------------------------------------------------------------------
+#
+# As the block kernel does (cpu_blocks), the guide is made a row at a time:
+# each call keeps the area means G of output rows i-1, i, i+1 in a ring of
+# three rows, smooths them into Gs of row i and pools row i's windows against
+# it, so nothing of the output's size is allocated (a whole float64 guide and
+# its smoothing were 3-4x the output's bytes, and took longer than the pooling).
 
 
-@njit(cache=True, nogil=True)
-def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, guide, n_colour, lam,
-                i0, i1):
-    res = np.empty(img.shape[2])
+@njit(cache=True)
+def _guide_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, dest):
+    """G of output row ``g``: the coverage-weighted mean of every channel, in working
+    values, summed in the order of the separable avg kernel (the same bits)."""
+    for x in range(column.shape[0]):
+        column[x] = 0.0
+    for r in range(yn[g]):
+        w = yw[g, r]
+        src = rows[ys[g] + r]
+        for x in range(column.shape[0]):
+            column[x] += w * src[x]
+    _pool_columns(column, xs, xn, xw, channels, dest)
+    for k in range(dest.shape[0]):
+        dest[k] = dest[k] * in_scale
+
+
+@njit(cache=True, inline="always")
+def _dpid_direct_window(rows, in_scale, y0, ny, yw, i, x0, nx, xw, j, channels, n_colour, gs,
+                        base, res):
+    """dpid with lam = 1 as the SPEC writes it, weights ``c |a - Gs|``, in one pass.
+
+    The caller has checked that no weight can overflow or vanish (as for the
+    block kernel's direct form); a window whose weights all are 0 has every
+    pixel at Gs, which is then its output.  The SPEC's 1/sqrt(C) cancels in
+    the ratio.  Up to four channels, kept in scalars.
+    """
+    m1 = 1.0 if n_colour > 1 else 0.0
+    m2 = 1.0 if n_colour > 2 else 0.0
+    m3 = 1.0 if n_colour > 3 else 0.0
+    g0 = gs[base]
+    g1 = gs[base + 1] if channels > 1 else 0.0
+    g2 = gs[base + 2] if channels > 2 else 0.0
+    g3 = gs[base + 3] if channels > 3 else 0.0
+    den = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for r in range(ny):
+        y = y0 + r
+        wr = yw[i, r]
+        for t in range(nx):
+            px = (x0 + t) * channels
+            a0 = rows[y, px] * in_scale
+            a1 = rows[y, px + 1] * in_scale if channels > 1 else 0.0
+            a2 = rows[y, px + 2] * in_scale if channels > 2 else 0.0
+            a3 = rows[y, px + 3] * in_scale if channels > 3 else 0.0
+            d2 = (a0 - g0) * (a0 - g0) + m1 * ((a1 - g1) * (a1 - g1)) \
+                + m2 * ((a2 - g2) * (a2 - g2)) + m3 * ((a3 - g3) * (a3 - g3))
+            w = wr * xw[j, t] * math.sqrt(d2)
+            den += w
+            s0 += w * a0
+            s1 += w * a1
+            s2 += w * a2
+            s3 += w * a3
+    some = den > 0.0
+    inv = 1.0 / den if some else 0.0
+    res[0] = s0 * inv if some else g0
+    if channels > 1:
+        res[1] = s1 * inv if some else g1
+    if channels > 2:
+        res[2] = s2 * inv if some else g2
+    if channels > 3:
+        res[3] = s3 * inv if some else g3
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_colour, lam,
+                direct_dims, i0, i1):
+    """dpid of output rows ``i0`` to ``i1``: the direct form where ``direct_dims`` is
+    ``(0,)`` (lam = 1, checked by the caller), else :func:`downpool.windows.dpid_window`'s
+    weights relative to each window's largest distance.
+
+    The form is the length of a tuple, so that Numba prunes the other form
+    before typing (as in :func:`downpool.cpu_blocks.pool_kernel`) and compiles
+    one window function, not both.
+    """
+    if i0 >= i1:
+        return
+    height, width, channels = img.shape
+    rows = img.reshape(height, width * channels)
+    n_rows, n_cols = out.shape[0], out.shape[1]
+    # Rows 0-2 the ring of G rows (row g at g % 3), 3 the vertical smoothing, 4 Gs.
+    ring = np.empty((5, n_cols * channels))
+    column = np.empty(width * channels)
+    res = np.empty(channels)
     for i in range(i0, i1):
-        for j in range(out.shape[1]):
-            dpid_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
-                         guide, n_colour, lam, res)
-            _store_pixel(out, i, j, res, out_max, out_int)
+        first = max(i0 - 1, 0) if i == i0 else i + 1
+        for g in range(first, min(i + 2, n_rows)):
+            _guide_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, ring[g % 3])
+        blocks.smooth_row(ring, i, n_rows, channels, ring[3], ring[4])
+        gs = ring[4]
+        if len(direct_dims) > 0:
+            for j in range(n_cols):
+                _dpid_direct_window(rows, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
+                                    channels, n_colour, gs, j * channels, res)
+                _store_pixel(out, i, j, res, out_max, out_int)
+        else:
+            # dpid_window indexes the guide and the row coverages by output row:
+            # this row's alone, as row 0.
+            guide = gs.reshape((1, n_cols, channels))
+            wy = yw[i:i + 1]
+            for j in range(n_cols):
+                dpid_window(img, in_scale, ys[i], yn[i], wy, 0, xs[j], xn[j], xw, j, guide,
+                            n_colour, lam, res)
+                _store_pixel(out, i, j, res, out_max, out_int)
 
 
 # --- entry points ----------------------------------------------------------
@@ -432,20 +536,19 @@ def pool_dpid(job: PoolJob, lam: float) -> None:
     if lam == 0.0:
         pool_avg(job)  # every weight is 1: the window's mean
         return
+    # The default lam = 1 has weights |a - Gs| as they stand for integer and
+    # float32 images: no distance can overflow in float64, nor be so small
+    # that its square flushes to zero without being zero.  Else the kernels
+    # divide the distances by the window's largest, for any exponent.
+    direct = lam == 1.0 and job.image.dtype != np.float64
     plan = blocks.block_plan(job)
     if plan is not None:
-        # The default lam = 1 has weights |a - Gs| as they stand for integer and
-        # float32 images: no distance can overflow in float64, nor be so small
-        # that its square flushes to zero without being zero.  Else the kernel
-        # divides the distances by the window's largest, for any exponent.
-        direct = lam == 1.0 and job.image.dtype != np.float64
         _blocks(job, plan, blocks.DPID_DIRECT if direct else blocks.DPID, param=lam)
         return
-    # Guide: the area average of every channel, then the 3x3 binomial smoothing.
-    area = job.with_output(np.empty(job.out.shape, dtype=np.float64))
-    pool_avg(area)
-    guide = smooth_guide(area.out)
-    blocks.run_rows(dpid_kernel, job.out, *job.kernel_args(), guide, job.n_colour, float(lam))
+    # The general kernel's direct form keeps up to four channels in scalars.
+    direct = direct and job.image.shape[2] <= 4
+    blocks.run_rows(dpid_kernel, job.out, *job.kernel_args(), job.n_colour, float(lam),
+                    (0,) if direct else ())
 
 
 # --- the range of a float image ------------------------------------------------------

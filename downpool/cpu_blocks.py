@@ -855,7 +855,7 @@ def _smooth_weight(k, n):
 
 
 @njit(cache=True)
-def _smooth_row(ring, i, n_rows, channels, vert, gs):
+def smooth_row(ring, i, n_rows, channels, vert, gs):
     """Gs of output row ``i`` from the G rows in ``ring`` (row g at ``ring[g % 3]``):
     the vertical pass, then the horizontal one, in core.smooth_guide's order of sums."""
     mid = ring[i % 3]
@@ -1132,7 +1132,7 @@ def _dpid_guide(rows, i, i0, n_rows, kh_dims, kw_dims, c_dims, sizes, height, wi
         else:
             _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale,
                        scratch[g % 3])
-    _smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
+    smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
 
 
 # dpp's and dpid's row passes for run-time sizes are compiled on their own and
