@@ -14,7 +14,7 @@ import numpy as np
 
 from .geometry import AxisWindows
 
-__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "float_range", "PoolJob", "smooth_guide",
+__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "float_range", "PoolJob",
            "quantize", "NUMBA_SCOPE_WARNING"]
 
 #: The message of a pedantic Numba self-check ("variable ... is not in scope")
@@ -134,31 +134,6 @@ class PoolJob:
     def with_output(self, out: np.ndarray) -> "PoolJob":
         """The same job writing working values (unscaled floats) to ``out``."""
         return dataclasses.replace(self, out=out, out_max=1.0, out_int=False)
-
-
-def _smooth_axis(g: np.ndarray, axis: int) -> np.ndarray:
-    """[1 2 1] along ``axis``; neighbours outside are left out, the rest renormalised."""
-    n = g.shape[axis]
-    if n == 1:
-        return g
-    g = np.moveaxis(g, axis, 0)
-    # Weights normalised before summing (1/4 2/4 1/4, or 2/3 1/3 at an edge):
-    # a convex combination, which cannot overflow even near float64's maximum.
-    side = np.full((n,) + (1,) * (g.ndim - 1), 0.25)
-    side[0] = side[-1] = 1.0 / 3.0
-    acc = (2.0 * side) * g
-    acc[1:] += side[1:] * g[:-1]
-    acc[:-1] += side[:-1] * g[1:]
-    return np.moveaxis(acc, 0, axis)
-
-
-def smooth_guide(guide: np.ndarray) -> np.ndarray:
-    """DPID's ``Gs``: ``guide`` smoothed by ``[1 2 1]^T [1 2 1]`` with border renormalisation.
-
-    The kernel is separable and the neighbours that exist form a product set,
-    so smoothing rows then columns, each renormalised, is the 2-D definition.
-    """
-    return np.ascontiguousarray(_smooth_axis(_smooth_axis(guide, 0), 1))
 
 
 def quantize(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -850,14 +850,23 @@ def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_sca
 @njit(cache=True, inline="always")
 def _smooth_weight(k, n):
     """The [1 2 1] side weight of index ``k`` of ``n``, renormalised at the ends
-    (as :func:`downpool.core.smooth_guide`)."""
+    (1/4 2/4 1/4 inside, 2/3 1/3 at an end)."""
     return 1.0 / 3.0 if k == 0 or k == n - 1 else 0.25
 
 
 @njit(cache=True)
 def smooth_row(ring, i, n_rows, channels, vert, gs):
     """Gs of output row ``i`` from the G rows in ``ring`` (row g at ``ring[g % 3]``):
-    the vertical pass, then the horizontal one, in core.smooth_guide's order of sums."""
+    G smoothed by ``[1 2 1]^T [1 2 1]``, neighbours outside the output left out and
+    the rest renormalised (SPEC 3, dpid step 2).
+
+    The kernel is separable and the neighbours that exist form a product set,
+    so a vertical pass, then a horizontal one, each renormalised, is the 2-D
+    definition.  The weights are normalised before summing: a convex
+    combination, which cannot overflow even near float64's maximum.  Every
+    CPU kernel makes Gs here (the general and block kernels give the same
+    bits).
+    """
     mid = ring[i % 3]
     up = ring[(i - 1) % 3]
     down = ring[(i + 1) % 3]

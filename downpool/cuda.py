@@ -260,13 +260,13 @@ def kernels(channels: int) -> SimpleNamespace:
 
     @cuda.jit
     def smooth(guide, guide_row0, first_row, n_rows, smoothed):
-        """``core.smooth_guide`` for output rows ``first_row + i``.
+        """``cpu_blocks.smooth_row`` for output rows ``first_row + i``.
 
         ``guide`` holds the unsmoothed guide's rows from ``guide_row0`` on
         (the strip's rows and the existing neighbours above and below);
         ``n_rows`` is the height of the whole output, whose top and bottom
         rows have no outer neighbour.  The weights are those of
-        ``core.smooth_guide``'s two passes -- 1/4 2/4 1/4, or 2/3 1/3 at an
+        ``cpu_blocks.smooth_row``'s two passes -- 1/4 2/4 1/4, or 2/3 1/3 at an
         edge, or 1 along an axis of length 1 -- multiplied out.
         """
         j, i = cuda.grid(2)
