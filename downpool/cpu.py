@@ -246,30 +246,11 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
 # --- dpp -------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
-def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alpha, lam, asym,
-               i0, i1):
-    res = np.empty(img.shape[2])
-    for i in range(i0, i1):
-        for j in range(out.shape[1]):
-            dpp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
-                        alpha, lam, asym, res)
-            _store_pixel(out, i, j, res, out_max, out_int)
-
-
-# --- dpid ------------------------------------------------------------------
-#
-# As the block kernel does (cpu_blocks), the guide is made a row at a time:
-# each call keeps the area means G of output rows i-1, i, i+1 in a ring of
-# three rows, smooths them into Gs of row i and pools row i's windows against
-# it, so nothing of the output's size is allocated (a whole float64 guide and
-# its smoothing were 3-4x the output's bytes, and took longer than the pooling).
-
-
 @njit(cache=True)
-def _guide_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, dest):
-    """G of output row ``g``: the coverage-weighted mean of every channel, in working
-    values, summed in the order of the separable avg kernel (the same bits)."""
+def _mean_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, dest):
+    """The coverage-weighted mean of every channel of output row ``g``'s windows, in
+    working values: dpp's g and dpid's G.  Summed in the order of the separable avg
+    kernel (the same bits), in ``column`` (an image row's length)."""
     for x in range(column.shape[0]):
         column[x] = 0.0
     for r in range(yn[g]):
@@ -280,6 +261,73 @@ def _guide_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, dest
     _pool_columns(column, xs, xn, xw, channels, dest)
     for k in range(dest.shape[0]):
         dest[k] = dest[k] * in_scale
+
+
+@njit(cache=True, inline="always")
+def _dpp_direct_window(rows, in_scale, y0, ny, yw, i, x0, nx, xw, j, channels, c, g, alpha,
+                       asym):
+    """dpp with lam = 1 as the SPEC writes it: weights ``c (alpha + sqrt((a - g)^2 + eps^2))``
+    around the window's mean ``g``, in one pass.
+
+    The caller has checked that no weight times a value can overflow (as for
+    the block kernel's direct form).
+    """
+    num = 0.0
+    den = 0.0
+    for r in range(ny):
+        y = y0 + r
+        wr = yw[i, r]
+        for t in range(nx):
+            a = rows[y, (x0 + t) * channels + c] * in_scale
+            d = a - g
+            if asym:
+                d = max(d, 0.0)
+            w = wr * xw[j, t] * (alpha + math.sqrt(d * d + DPP_EPS2))
+            num += w * a
+            den += w
+    return num / den
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alpha, lam, asym,
+               direct_dims, i0, i1):
+    """dpp of output rows ``i0`` to ``i1``: the direct form where ``direct_dims`` is
+    ``(0,)`` (lam = 1, checked by the caller), with each row's window means made
+    first in passes along the row; else :func:`downpool.windows.dpp_window`'s
+    weights relative to each window's largest.  The form is the length of a
+    tuple, so that Numba compiles one of them (as in :func:`dpid_kernel`).
+    """
+    if i0 >= i1:
+        return
+    height, width, channels = img.shape
+    rows = img.reshape(height, width * channels)
+    n_cols = out.shape[1]
+    means = np.empty(n_cols * channels)
+    column = np.empty(width * channels)
+    res = np.empty(channels)
+    for i in range(i0, i1):
+        if len(direct_dims) > 0:
+            _mean_row(rows, i, ys, yn, yw, xs, xn, xw, channels, in_scale, column, means)
+            for j in range(n_cols):
+                for c in range(channels):
+                    res[c] = _dpp_direct_window(rows, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j],
+                                                xw, j, channels, c, means[j * channels + c],
+                                                alpha, asym)
+                _store_pixel(out, i, j, res, out_max, out_int)
+        else:
+            for j in range(n_cols):
+                dpp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
+                           alpha, lam, asym, res)
+                _store_pixel(out, i, j, res, out_max, out_int)
+
+
+# --- dpid ------------------------------------------------------------------
+#
+# As the block kernel does (cpu_blocks), the guide is made a row at a time:
+# each call keeps the area means G of output rows i-1, i, i+1 in a ring of
+# three rows, smooths them into Gs of row i and pools row i's windows against
+# it, so nothing of the output's size is allocated (a whole float64 guide and
+# its smoothing were 3-4x the output's bytes, and took longer than the pooling).
 
 
 @njit(cache=True, inline="always")
@@ -355,7 +403,7 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
     for i in range(i0, i1):
         first = max(i0 - 1, 0) if i == i0 else i + 1
         for g in range(first, min(i + 2, n_rows)):
-            _guide_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, ring[g % 3])
+            _mean_row(rows, g, ys, yn, yw, xs, xn, xw, channels, in_scale, column, ring[g % 3])
         blocks.smooth_row(ring, i, n_rows, channels, ring[3], ring[4])
         gs = ring[4]
         if len(direct_dims) > 0:
@@ -512,19 +560,19 @@ def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:
     if lam == 0.0:
         pool_avg(job)  # every weight is alpha + 1: the window's mean
         return
-    plan = blocks.block_plan(job)
-    if plan is None:
-        blocks.run_rows(dpp_kernel, job.out, *job.kernel_args(), float(alpha), float(lam),
-                        variant == "asym")
-        return
     # The default lam = 1 has weights alpha + sqrt((a - g)^2 + eps^2) as they
-    # stand, where every w * a lies far inside float64; else the kernel divides
+    # stand, where every w * a lies far inside float64; else the kernels divide
     # the weights by the window's largest, for any exponent.
     lo, hi = job.value_range
     magnitude = max(abs(lo), abs(hi), 1.0)
     span = hi - lo  # may be inf: a product, not a power, which would raise
     direct = lam == 1.0 and (math.log(max(alpha, 1.0)) + 0.5 * math.log(span * span + DPP_EPS2)
                              + math.log(magnitude) <= _EXP_LIMIT)
+    plan = blocks.block_plan(job)
+    if plan is None:
+        blocks.run_rows(dpp_kernel, job.out, *job.kernel_args(), float(alpha), float(lam),
+                        variant == "asym", (0,) if direct else ())
+        return
     if variant == "asym":
         method = blocks.DPP_ASYM_DIRECT if direct else blocks.DPP_ASYM
     else:
