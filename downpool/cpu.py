@@ -37,7 +37,7 @@ from numba import njit
 from . import cpu_blocks as blocks
 from .core import PoolJob
 from .windows import (DPP_EPS2, dpid_window, dpp_window, lp_window, power, sample_window,
-                      softpool_window, stored, uniform_draw)
+                      selection_value, softpool_window, stored, uniform_draw)
 
 __all__ = [
     "float_range",
@@ -229,18 +229,90 @@ def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int
 
 # --- stochastic ------------------------------------------------------------
 
+# The selection value, compiled again to be inlined into the pass below.
+_selection_value = njit(inline="always")(selection_value.py_func)
+
+
+@njit(cache=True, inline="always")
+def _pick(values, ny, yw, i, x0, nx, xw, j, u):
+    """``(r, x)`` of the pixel drawn from window ``(i, j)``: row ``r`` of the window, column
+    ``x`` of the image.
+
+    :func:`downpool.windows.sample_window`'s pick, step for step, so that every
+    kernel and device picks the same pixel for the same draw, but with the
+    selection values read from ``values[r, x]`` (made once per output row)
+    instead of computed twice per pixel.
+    """
+    total = 0.0
+    for r in range(ny):
+        for s in range(nx):
+            total += yw[i, r] * xw[j, s] * values[r, x0 + s]
+    uniform = total <= 0.0  # all weights zero: draw by coverage alone
+    target = u * (1.0 if uniform else total)
+    cum = 0.0
+    pick_r = -1
+    pick_x = -1
+    for r in range(ny):
+        for s in range(nx):
+            w = yw[i, r] * xw[j, s]
+            if not uniform:
+                w *= values[r, x0 + s]
+            if w > 0.0:
+                # The last pixel with weight is the fallback if rounding
+                # leaves ``cum`` just short of ``target`` at the end.
+                pick_r = r
+                pick_x = x0 + s
+                cum += w
+                if cum > target:
+                    return pick_r, pick_x
+    return pick_r, pick_x
+
 
 @njit(cache=True, nogil=True)
 def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                             seed, value_mode, n_colour, i0, i1):
-    width = out.shape[1]
-    res = np.empty(img.shape[2])
+                             seed, value_mode, n_colour, buffered_dims, i0, i1):
+    """Stochastic sample of output rows ``i0`` to ``i1``, copying every channel of the
+    pixel drawn from each window.
+
+    Where ``buffered_dims`` is ``(0,)``, the selection values of each output
+    row's window rows are made first, in a pass along them, and each window
+    picks from them (:func:`_pick`).  Where it is ``()`` (windows so tall
+    that their rows' values would take more than :data:`SAMPLE_VALUES`
+    float64s: thumbnails a few pixels high of a large image), each window
+    computes its values as it goes, in :func:`downpool.windows.sample_window`,
+    which picks the same pixels.  The form is the length of a tuple, so that
+    Numba compiles one of them (as in :func:`dpid_kernel`).
+    """
+    if i0 >= i1:
+        return
+    width, channels = img.shape[1], img.shape[2]
+    n_cols = out.shape[1]
+    values = np.empty((yw.shape[1] if len(buffered_dims) > 0 else 0, width))
+    res = np.empty(channels)
     for i in range(i0, i1):
-        for j in range(width):
-            u = uniform_draw(seed, i * width + j)
-            sample_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
-                           u, value_mode, n_colour, res)
-            _store_pixel(out, i, j, res, out_max, out_int)
+        y0 = ys[i]
+        ny = yn[i]
+        if len(buffered_dims) == 0:
+            for j in range(n_cols):
+                sample_window(img, in_scale, y0, ny, yw, i, xs[j], xn[j], xw, j,
+                              uniform_draw(seed, i * n_cols + j), value_mode, n_colour, res)
+                _store_pixel(out, i, j, res, out_max, out_int)
+            continue
+        for r in range(ny):
+            for x in range(width):
+                values[r, x] = _selection_value(img, y0 + r, x, value_mode, n_colour)
+        for j in range(n_cols):
+            r, x = _pick(values, ny, yw, i, xs[j], xn[j], xw, j, uniform_draw(seed, i * n_cols + j))
+            for c in range(channels):
+                out[i, j, c] = stored(img[y0 + r, x, c] * in_scale, out_max, out_int)
+
+
+def sample_kernel_form(job: PoolJob, max_values: int | None = None) -> tuple:
+    """``buffered_dims`` of :func:`stochastic_sample_kernel` for ``job``: ``(0,)`` where a
+    thread's selection values of one output row's windows take at most ``max_values``
+    float64s (default :data:`SAMPLE_VALUES`)."""
+    limit = SAMPLE_VALUES if max_values is None else max_values
+    return (0,) if job.rows.weight.shape[1] * job.image.shape[1] <= limit else ()
 
 
 # --- dpp -------------------------------------------------------------------
@@ -426,6 +498,10 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
 
 _NO_TABLE = np.zeros(1)
 
+#: Most selection values (float64) a thread of the general stochastic sample
+#: kernel keeps, 8 MB: jobs with taller windows compute them as they go.
+SAMPLE_VALUES = 1 << 20
+
 # Largest exponent magnitude the separable paths allow: e^600 and e^-600 are
 # well inside float64, so no window's weights can all underflow or overflow.
 _EXP_LIMIT = 600.0
@@ -544,7 +620,8 @@ def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
             _blocks(job, plan, blocks.SAMPLE, seed=seed)
         else:
             blocks.run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(),
-                            np.uint64(seed), job.value_mode, job.n_colour)
+                            np.uint64(seed), job.value_mode, job.n_colour,
+                            sample_kernel_form(job))
         return
     # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
     # overflow when squared, and multiply back.

@@ -160,9 +160,11 @@ def test_exp_of_block_softpool_matches_math_exp(x):
         assert got == 0.0
 
 
-def _general_kernel_sample(image, seed, geometry):
-    """Stochastic sample by the general window kernel (``windows.sample_window``), in
-    the image's own values: the kernel that every geometry can take."""
+def _general_kernel_sample(image, seed, geometry, max_values=None):
+    """Stochastic sample by the general kernel, in the image's own values: the kernel
+    that every geometry can take.  ``max_values`` caps its buffer of selection
+    values (default ``cpu.SAMPLE_VALUES``); jobs whose windows need more take
+    ``windows.sample_window``."""
     from downpool import cpu
     from downpool.core import PoolJob, check_image
     from downpool.geometry import plan_windows
@@ -176,7 +178,8 @@ def _general_kernel_sample(image, seed, geometry):
                   out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
                   value_range=value_range)
     cpu.stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
-                                 job.n_colour, 0, rows.size)  # every output row
+                                 job.n_colour, cpu.sample_kernel_form(job, max_values),
+                                 0, rows.size)  # every output row
     return job.out.reshape(job.out.shape[:2] + arr.shape[2:])
 
 
@@ -203,6 +206,31 @@ def test_sample_block_kernels_pick_the_general_kernels_pixels(dtype, channels, b
     image[rng.random(shape[:2]) < zeros] = 0
     got = downscale(image, "stochastic", seed=seed, **geometry)
     np.testing.assert_array_equal(got, _general_kernel_sample(image, seed, geometry))
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), channels=st.sampled_from([None, 1, 2, 3, 4]),
+       shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+       fraction=st.tuples(st.floats(0.02, 1.0), st.floats(0.02, 1.0)),
+       zeros=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 2**64 - 1),
+       data=st.randoms(use_true_random=False))
+def test_sample_general_kernel_buffered_values_pick_as_sample_window(dtype, channels, shape,
+                                                                      fraction, zeros, seed,
+                                                                      data):
+    """The general kernel's selection values made once per output row (its pick over
+    them) and computed per window (``windows.sample_window``, taken where the
+    windows' rows would not fit the buffer) pick the same pixels, on area windows
+    with fractional coverages."""
+    if channels is not None:
+        shape += (channels,)
+    rng = np.random.default_rng(data.getrandbits(32))
+    image = rand(rng, shape, dtype)
+    image[rng.random(shape[:2]) < zeros] = 0
+    size = tuple(max(1, int(n * f)) for n, f in zip(shape[:2], fraction))
+    buffered = _general_kernel_sample(image, seed, {"size": size})
+    per_window = _general_kernel_sample(image, seed, {"size": size}, max_values=0)
+    np.testing.assert_array_equal(buffered, per_window)
+    np.testing.assert_array_equal(downscale(image, "stochastic", seed=seed, size=size), buffered)
 
 
 @pytest.mark.parametrize("channels", [None, 2, 3, 4])
