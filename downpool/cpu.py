@@ -571,8 +571,11 @@ def pool_lp(job: PoolJob, p: float) -> None:
     use_table = values is not None and p * math.log(values.shape[0] - 1) < _EXP_LIMIT
     plan = blocks.block_plan(job)
     constant = plan is not None and plan.constant
-    if constant and values is not None and p == 2.0:
-        _blocks(job, plan, blocks.RMS)  # the default: sums of squared stored values
+    # The default p = 2 on integer and float32 images: sums of squared stored
+    # values in float64, where no float32 value's square can overflow or
+    # underflow, so the window maximum is not needed.
+    if constant and p == 2.0 and (values is not None or job.image.dtype == np.float32):
+        _blocks(job, plan, blocks.RMS)
     elif constant and use_table:
         _blocks(job, plan, blocks.LP_TABLE, values ** p, param=p)
     elif plan is not None and not use_table:

@@ -379,7 +379,8 @@ def _lp_table_window(rows, y0, ny, x0, nx, channels, c, table, inv_p):
 
 @njit(cache=True, inline="always")
 def _rms_window(rows, y0, ny, x0, nx, channels, c, in_scale):
-    """lp with p = 2 on an integer image: squares of stored values, exact in float64."""
+    """lp with p = 2 on an integer or float32 image: squares of stored values in
+    float64 (exact for integers; no float32 value's square overflows or underflows)."""
     s = 0.0
     for r in range(ny):
         src = rows[y0 + r]

@@ -267,6 +267,16 @@ def test_lp_any_p(case, p):
         check(image, "lp", {"p": p}, geom, data_scale=scale)
 
 
+@pytest.mark.parametrize("scale", [3.4e38, 1e-37])
+def test_lp_default_p_on_float32_near_the_ends_of_its_range(scale):
+    """lp's default p = 2 over 2x2 blocks of float32 sums the squares in float64
+    without the window maximum: no overflow near float32's largest value, and no
+    loss near its smallest normal one."""
+    image = (scale * np.random.default_rng(9).random((8, 9, 3))).astype(np.float32)
+    image[:2, :2] = 0  # an all-zero window
+    check(image, "lp", {}, {"kernel_size": 2}, data_scale=scale)
+
+
 @pytest.mark.parametrize("case", NONNEG_CASES, ids=[c[0] for c in NONNEG_CASES])
 def test_stochastic_expectation_ranges(case):
     _, image, scale = case
