@@ -47,10 +47,13 @@ CASES = [
 ]
 
 
-def make_image(megapixels: float, dtype: str) -> np.ndarray:
-    """A 3:2 RGB image of about ``megapixels``, tiled from a sample photograph."""
+def make_image(megapixels: float, dtype: str, odd: bool = False) -> np.ndarray:
+    """A 3:2 RGB image of about ``megapixels``, tiled from a sample photograph; with
+    ``odd``, one row and one column more (6001x4001 for 24 MP)."""
     width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
     height = int(round(megapixels * 1e6 / width))
+    if odd:
+        width, height = width + 1, height + 1
     tile = np.asarray(Image.open(SAMPLE).convert("RGB"))
     reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
     img = np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
@@ -128,8 +131,9 @@ import sys, numpy as np
 sys.path.insert(0, {bench_dir!r})
 from bench_kernels import make_image
 import downpool
-img = make_image({megapixels}, {dtype!r})
-downpool.downscale(img[:64, :64], {method!r}, {geometry}, **{params!r})  # compile or load the kernel
+img = make_image({megapixels}, {dtype!r}, {odd!r})
+# compile or load the kernels, on an image as odd or even as the timed one
+downpool.downscale(img[:64 + {odd:d}, :64 + {odd:d}], {method!r}, {geometry}, **{params!r})
 def status(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
@@ -142,7 +146,7 @@ print(status("VmHWM:") - before, out.nbytes, img.nbytes)
 
 
 def peak_memory(method: str, params: dict, geometry: dict, megapixels: float,
-                dtype: str) -> tuple[int, int, int]:
+                dtype: str, odd: bool = False) -> tuple[int, int, int]:
     """(peak RSS growth during one downscale call, output bytes, input bytes), in a fresh process.
 
     The input is made and the kernel loaded first; the kernel's peak is then
@@ -151,7 +155,7 @@ def peak_memory(method: str, params: dict, geometry: dict, megapixels: float,
     """
     geo = ", ".join(f"{k}={v!r}" for k, v in geometry.items())
     code = _PEAK_MEMORY.format(bench_dir=str(Path(__file__).parent), megapixels=megapixels,
-                               dtype=dtype, method=method, geometry=geo, params=params)
+                               dtype=dtype, method=method, geometry=geo, params=params, odd=odd)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     grown, out_bytes, in_bytes = map(int, out.split()[-3:])
@@ -163,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--megapixels", type=float, default=24.0)
     parser.add_argument("--dtype", default="uint8", choices=["uint8", "uint16", "float32", "float64"])
     parser.add_argument("-k", type=int, default=2)
+    parser.add_argument("--odd", action="store_true",
+                        help="one row and one column more (6001x4001 for 24 MP): windows k does "
+                             "not divide (dpid's are then not blocks)")
     parser.add_argument("--scale", type=float, default=None,
                         help="time size=scale geometry instead of -k (Pillow reduces by round(1/scale))")
     parser.add_argument("--threads", type=int, default=None, help="Numba threads (default: all cores)")
@@ -182,14 +189,14 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         numba.set_num_threads(args.threads)
-    img = make_image(args.megapixels, args.dtype)
+    img = make_image(args.megapixels, args.dtype, args.odd)
     mp = img.shape[0] * img.shape[1] / 1e6
     geometry = {"scale": args.scale} if args.scale else {"kernel_size": args.k}
     factor = round(1 / args.scale) if args.scale else args.k
 
     # Pillow's reduce works on 8-bit RGB (and float "F" single channel); compare
     # against the 8-bit reduce of the same picture, as a user's photo would be.
-    pil = Image.fromarray(make_image(args.megapixels, "uint8"))
+    pil = Image.fromarray(make_image(args.megapixels, "uint8", args.odd))
     t_pillow = best_time(lambda: pil.reduce(factor), args.repeat)
     buf = np.empty_like(img)
     t_copy = best_time(lambda: np.copyto(buf, img), args.repeat)
@@ -228,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                "pillow_mp_per_s": mp / t_base,
                "first_call_empty_cache_s": c, "first_call_warm_cache_s": w}
         if args.memory:
-            grown, out_bytes, _ = peak_memory(method, params, geometry, args.megapixels, args.dtype)
+            grown, out_bytes, _ = peak_memory(method, params, geometry, args.megapixels, args.dtype,
+                                              args.odd)
             mem = f" {grown / 1e6:.1f} | {out_bytes / 1e6:.1f} |"
             row.update(peak_growth_bytes=grown, output_bytes=out_bytes)
         print(f"| {label} | {mp / t:.0f} | {t_base / t:.2f} | "
