@@ -11,8 +11,12 @@ call starts Numba's threading layer):
 - per-window kernels for the methods that need each window's own statistics
   (dpp, dpid, stochastic sample, and the softpool/lp fallbacks for extreme
   parameters), which call the shared window functions of
-  :mod:`downpool.windows` for every output pixel; dpid's makes its guide a
-  row at a time and has a one-pass form of its own for the default lam = 1.
+  :mod:`downpool.windows` for every output pixel.  Three of them have a
+  faster form of their own: dpp and dpid, for the default lam = 1, take the
+  SPEC's weights in one pass around window means (dpp's g, dpid's guide G,
+  smoothed into Gs) made for the whole output row first, a row at a time
+  (:func:`_mean_row`); stochastic sample makes the selection values of each
+  output row's window rows once and picks from them (:func:`_pick`).
 
 Where the windows tile the image (integer pooling with stride equal to the
 kernel, or a size that divides the image's), every entry point hands the job
