@@ -160,6 +160,29 @@ def test_exp_of_block_softpool_matches_math_exp(x):
         assert got == 0.0
 
 
+def test_exp2_of_float32_softpool_within_2_2e_7():
+    """softpool's float32 2^x (block kernels with bounded exponents): within 2.2e-7
+    relative of 2^x on a dense grid of the exponents it takes (|x| <= 8 / ln 2),
+    at the ends of its stated range |x| <= 126, and at the rounding boundaries
+    x = n +- 1/2."""
+    from downpool.cpu_blocks import _exp2_f32
+
+    @numba.njit
+    def powers(xs):
+        out = np.empty_like(xs)
+        for i in range(xs.size):
+            out[i] = _exp2_f32(xs[i])
+        return out
+
+    halves = np.arange(-126, 126) + np.float32(0.5)
+    xs = np.concatenate([np.linspace(-12.5, 12.5, 2_000_001), np.linspace(-126, 126, 100_001),
+                         halves, np.nextafter(halves, 0), np.nextafter(halves, 200)])
+    xs = xs.astype(np.float32)
+    exact = 2.0 ** xs.astype(np.float64)
+    error = np.abs(powers(xs) - exact) / exact
+    assert error.max() <= 2.2e-7, (error.max(), xs[error.argmax()])
+
+
 def _general_kernel_sample(image, seed, geometry, max_values=None):
     """Stochastic sample by the general kernel, in the image's own values: the kernel
     that every geometry can take.  ``max_values`` caps its buffer of selection

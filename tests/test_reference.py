@@ -246,6 +246,64 @@ def test_softpool_any_beta_any_range(case, beta):
         check(image, "softpool", {"beta": beta}, geom, data_scale=scale)
 
 
+def _softpool_f32_cases():
+    """(name, image, beta, data_scale, whether softpool's float32 block kernel takes it).
+
+    The float32 kernel takes constant blocks (k=2 on grey and RGB uint8,
+    uint16 and float32) where beta * (hi - lo) / 2 <= 8 and the values'
+    magnitude is in [1e-30, 1e30]; odd sizes add its partial windows.
+    """
+    rng = np.random.default_rng(31)
+    cases = []
+    for dtype in (np.uint8, np.uint16):
+        for layout, shape in [(3, (12, 16)), (1, (13, 17)), ("2d", (9, 6)), (3, (15, 11))]:
+            image = random_image(rng, shape, dtype, layout)
+            for beta, used in [(4.4, True), (16.0, True), (16.001, False)]:
+                cases.append((f"{np.dtype(dtype).name}-{layout}-{shape}-beta{beta}", image, beta,
+                              1.0, used))
+    for name, lo, hi, beta, used in [
+        ("unit", 0.0, 1.0, 16.0, True),
+        ("signed", -5.0, 3.0, 2.0, True),
+        ("offset", 1e3, 1e3 + 1.0, 15.9, True),
+        ("1e30", -9e29, 9e29, 8e-30, True),
+        ("3e30", 0.0, 3e30, 1e-30, False),
+        ("1e-30", 0.0, 1e-30, 1.5e31, True),
+        ("1e-31", 0.0, 1e-31, 1e31, False),
+        ("wide", 0.0, 1.0, 16.5, False),
+    ]:
+        for layout, shape in [(3, (12, 16)), ("2d", (11, 13))]:
+            image = random_image(rng, shape, np.float32, layout, lo=lo, hi=hi)
+            # Windows that hold both ends of the range: weights e^-8 and e^8 side by side.
+            image[::3, ::2] = np.float32(lo)
+            image[1::3, 1::2] = np.float32(hi)
+            scale = float(np.abs(image.astype(np.float64)).max())
+            cases.append((f"float32-{name}-{layout}-{shape}", image, beta, scale, used))
+    return cases
+
+
+SOFTPOOL_F32_CASES = _softpool_f32_cases()
+
+
+@pytest.mark.parametrize("case", SOFTPOOL_F32_CASES, ids=[c[0] for c in SOFTPOOL_F32_CASES])
+def test_softpool_float32_kernel_within_its_bounds(case, monkeypatch):
+    """softpool's float32 block kernel (weights centred on the range's middle, no window
+    maximum) against the float64 reference, at and past the bounds where it is
+    taken, and that it is taken exactly there."""
+    from downpool import cpu_blocks
+
+    _, image, beta, scale, used = case
+    methods = []
+    pool_blocks = cpu_blocks.pool_blocks
+
+    def spy(plan, method, *args):
+        methods.append(method)
+        return pool_blocks(plan, method, *args)
+
+    monkeypatch.setattr(cpu_blocks, "pool_blocks", spy)
+    check(image, "softpool", {"beta": beta}, {"kernel_size": 2}, data_scale=scale)
+    assert (methods == [cpu_blocks.SOFTPOOL_F32]) == used, methods
+
+
 NONNEG_CASES = [c for c in RANGE_CASES if c[0] in ("f64-unit", "f32-unit", "u8", "u16", "f64-tiny")]
 NONNEG_CASES.append(("f64-0-1e6", np.random.default_rng(5).uniform(0, 1e6, (11, 14, 3)), 1e6))
 
