@@ -916,7 +916,8 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
     width = n_windows * block_w
     start = first * block_w * channels
     draws = scratch[block_h, :n_windows]
-    picks = scratch[block_h + 1, :n_windows]
+    # Integers (the scratch row's bits): the copy below indexes with them as they are.
+    picks = scratch[block_h + 1, :n_windows].view(np.int64)
     row_length = o.shape[0] // channels
     for r in range(block_h):
         # selection_value, from the contiguous row (views from 0: see the module).
@@ -964,7 +965,7 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
                 last = r * block_w + s if w > 0.0 else last
         picks[j] = below if below < n else last
     for j in range(n_windows):
-        k = np.intp(picks[j])
+        k = picks[j]
         src = rows[y0 + k // block_w]
         x = (first + j) * block_w + k % block_w
         for c in range(channels):
