@@ -72,7 +72,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, types
 from numba.core.errors import NumbaIRAssumptionWarning
-from llvmlite import ir
 from numba.extending import intrinsic, overload
 
 from .core import NUMBA_SCOPE_WARNING, PoolJob
@@ -427,20 +426,21 @@ def _softpool_table_window(rows, y0, ny, x0, nx, channels, c, tables):
     return num / den
 
 
-@intrinsic
-def _float_bits(typingctx, x):
-    """The bits of a float64, as an int64 (a bitcast, which LLVM vectorises)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
+def _bitcast(source, target):
+    """An intrinsic that reads a ``source`` scalar's bits as a ``target`` of the same
+    width: a bitcast, which LLVM vectorises."""
+    @intrinsic
+    def bitcast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+        return target(source), codegen
+    return bitcast
 
 
-@intrinsic
-def _bits_float(typingctx, n):
-    """The float64 whose bits are the int64 ``n``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
+_float_bits = _bitcast(types.float64, types.int64)
+_bits_float = _bitcast(types.int64, types.float64)
+_float32_bits = _bitcast(types.float32, types.int32)
+_bits_float32 = _bitcast(types.int32, types.float32)
 
 
 _LOG2E = 1.4426950408889634
@@ -496,22 +496,6 @@ _EXP2_C1 = np.float32(0.6931469670603315)
 _EXP2_C0 = np.float32(1.0000000716561699)
 _F32_HALF = np.float32(0.5)
 _F32_ZERO = np.float32(0.0)
-
-
-@intrinsic
-def _float32_bits(typingctx, x):
-    """The bits of a float32, as an int32."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_float32(typingctx, n):
-    """The float32 whose bits are the int32 ``n``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
 
 
 @njit(cache=True, forceinline=True, fastmath={"contract"})
