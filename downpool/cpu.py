@@ -609,7 +609,7 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
     bounded = exponent + math.log(magnitude) <= _EXP_LIMIT
     values = _working_values(job)
     plan = blocks.block_plan(job)
-    if plan is not None and plan.constant and _softpool_in_float32(exponent, lo, hi):
+    if plan is not None and plan.constant and _softpool_in_float32(beta, lo, hi):
         _blocks(job, plan, blocks.SOFTPOOL_F32, param=beta, param2=ref)
     elif bounded and values is not None:  # integer input: tables of e and e * a
         weights = np.exp(beta * (values - ref))
@@ -633,19 +633,26 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
 _EXP_LIMIT_F32 = 8.0
 
 
-def _softpool_in_float32(exponent: float, lo: float, hi: float) -> bool:
+def _softpool_in_float32(beta: float, lo: float, hi: float) -> bool:
     """Whether softpool's float32 block kernel (``cpu_blocks.SOFTPOOL_F32``) keeps SPEC 1's
     accuracy on an image whose values lie in [lo, hi].
 
     Its weights are centred on the range's middle and bounded by
-    ``e^exponent`` (at most e^8), so every term e * a stays in float32's normal
-    range when the values' magnitude does: float images of magnitude above
-    1e30 (e * a would near float32's largest) or below 1e-30 (e * a would be
-    subnormal, with fewer significant bits) keep the float64 kernels. beta = 4.4
-    on 8- and 16-bit images gives 2.2.
+    ``e^(beta * (hi - lo) / 2)`` (at most e^8), so every term e * a stays in
+    float32's normal range when the values' magnitude does: float images of
+    magnitude above 1e30 (e * a would near float32's largest) or below 1e-30
+    (e * a would be subnormal, with fewer significant bits) keep the float64
+    kernels. The kernel forms each exponent as ``a * beta / ln 2 - shift`` in one
+    multiply-add, which rounds once where the CPU fuses it and twice where it
+    does not: ``beta * |a| <= 16`` keeps both roundings below 1e-6 of a weight
+    (values far from 0 relative to their spread, such as [1000, 1001] at a beta
+    that spread needs, keep the float64 kernels). beta = 4.4 on 8- and 16-bit
+    images gives an exponent of 2.2 and beta * |a| <= 4.4.
     """
     magnitude = max(abs(lo), abs(hi))
-    return exponent <= _EXP_LIMIT_F32 and (magnitude == 0.0 or 1e-30 <= magnitude <= 1e30)
+    return (beta * (0.5 * hi - 0.5 * lo) <= _EXP_LIMIT_F32
+            and beta * magnitude <= 2.0 * _EXP_LIMIT_F32
+            and (magnitude == 0.0 or 1e-30 <= magnitude <= 1e30))
 
 
 def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:

@@ -505,7 +505,7 @@ def _exp2_f32(x):
 
     2^x = 2^n 2^f with n = round(x) (from the low bits of x + 1.5 * 2^23, where
     a float32 keeps no fraction), f = x - n in [-1/2, 1/2] (exact), 2^f by
-    the polynomial above and 2^n made from its exponent bits.
+    the polynomial above, and the factor 2^n added to its exponent bits.
     """
     t = x + _F32_ROUND
     n = t - _F32_ROUND
@@ -516,7 +516,10 @@ def _exp2_f32(x):
     p = p * f + _EXP2_C2
     p = p * f + _EXP2_C1
     p = p * f + _EXP2_C0
-    return p * _bits_float32((_float32_bits(t) - _F32_ROUND_BITS + np.int32(127)) << np.int32(23))
+    # 2^n p: n added to p's exponent bits, an integer add rather than a multiply.
+    # p is within [2^-1/2, 2^1/2], and at least 1 where n = -126 (x >= -126 makes
+    # f >= 0 there), so for |x| <= 126 the result is a normal float32.
+    return _bits_float32(_float32_bits(p) + ((_float32_bits(t) - _F32_ROUND_BITS) << np.int32(23)))
 
 
 def _store_f32(v, in_scale, out_max, out):
@@ -562,12 +565,14 @@ def _softpool_f32_row(kh_dims, kw_dims, c_dims, rows, y0, n_cols, o, params, num
 
     ``params[3]`` is beta and ``params[4]`` the centre ``ref`` of the image's
     value range, both in working units, where ``cpu.pool_softpool`` has checked
-    that ``beta * |a - ref| <= 8`` for every value a. The weights, in stored
-    units, are then 2^((a - ref) * beta * in_scale / ln 2), between e^-8 and
-    e^8: no window needs its maximum subtracted, and neither they nor a term
-    e * a leave float32's normal range. Relative to the float64 formula, the
-    weights are within 1e-6 (the rounding of an exponent up to 12), and a
-    result within about 1e-6 of its window's range (SPEC 1: 1e-5).
+    that ``beta * |a - ref| <= 8`` and ``beta * |a| <= 16`` for every value a. The
+    weights, in stored units, are then 2^(a * scale - shift) with ``scale = beta *
+    in_scale / ln 2`` and ``shift = ref * scale``, between e^-8 and e^8: no window
+    needs its maximum subtracted, and neither they nor a term e * a leave
+    float32's normal range. Relative to the float64 formula, the weights are
+    within 1e-6 (the rounding of an exponent below 24; the roundings of scale
+    and shift scale beta and every weight alike), and a result within about
+    1e-6 of its window's range (SPEC 1: 1e-5).
 
     Three passes along the row's contiguous W*C values, each vectorised eight
     float32 values at a time: each column's sums of e * a and of e over the
@@ -584,14 +589,15 @@ def _softpool_f32_row(kh_dims, kw_dims, c_dims, rows, y0, n_cols, o, params, num
     block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
     in_scale, out_max = params[0], params[1]
     scale = np.float32(params[3] * in_scale * _LOG2E)
-    ref = np.float32(params[4] / in_scale)
+    # One multiply-add per value, not a subtraction and a multiply.
+    shift = np.float32(params[4] / in_scale * params[3] * in_scale * _LOG2E)
     length = n_cols * block_w * channels
     for x in range(length):
         n = _F32_ZERO
         d = _F32_ZERO
         for r in range(block_h):
             a = np.float32(rows[y0 + r, x])
-            e = _exp2_f32((a - ref) * scale)
+            e = _exp2_f32(a * scale - shift)
             n += e * a
             d += e
         num[x] = n

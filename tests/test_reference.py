@@ -250,8 +250,9 @@ def _softpool_f32_cases():
     """(name, image, beta, data_scale, whether softpool's float32 block kernel takes it).
 
     The float32 kernel takes constant blocks (k=2 on grey and RGB uint8,
-    uint16 and float32) where beta * (hi - lo) / 2 <= 8 and the values'
-    magnitude is in [1e-30, 1e30]; odd sizes add its partial windows.
+    uint16 and float32) where beta * (hi - lo) / 2 <= 8, beta * max|a| <= 16
+    and the values' magnitude is in [1e-30, 1e30]; odd sizes add its partial
+    windows.
     """
     rng = np.random.default_rng(31)
     cases = []
@@ -264,7 +265,8 @@ def _softpool_f32_cases():
     for name, lo, hi, beta, used in [
         ("unit", 0.0, 1.0, 16.0, True),
         ("signed", -5.0, 3.0, 2.0, True),
-        ("offset", 1e3, 1e3 + 1.0, 15.9, True),
+        ("offset", 10.0, 11.0, 1.45, True),
+        ("far-offset", 1e3, 1e3 + 1.0, 15.9, False),
         ("1e30", -9e29, 9e29, 8e-30, True),
         ("3e30", 0.0, 3e30, 1e-30, False),
         ("1e-30", 0.0, 1e-30, 1.5e31, True),
