@@ -628,8 +628,8 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
 
 
 #: Largest |beta * (a - ref)| that softpool's float32 kernel takes: its weights
-#: e^(beta * (a - ref)) lie in [e^-8, e^8], and each is within 1e-6 of the float64
-#: one (float32's rounding of an exponent up to 8 / ln 2).
+#: e^(beta * (a - ref)) lie in [e^-8, e^8], and each is within 1.5e-6 of the
+#: float64 one (see :func:`_softpool_in_float32`).
 _EXP_LIMIT_F32 = 8.0
 
 
@@ -644,7 +644,7 @@ def _softpool_in_float32(beta: float, lo: float, hi: float) -> bool:
     (e * a would be subnormal, with fewer significant bits) keep the float64
     kernels. The kernel forms each exponent as ``a * beta / ln 2 - shift`` in one
     multiply-add, which rounds once where the CPU fuses it and twice where it
-    does not: ``beta * |a| <= 16`` keeps both roundings below 1e-6 of a weight
+    does not: ``beta * |a| <= 16`` keeps both roundings below 1.5e-6 of a weight
     (values far from 0 relative to their spread, such as [1000, 1001] at a beta
     that spread needs, keep the float64 kernels). beta = 4.4 on 8- and 16-bit
     images gives an exponent of 2.2 and beta * |a| <= 4.4.
