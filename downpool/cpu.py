@@ -78,7 +78,11 @@ def _store_pixel(out, i, j, res, out_max, out_int):
 #             num += w*e*a; den += w*e                                   of bounded range)
 #   SQUARES   num += w*a*a; den += w*a        out = ref * num / den, 0 where den = 0
 #
-# v is the stored value, a = v * in_scale the working value.
+# v is the stored value, a = v * in_scale the working value.  The mode reaches
+# the kernels as the length of a tuple of zeros (``mode_dims``): Numba folds it
+# to a constant and prunes the other modes' loops before typing, so that each
+# method compiles its own (avg's first call on a general geometry took 1.3 s
+# longer with all five).
 
 MODE_SUM = 0
 MODE_TABLE = 1
@@ -88,13 +92,14 @@ MODE_SQUARES = 4
 
 
 @njit(cache=True)
-def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, num, den):
+def _accumulate_row(row, w, in_scale, mode_dims, num_table, den_table, param, ref, num, den):
     """Add one input row's terms, weighted by ``w``, to ``num`` and ``den``.
 
     One loop per mode, with the branch outside the element loop, so that
     each loop vectorises.
     """
     n = row.shape[0]
+    mode = len(mode_dims)
     if mode == MODE_SUM:
         for x in range(n):
             num[x] += w * row[x]
@@ -103,7 +108,6 @@ def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, nu
             num[x] += w * num_table[np.intp(row[x])]
     elif mode == MODE_TABLES:
         for x in range(n):
-            # The cast lets the float specialisations compile; they never take this branch.
             v = np.intp(row[x])
             num[x] += w * num_table[v]
             den[x] += w * den_table[v]
@@ -122,14 +126,14 @@ def _accumulate_row(row, w, in_scale, mode, num_table, den_table, param, ref, nu
 
 @njit(cache=True, nogil=True)
 def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                     mode, num_table, den_table, param, ref, i0, i1):
-    """Separable pooling of output rows ``i0`` to ``i1``: ``mode`` and its arguments as in
-    the table above."""
+                     mode_dims, num_table, den_table, param, ref, rows, out_rows, i0, i1):
+    """Separable pooling of output rows ``i0`` to ``i1``: the mode ``len(mode_dims)`` and
+    its arguments as in the table above; ``rows`` and ``out_rows`` are ``img`` and
+    ``out`` as rows (:meth:`PoolJob.row_views`)."""
     if i0 >= i1:
         return
-    height, width, channels = img.shape
-    rows = img.reshape(height, width * channels)
-    out_rows = out.reshape(out.shape[0], out.shape[1] * channels)
+    width, channels = img.shape[1], img.shape[2]
+    mode = len(mode_dims)
     uses_den = mode != MODE_SUM and mode != MODE_TABLE
     # Row buffers are made once per call, not per output row: a buffer above
     # malloc's mmap threshold costs page faults each time.
@@ -138,15 +142,15 @@ def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_in
     out_num = np.empty(out_rows.shape[1])
     out_den = np.empty(out_rows.shape[1] if uses_den else 1)
     for i in range(i0, i1):
-        num[:] = 0.0
-        den[:] = 0.0
+        blocks.fill(num, 0.0)  # not ``num[:] =``: shape checks, seconds of compiling
+        blocks.fill(den, 0.0)
         for r in range(yn[i]):
-            _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode, num_table, den_table,
-                            param, ref, num, den)
+            _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode_dims, num_table,
+                            den_table, param, ref, num, den)
         _pool_columns(num, xs, xn, xw, channels, out_num)
         if uses_den:
             _pool_columns(den, xs, xn, xw, channels, out_den)
-        _finish_row(out_num, out_den, in_scale, mode, param, ref, out_max, out_int,
+        _finish_row(out_num, out_den, in_scale, mode_dims, param, ref, out_max, out_int,
                     out_rows[i])
 
 
@@ -165,9 +169,10 @@ def _pool_columns(row_sums, xs, xn, xw, channels, pooled):
 
 
 @njit(cache=True)
-def _finish_row(num, den, in_scale, mode, param, ref, out_max, out_int, out_row):
+def _finish_row(num, den, in_scale, mode_dims, param, ref, out_max, out_int, out_row):
     # One loop per mode, each simple enough to vectorise.
     n = out_row.shape[0]
+    mode = len(mode_dims)
     if mode == MODE_SUM:
         for k in range(n):
             out_row[k] = stored(num[k] * in_scale, out_max, out_int)
@@ -185,16 +190,17 @@ def _finish_row(num, den, in_scale, mode, param, ref, out_max, out_int, out_row)
 
 
 @njit(cache=True, nogil=True)
-def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int, i0, i1):
+def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int, rows, i0, i1):
     """Max pooling of output rows ``i0`` to ``i1``: the column-wise max of the window's
-    rows, then the max along each window."""
+    rows (``rows``: ``img`` as rows), then the max along each window."""
     if i0 >= i1:
         return
-    height, width, channels = img.shape
-    rows = img.reshape(height, width * channels)
+    width, channels = img.shape[1], img.shape[2]
     top = np.empty(width * channels, dtype=img.dtype)
     for i in range(i0, i1):
-        top[:] = rows[ys[i]]
+        first = rows[ys[i]]
+        for x in range(top.shape[0]):  # not ``top[:] =``: 4 s of compiling
+            top[x] = first[x]
         for r in range(1, yn[i]):
             row = rows[ys[i] + r]
             for x in range(top.shape[0]):
@@ -366,17 +372,17 @@ def _dpp_direct_window(rows, in_scale, y0, ny, yw, i, x0, nx, xw, j, channels, c
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alpha, lam, asym,
-               direct_dims, i0, i1):
+               direct_dims, rows, i0, i1):
     """dpp of output rows ``i0`` to ``i1``: the direct form where ``direct_dims`` is
     ``(0,)`` (lam = 1, checked by the caller), with each row's window means made
     first in passes along the row; else :func:`downpool.windows.dpp_window`'s
     weights relative to each window's largest.  The form is the length of a
     tuple, so that Numba compiles one of them (as in :func:`dpid_kernel`).
+    ``rows`` is ``img`` as rows.
     """
     if i0 >= i1:
         return
-    height, width, channels = img.shape
-    rows = img.reshape(height, width * channels)
+    width, channels = img.shape[1], img.shape[2]
     n_cols = out.shape[1]
     means = np.empty(n_cols * channels)
     column = np.empty(width * channels)
@@ -458,7 +464,7 @@ def _dpid_direct_window(rows, in_scale, y0, ny, yw, i, x0, nx, xw, j, channels, 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_colour, lam,
-                direct_dims, i0, i1):
+                direct_dims, rows, i0, i1):
     """dpid of output rows ``i0`` to ``i1``: the direct form where ``direct_dims`` is a
     tuple of one zero per channel (lam = 1 and at most four channels, checked by the
     caller), else (``()``) :func:`downpool.windows.dpid_window`'s weights relative to
@@ -468,11 +474,11 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
     before typing (as in :func:`downpool.cpu_blocks.pool_kernel`) and compiles
     one window function, not both; the direct form's channel count is then a
     constant, and its tests of it fold away (about 13% faster on RGB).
+    ``rows`` is ``img`` as rows.
     """
     if i0 >= i1:
         return
-    height, width, channels = img.shape
-    rows = img.reshape(height, width * channels)
+    width, channels = img.shape[1], img.shape[2]
     n_rows, n_cols = out.shape[0], out.shape[1]
     # Rows 0-2 the ring of G rows (row g at g % 3), 3 the vertical smoothing, 4 Gs.
     ring = np.empty((5, n_cols * channels))
@@ -518,8 +524,8 @@ def _separable(job: PoolJob, mode: int, num_table=_NO_TABLE, den_table=_NO_TABLE
     args = list(job.kernel_args())
     if in_scale is not None:
         args[1] = in_scale
-    blocks.run_rows(separable_kernel, job.out, *args, mode, num_table, den_table, float(param),
-                    float(ref))
+    blocks.run_rows(separable_kernel, job.out, *args, (0,) * mode, num_table, den_table,
+                    float(param), float(ref), *job.row_views())
 
 
 def _working_values(job: PoolJob) -> np.ndarray | None:
@@ -566,7 +572,7 @@ def pool_max(job: PoolJob) -> None:
         return
     gy, gx = job.rows, job.cols
     blocks.run_rows(separable_max_kernel, job.out, job.image, job.in_scale, gy.start, gy.count,
-                    gx.start, gx.count, job.out, job.out_max, job.out_int)
+                    gx.start, gx.count, job.out, job.out_max, job.out_int, job.row_views()[0])
 
 
 def pool_lp(job: PoolJob, p: float) -> None:
@@ -690,7 +696,7 @@ def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str) -> None:
     plan = blocks.block_plan(job)
     if plan is None:
         blocks.run_rows(dpp_kernel, job.out, *job.kernel_args(), float(alpha), float(lam),
-                        variant == "asym", (0,) if direct else ())
+                        variant == "asym", (0,) if direct else (), job.row_views()[0])
         return
     if variant == "asym":
         method = blocks.DPP_ASYM_DIRECT if direct else blocks.DPP_ASYM
@@ -715,7 +721,7 @@ def pool_dpid(job: PoolJob, lam: float) -> None:
     # The general kernel's direct form keeps up to four channels in scalars.
     direct = direct and job.image.shape[2] <= 4
     blocks.run_rows(dpid_kernel, job.out, *job.kernel_args(), job.n_colour, float(lam),
-                    (0,) * job.image.shape[2] if direct else ())
+                    (0,) * job.image.shape[2] if direct else (), job.row_views()[0])
 
 
 # --- the range of a float image ------------------------------------------------------

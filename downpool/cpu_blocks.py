@@ -74,7 +74,7 @@ from numba import njit, types
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
-from .core import NUMBA_SCOPE_WARNING, PoolJob
+from .core import NUMBA_SCOPE_WARNING, PoolJob, as_rows
 from .geometry import block_length
 from .windows import DPP_EPS2, dpp_scaling, power, selection_value, uniform_draw
 
@@ -288,7 +288,7 @@ def _row_buffer_impl(rows, n):
 
 
 @njit(cache=True)
-def _fill(values, value):
+def fill(values, value):
     """``values[:] = value`` as a loop: a slice assignment compiles shape checks
     with string messages, seconds of a kernel's first call."""
     for x in range(values.shape[0]):
@@ -363,12 +363,6 @@ def _store_impl(v, out_max, out):
     def impl_float(v, out_max, out):
         return v
     return impl_float
-
-
-@njit(cache=True)
-def _as_rows(a):
-    """An (H, W, C) array as (H, W*C) rows."""
-    return a.reshape(a.shape[0], a.shape[1] * a.shape[2])
 
 
 # --- lp, softpool, stochastic expectation -------------------------------------------
@@ -625,7 +619,7 @@ def _softpool_f32_row(kh_dims, kw_dims, c_dims, rows, y0, n_cols, o, params, num
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def softpool_f32_kernel(img, out, kh_dims, kw_dims, c_dims, params, i0, i1):
+def softpool_f32_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, params, i0, i1):
     """Output rows ``i0`` to ``i1`` of SOFTPOOL_F32 over the image's full blocks, of the
     constant sizes ``len(kh_dims)`` by ``len(kw_dims)`` on ``len(c_dims)``
     channels (:func:`_softpool_f32_row`).
@@ -636,7 +630,6 @@ def softpool_f32_kernel(img, out, kh_dims, kw_dims, c_dims, params, i0, i1):
     partial windows of odd-sized images, with :func:`_softpool_f32_window`.
     """
     block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
-    rows, out_rows = _as_rows(img), _as_rows(out)
     i1 = min(i1, img.shape[0] // block_h)
     n_cols = img.shape[1] // block_w
     if i0 >= i1:
@@ -794,7 +787,7 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
     window_den = scratch[5, :n_windows * channels]
     # The windows' means, their terms scaled first, so that float sums cannot
     # overflow.
-    _fill(window_num, 0.0)
+    fill(window_num, 0.0)
     mean_scale = _row_float(rows, in_scale / (block_h * block_w))
     for r0 in range(0, block_h, _ROW_CHUNK):
         _column_sums(rows, y0 + r0, min(_ROW_CHUNK, block_h - r0), start, length, mean_scale,
@@ -805,11 +798,11 @@ def _dpp_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, 
             g = _row_float(rows, window_num[j * channels + c])
             for t in range(block_w):
                 mean[(j * block_w + t) * channels + c] = g
-    _fill(window_num, 0.0)
-    _fill(window_den, 0.0)
+    fill(window_num, 0.0)
+    fill(window_den, 0.0)
     for r0 in range(0, block_h, _ROW_CHUNK):
-        _fill(num, 0.0)
-        _fill(den, 0.0)
+        fill(num, 0.0)
+        fill(den, 0.0)
         for r in range(r0, min(r0 + _ROW_CHUNK, block_h)):
             src = rows[y0 + r, start:start + length]
             for x in range(length):
@@ -1193,11 +1186,11 @@ def _dpid_direct_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols,
         for t in range(block_w):
             for c in range(rgb):
                 spread[(j * block_w + t) * rgb + c] = _row_float(rows, gs[(first + j) * rgb + c])
-    _fill(window_sums, 0.0)
-    _fill(window_den, 0.0)
+    fill(window_sums, 0.0)
+    fill(window_den, 0.0)
     for r0 in range(0, block_h, _ROW_CHUNK):
-        _fill(sums, 0.0)
-        _fill(den, 0.0)
+        fill(sums, 0.0)
+        fill(den, 0.0)
         # Each row in three passes, so that the one with the square roots runs
         # along whole vectors: the squared differences of every value, then
         # each pixel's weight (spread over its channels in ``square``), then
@@ -1359,8 +1352,8 @@ _dpid_direct_row_jit = njit(cache=True, nogil=True, error_model="numpy")(_dpid_d
 # for zero that would raise -- the test keeps LLVM from vectorising any loop
 # with a division (dpp was 2.9x slower).  No window divides by zero.
 @njit(cache=True, nogil=True, error_model="numpy")
-def pool_kernel(img, out, kh_dims, kw_dims, c_dims, edge_dims, sizes, method_dims, params, j0, i0,
-                i1):
+def pool_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, method_dims, params,
+                j0, i0, i1):
     """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
 
     ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
@@ -1396,9 +1389,8 @@ def pool_kernel(img, out, kh_dims, kw_dims, c_dims, edge_dims, sizes, method_dim
     block_h = _known(kh_dims, sizes[0])
     block_w = _known(kw_dims, sizes[1])
     channels = _known(c_dims, img.shape[2])
-    rows, out_rows = _as_rows(img), _as_rows(out)
     height, width = img.shape[0], img.shape[1]
-    n_rows, n_cols = out.shape[0], out.shape[1]
+    n_rows, n_cols = out_rows.shape[0], out_rows.shape[1] // channels
     if constant:
         i1 = min(i1, height // block_h)
         n_cols = width // block_w
@@ -1531,12 +1523,13 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     """
     dims, sizes = plan
     method_dims = (0,) * method
+    arrays = (image, as_rows(image), as_rows(out))
     if method in _RUNTIME_ONLY:
         dims = ((), (), ())
     if method == SOFTPOOL_F32:  # planned for constant sizes only
-        run_rows(softpool_f32_kernel, out, image, out, *dims, params)
+        run_rows(softpool_f32_kernel, out, *arrays, *dims, params)
     else:
-        run_rows(pool_kernel, out, image, out, *dims, (), sizes, method_dims, params, 0)
+        run_rows(pool_kernel, out, *arrays, *dims, (), sizes, method_dims, params, 0)
     if len(dims[0]) == 0:
         return
     full_rows, full_cols = image.shape[0] // sizes[0], image.shape[1] // sizes[1]
@@ -1544,6 +1537,6 @@ def pool_blocks(plan: BlockPlan, method: int, image: np.ndarray, out: np.ndarray
     # every row (and all of a partial last row), or the partial last row alone.
     edge = ((), (), (), (0,))  # run-time sizes, windows one by one
     if full_cols < out.shape[1]:
-        pool_kernel(image, out, *edge, sizes, method_dims, params, full_cols, 0, out.shape[0])
+        pool_kernel(*arrays, *edge, sizes, method_dims, params, full_cols, 0, out.shape[0])
     elif full_rows < out.shape[0]:
-        pool_kernel(image, out, *edge, sizes, method_dims, params, 0, full_rows, out.shape[0])
+        pool_kernel(*arrays, *edge, sizes, method_dims, params, 0, full_rows, out.shape[0])
