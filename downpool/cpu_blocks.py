@@ -323,7 +323,10 @@ def _window_max(rows, y0, ny, x0, nx, channels, c):
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            m = max(m, src[(x0 + t) * channels + c])
+            # A select, as max(m, v) picks (m unless v > m): Numba's ``max`` kept
+            # LLVM from vectorising the kernel's loop (2.6x slower on 24 MP RGB).
+            v = src[(x0 + t) * channels + c]
+            m = v if v > m else m
     return m
 
 
