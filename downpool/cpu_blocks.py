@@ -745,7 +745,9 @@ def _dpp_direct_window(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, asym)
             a = src[(x0 + t) * channels + c] * in_scale
             d = a - g
             if asym:
-                d = max(d, 0.0)
+                # max(d, 0.0) as a select: Numba's ``max`` keeps the loop across
+                # windows from vectorising.
+                d = 0.0 if d < 0.0 else d
             w = alpha + math.sqrt(d * d + DPP_EPS2)
             num += w * a
             den += w
