@@ -625,7 +625,7 @@ def _softpool_f32_row(kh_dims, kw_dims, c_dims, rows, y0, n_cols, o, params, num
 def softpool_f32_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, params, i0, i1):
     """Output rows ``i0`` to ``i1`` of SOFTPOOL_F32 over the image's full blocks, of the
     constant sizes ``len(kh_dims)`` by ``len(kw_dims)`` on ``len(c_dims)``
-    channels (:func:`_softpool_f32_row`).
+    channels (:func:`_softpool_f32_row`); ``rows`` and ``out_rows`` as in :func:`pool_kernel`.
 
     A kernel of its own rather than a method of :func:`pool_kernel`: it
     compiles in about half the time (a first call of softpool is about a
@@ -1361,7 +1361,8 @@ def pool_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes,
                 j0, i0, i1):
     """Output rows ``i0`` to ``i1`` of the method ``len(method_dims)`` over blocks.
 
-    ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
+    ``rows`` and ``out_rows`` are the image ``img`` and the output as rows
+    (:func:`downpool.core.as_rows`). ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
     :class:`BlockPlan`'s.  ``params`` is ``(in_scale, out_max, table, param,
     param2, n_colour, value_mode, seed, yw, xw)``: ``table`` the lookup table
     of the ``_TABLE`` methods (softpool's two tables interleaved), ``param``
