@@ -143,6 +143,24 @@ class PoolJob:
         return (self.image, self.in_scale, gy.start, gy.count, gy.weight,
                 gx.start, gx.count, gx.weight, self.out, self.out_max, self.out_int)
 
+    def column_taps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The horizontal pass of the separable kernels as taps: ``(index, weight)``, each
+        of shape ``(max count, out_w * C)``, where output value ``k = j*C + c`` of a row
+        takes ``weight[s, k] * row[index[s, k]]`` for each ``s``: channel c of input
+        column ``cols.start[j] + s``, weighted by its coverage (0 past the window's
+        count, where the index is clamped to the image).
+
+        Made once per call, so that the kernels' horizontal pass is one loop over
+        the output row's values that LLVM vectorises (about 2x faster than a loop
+        per window), summing each window's columns in the same order.
+        """
+        gx, channels, width = self.cols, self.image.shape[2], self.image.shape[1]
+        count = gx.weight.shape[1]
+        columns = np.minimum(gx.start[None, :] + np.arange(count)[:, None], width - 1)
+        index = (columns[:, :, None] * channels + np.arange(channels)).reshape(count, -1)
+        weight = np.repeat(gx.weight.T, channels, axis=1)
+        return np.ascontiguousarray(index, dtype=np.int64), np.ascontiguousarray(weight)
+
     def row_views(self) -> tuple[np.ndarray, np.ndarray]:
         """The image and the output as (H, W*C) rows (:func:`as_rows`), for the kernels
         that run along the contiguous W*C axis."""

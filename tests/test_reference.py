@@ -615,3 +615,38 @@ def test_dpid_values_near_float64_max():
     img = np.full((4, 4), 1e308)
     img[0, 0] = 0.5e308
     check(img, "dpid", {}, {"kernel_size": 2}, data_scale=1e308)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE)
+@given(width=st.integers(1, 40), channels=st.sampled_from([1, 2, 3, 4]), data=st.data())
+def test_column_taps_sum_each_window_in_order(width, channels, data):
+    """The horizontal pass of the separable kernels and of dpp's and dpid's general kernels
+    (``PoolJob.column_taps`` and ``cpu._pool_columns``) gives each window's
+    coverage-weighted sum with its columns added in order: the bits of a plain
+    float64 loop over the window, for area windows, overlapping and gapped ones
+    and partial windows at the edge (whose taps past the count are clamped to the
+    image and add exact zeros)."""
+    from downpool import cpu, geometry
+    from downpool.core import PoolJob
+
+    if data.draw(st.booleans()):
+        cols = geometry.area_axis(width, data.draw(st.integers(1, width)))
+    else:
+        k = data.draw(st.integers(1, width + 2))
+        cols = geometry.pooling_axis(width, k, data.draw(st.integers(1, k + 2)))
+    rows = geometry.area_axis(1, 1)
+    image = np.zeros((1, width, channels))
+    out = np.zeros((1, cols.size, channels))
+    job = PoolJob(image, 1.0, rows, cols, out, 1.0, False, channels, 0, (0.0, 1.0))
+    rng = np.random.default_rng(width * 10 + channels)
+    row = rng.random(width * channels) * 2 - 0.5
+    pooled = np.empty(cols.size * channels)
+    cpu._pool_columns(row, *job.column_taps(), pooled)
+    expected = np.empty_like(pooled)
+    for j in range(cols.size):
+        for c in range(channels):
+            acc = 0.0
+            for s in range(cols.count[j]):
+                acc += float(cols.weight[j, s]) * float(row[(cols.start[j] + s) * channels + c])
+            expected[j * channels + c] = acc
+    assert np.array_equal(pooled, expected)
