@@ -15,8 +15,15 @@ call starts Numba's threading layer):
   faster form of their own: dpp and dpid, for the default lam = 1, take the
   SPEC's weights in one pass around window means (dpp's g, dpid's guide G,
   smoothed into Gs) made for the whole output row first, a row at a time
-  (:func:`_mean_row`); stochastic sample makes the selection values of each
-  output row's window rows once and picks from them (:func:`_pick`).
+  (:func:`_mean_row`), and make the row's windows together, across windows
+  (:func:`_dpp_direct_row`, :func:`_dpid_direct_row`); stochastic sample
+  makes the selection values of each output row's window rows once and picks
+  from them (:func:`_pick`).
+
+The horizontal passes read the image through column taps
+(:meth:`downpool.core.PoolJob.column_taps`), made once per call: for each
+column offset within the windows, every output value's input index and
+coverage, so that a pass is one loop over the output row's values.
 
 Where the windows tile the image (integer pooling with stride equal to the
 kernel, or a size that divides the image's), every entry point hands the job
