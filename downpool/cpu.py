@@ -355,6 +355,16 @@ def _mean_row(rows, g, ys, yn, yw, taps_index, taps_weight, in_scale, column, de
         dest[k] = dest[k] * in_scale
 
 
+@njit(cache=True)
+def _gather_taps(src, index, in_scale, values):
+    """``values[k] = src[index[k]] * in_scale``: one column offset's pixels of an output
+    row's windows, gathered through its taps (:meth:`PoolJob.column_taps`) so that
+    the arithmetic of dpp's and dpid's row passes runs over contiguous values.
+    Compiled apart and called once per image row and offset."""
+    for k in range(values.shape[0]):
+        values[k] = src[index[k]] * in_scale
+
+
 @njit(cache=True, inline="always")
 def _dpp_direct_row(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, means, alpha, asym,
                     values, num, den):
@@ -372,13 +382,10 @@ def _dpp_direct_row(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, mean
         num[k] = 0.0
         den[k] = 0.0
     for r in range(ny):
-        src = rows[y0 + r]
         wr = yw[i, r]
         for t in range(taps_index.shape[0]):
-            index = taps_index[t]
             weight = taps_weight[t]
-            for k in range(values.shape[0]):
-                values[k] = src[index[k]] * in_scale
+            _gather_taps(rows[y0 + r], taps_index[t], in_scale, values)
             for k in range(values.shape[0]):
                 a = values[k]
                 d = a - means[k]
@@ -463,13 +470,10 @@ def _dpid_direct_row(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, cha
     for k in range(sums.shape[0]):
         sums[k] = 0.0
     for r in range(ny):
-        src = rows[y0 + r]
         wr = yw[i, r]
         for t in range(taps_index.shape[0]):
-            index = taps_index[t]
             weight = taps_weight[t]
-            for k in range(values.shape[0]):
-                values[k] = src[index[k]] * in_scale
+            _gather_taps(rows[y0 + r], taps_index[t], in_scale, values)
             for j in range(den.shape[0]):
                 base = j * channels
                 a0 = values[base]
