@@ -656,14 +656,14 @@ def pool_softpool(job: PoolJob, beta: float) -> None:
     # where e^(beta*|a - ref|) <= e^8, in float32 (eight values per vector),
     # with no table or window maximum.
     ref = 0.5 * (lo + hi)
-    magnitude = max(abs(lo), abs(hi), 1.0)
-    exponent = beta * (0.5 * hi - 0.5 * lo)
-    bounded = exponent + math.log(magnitude) <= _EXP_LIMIT
-    values = _working_values(job)
     plan = blocks.block_plan(job)
     if plan is not None and plan.constant and _softpool_in_float32(beta, lo, hi):
         _blocks(job, plan, blocks.SOFTPOOL_F32, param=beta, param2=ref)
-    elif bounded and values is not None:  # integer input: tables of e and e * a
+        return
+    magnitude = max(abs(lo), abs(hi), 1.0)
+    bounded = beta * (0.5 * hi - 0.5 * lo) + math.log(magnitude) <= _EXP_LIMIT
+    values = _working_values(job)
+    if bounded and values is not None:  # integer input: tables of e and e * a
         weights = np.exp(beta * (values - ref))
         if plan is not None and plan.constant:
             # Interleaved, so that a value's two entries share a cache line.
