@@ -478,8 +478,9 @@ def _exp_nonpositive(x):
 
 
 # softpool in float32 (SOFTPOOL_F32): 2^x as arithmetic on eight lanes. The
-# exponents are bounded (``cpu.pool_softpool`` checks |x| <= 12), so neither
-# 2^x nor a term e * a can leave float32's normal range.
+# exponents are bounded (``cpu._softpool_in_float32`` takes images where
+# beta * |a - ref| <= 8, so |x| <= 8 / ln 2 < 12), so neither 2^x nor a term
+# e * a can leave float32's normal range.
 _F32_ROUND = np.float32(12582912.0)  # 1.5 * 2**23: x + _F32_ROUND has round(x) in its low bits
 _F32_ROUND_BITS = np.int32(np.array([_F32_ROUND]).view(np.int32)[0])
 # 2^f on [-1/2, 1/2], a degree-5 polynomial fitted to the relative error
