@@ -1,43 +1,58 @@
-"""Reading and writing image files: the only module that knows about Pillow.
+"""Reading and writing image files: the only module that knows about Pillow's file formats.
 
 Pixels go in and out as NumPy arrays; what a file carries besides pixels
-(ICC profile, EXIF, format) travels beside them in a :class:`LoadedImage`, so
-that image operations never see a file and file code never pools anything.
+(ICC profile, EXIF, XMP, IPTC, resolution, PNG colour chunks, format)
+travels beside them in a :class:`LoadedImage`, so that image operations
+never see a file and file code never pools anything.
 
 Decisions (SPEC section 4):
 
 - 8- and 16-bit samples are kept: ``uint8`` or ``uint16`` arrays.  Pillow 13
   holds 16-bit *grayscale* (mode ``I;16``) but decodes 16-bit RGB, RGBA and
-  gray+alpha PNG only reduced to 8 bits, and cannot write them: this module
-  reads and writes those PNGs itself (chunks, zlib, the five row filters).
-  16-bit colour in other formats (TIFF) is refused with
-  :class:`UnsupportedImageError` rather than silently reduced to 8 bits.
+  gray+alpha PNG only reduced to 8 bits, and cannot write them:
+  :mod:`downpool.png` reads and writes those PNGs.  16-bit colour in TIFF is
+  refused with :class:`UnsupportedImageError` rather than silently reduced to
+  8 bits.  Packed 16-bit pixels (RGB565 and RGB555 BMP) hold at most 6 bits a
+  channel and are read as 8-bit RGB, which keeps every value.
 - Modes L, LA, RGB and RGBA are kept.  Palette images become RGB, or RGBA
-  where they have transparency; bilevel images become L; CMYK, YCbCr, LAB
-  and HSV become RGB, and their ICC profile (which describes the old colour
-  space) is dropped.
+  where they have transparency; a PNG whose transparency is a key colour
+  (tRNS in a gray, RGB, 16-bit gray or 1-bit image) gets a real alpha
+  channel (LA, RGBA), so that the key colour is not averaged into its
+  neighbours; bilevel images become L; CMYK, YCbCr, LAB and HSV become RGB,
+  and their ICC profile (which describes the old colour space) is dropped.
 - The EXIF orientation is applied on load and the EXIF data carries
-  orientation 1 afterwards.
-- Writes are atomic: a temporary file in the target folder, renamed over the
-  target only once it is complete.
+  orientation 1 afterwards, patched in the block as it was read
+  (:mod:`downpool.exif`).
+- Every chunk of a PNG is checked (:func:`downpool.png.scan_png`): a bad
+  checksum or a chunk that runs past the end of the file is an error.
+- Writes go through :func:`downpool.files.put_file`: atomic for regular
+  files, into FIFOs and character devices, through symbolic links.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import io
 import os
-import secrets
 import struct
+import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from . import exif as exif_blocks
+from . import png
+from .files import put_file
+
 __all__ = [
     "LoadedImage",
+    "ImageHeader",
     "UnsupportedImageError",
+    "MetadataWarning",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "FORMAT_EXTENSIONS",
@@ -45,6 +60,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "format_for_extension",
     "read_image",
+    "encode_image",
     "write_image",
 ]
 
@@ -71,16 +87,29 @@ IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
+_DPI_FORMATS = {"PNG", "JPEG", "TIFF", "BMP"}
 
 _EXIF_ORIENTATION = 0x0112
-_EXIF_IFD = 0x8769
-_EXIF_PIXEL_X, _EXIF_PIXEL_Y = 0xA002, 0xA003
+_TIFF_XMP, _TIFF_IPTC = 700, 33723
 
 _DEFAULT_QUALITY = 90
+# JPEG segments hold 65533 bytes; EXIF and XMP each need one.
+_JPEG_SEGMENT_BYTES = 65533
+_JPEG_XMP_BYTES = _JPEG_SEGMENT_BYTES - 29
+
+#: TIFF compressions that are written again as they were read; any other
+#: (CCITT fax, which needs 1-bit samples, and those Pillow cannot write)
+#: becomes the lossless default.
+_TIFF_KEPT_COMPRESSIONS = {"raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg"}
+TIFF_DEFAULT_COMPRESSION = "tiff_adobe_deflate"
 
 
 class UnsupportedImageError(ValueError):
     """A file that Pillow decodes, but not in a form downpool can keep."""
+
+
+class MetadataWarning(UserWarning):
+    """Metadata that could not be kept: the image is written without it."""
 
 
 @dataclasses.dataclass
@@ -97,17 +126,29 @@ class LoadedImage:
         The last channel is alpha (LA, RGBA).
     mode : str
         What the pixels are: the Pillow modes ``"L"``, ``"LA"``, ``"RGB"``,
-        ``"RGBA"``, ``"I;16"`` (16-bit grayscale), or, for 16-bit colour PNG
+        ``"RGBA"``, ``"I;16"`` (16-bit grayscale), or, for 16-bit colour
         (no Pillow mode holds it), ``"LA;16"``, ``"RGB;16"``, ``"RGBA;16"``.
     icc_profile : bytes or None
         The embedded ICC profile, as found in the file.
     exif : bytes or None
-        The EXIF block with its orientation set to 1 (the pixels are upright).
+        The EXIF block (``Exif\\0\\0`` prefix) with its orientation set to 1
+        (the pixels are upright).
     format : str
         Pillow's name of the file format: ``"PNG"``, ``"JPEG"``, ``"TIFF"``,
         ``"WEBP"``, ``"BMP"``, ``"GIF"``.
     size : (int, int)
         (width, height) of the file as stored, before the orientation was applied.
+    xmp : bytes or None
+        The XMP packet, its orientation set to 1.
+    iptc : bytes or None
+        IPTC-IIM records (from JPEG's Photoshop segment or TIFF tag 33723).
+    dpi : (float, float) or None
+        Resolution in pixels per inch, where the file states one.
+    png_chunks : tuple of (bytes, bytes)
+        For PNG, the ancillary chunks carried into a PNG output as they are
+        (:data:`downpool.png.CARRIED_CHUNKS`: gAMA, cHRM, sRGB, cICP, pHYs, text).
+    compression : str or None
+        For TIFF, Pillow's name of its compression (``"tiff_lzw"``, ``"group4"`` ...).
     """
 
     pixels: np.ndarray
@@ -117,6 +158,11 @@ class LoadedImage:
     exif: bytes | None
     format: str
     size: tuple[int, int] = (0, 0)
+    xmp: bytes | None = None
+    iptc: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
+    compression: str | None = None
 
     @property
     def bits(self) -> int:
@@ -124,22 +170,67 @@ class LoadedImage:
         return 16 if self.pixels.dtype == np.uint16 else 8
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, known before its pixels are decoded.
+
+    ``channels`` and ``bytes_per_sample`` describe the array
+    :func:`read_image` will return; ``decoded_bytes`` is the memory the
+    decoder itself holds while it works (Pillow keeps 1, 2 or 4 bytes a
+    pixel, whatever the channels).
+    """
+
+    width: int
+    height: int
+    format: str
+    channels: int
+    bytes_per_sample: int
+    has_alpha: bool
+    decoded_bytes: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
 def format_for_extension(path: str | os.PathLike) -> str | None:
     """The Pillow format name that a file name's extension implies, or None."""
     return EXTENSION_FORMATS.get(Path(path).suffix.lower())
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+# --- reading --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _seekable_file(path: str) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading; a pipe or terminal (``/dev/stdin``) is read into memory."""
+    with open(path, "rb") as stream:
+        if stream.seekable():
+            yield stream
+        else:
+            yield io.BytesIO(stream.read())
+
+
+def read_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    before_decode: Callable[[ImageHeader], None] | None = None,
+) -> LoadedImage:
     """Read an image file into a NumPy array, keeping its bit depth and metadata.
 
     Parameters
     ----------
     path : str or path-like
-        A PNG, JPEG, TIFF, WebP, BMP or GIF file (GIF: the first frame).
+        A PNG, JPEG, TIFF, WebP, BMP or GIF file (GIF: the first frame).  A
+        pipe (``/dev/stdin``) is read into memory first.
     max_pixels : int or None
         Refuse images with more pixels than this (width x height), before
         decoding them.  This replaces Pillow's decompression-bomb limit.
         None means no limit.
+    before_decode : callable, optional
+        Called with the :class:`ImageHeader` once the header is read and
+        before any pixel is decoded; what it raises stops the read (the
+        command's memory check).
 
     Returns
     -------
@@ -150,12 +241,12 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     ------
     OSError
         The file is missing, unreadable, truncated or corrupt, or not an
-        image (``PIL.UnidentifiedImageError`` is an ``OSError``).
+        image; the message says which, in words.
     UnsupportedImageError
         A ``ValueError``: an image above ``max_pixels``, a format other than
-        the six above, or samples that cannot be kept (16-bit colour other
-        than PNG, which Pillow reduces to 8 bits; interlaced 16-bit colour
-        PNG; 32-bit integer or float samples).
+        the six above, or samples that cannot be kept (16-bit colour TIFF,
+        which Pillow reduces to 8 bits; interlaced 16-bit colour PNG; 32-bit
+        float samples; integer samples outside 0..65535).
 
     Examples
     --------
@@ -171,75 +262,222 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     saved_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise UnsupportedImageError(
-                    f"image is {width}x{height} = {width * height:,} pixels, above the "
-                    f"limit of {max_pixels:,} (raise it with --max-pixels)"
-                )
-            fmt = "JPEG" if im.format == "MPO" else im.format
-            if fmt not in FORMATS:
-                raise UnsupportedImageError(
-                    f"{im.format or 'unknown'} files are not supported "
-                    f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
-                )
-            if fmt == "PNG" and _is_png16_colour(im):
-                im.close()
-                return _read_png16(path)
-            _refuse_reduced_samples(im)
-            im.load()  # before getexif: a PNG's eXIf chunk may follow the pixel data
-            icc = im.info.get("icc_profile") or None
-            exif = im.getexif()
-            orientation = exif.get(_EXIF_ORIENTATION, 1)
-            pixels, mode, icc = _pixels_and_mode(im, icc)
-    except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError) as exc:
-        # Pillow's plugins raise these for damaged files; callers expect OSError.
-        raise OSError(f"corrupt or truncated image ({exc or type(exc).__name__})") from exc
+        with _seekable_file(path) as stream:
+            return _read(stream, path, max_pixels, before_decode)
     finally:
         Image.MAX_IMAGE_PIXELS = saved_limit
 
+
+def _read(stream: IO[bytes], path: str, max_pixels: int | None,
+          before_decode: Callable[[ImageHeader], None] | None) -> LoadedImage:
+    from PIL import Image, UnidentifiedImageError
+
+    head = stream.read(64)
+    stream.seek(0)
+    try:
+        im = Image.open(stream)
+    except UnidentifiedImageError:
+        raise OSError(_unidentified(head)) from None
+    except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError, ValueError,
+            OSError) as exc:
+        raise _decode_failure(exc, _signature_format(head) or "image") from None
+    with im:
+        width, height = im.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise UnsupportedImageError(
+                f"image is {width}x{height} = {width * height:,} pixels, above the "
+                f"limit of {max_pixels:,} (raise it with --max-pixels)"
+            )
+        fmt = "JPEG" if im.format == "MPO" else im.format
+        if fmt not in FORMATS:
+            raise UnsupportedImageError(
+                f"{im.format or 'unknown'} files are not supported "
+                f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
+            )
+        sixteen_bit_png = fmt == "PNG" and png.is_png16_colour(head)
+        if before_decode is not None:
+            before_decode(_header(im, fmt, head))
+        scan = None
+        if fmt == "PNG":
+            position = stream.tell()
+            scan = png.scan_png(stream, keep_idat=sixteen_bit_png)
+            stream.seek(position)
+        if sixteen_bit_png:
+            assert scan is not None
+            if scan.interlace:
+                raise UnsupportedImageError("interlaced 16-bit colour PNG is not supported")
+            pixels, mode = png.read_png16(scan)
+            exif = _exif_of(scan.exif and exif_blocks.EXIF_PREFIX + scan.exif)
+            icc, metadata = scan.icc_profile, _metadata(im, fmt, scan)
+        else:
+            _refuse_reduced_samples(im, fmt)
+            try:
+                im.load()  # before getexif: a PNG's eXIf chunk may follow the pixel data
+            except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError,
+                    ValueError, OSError) as exc:
+                raise _decode_failure(exc, fmt) from None
+            icc = im.info.get("icc_profile") or None
+            exif = _exif_of(im.info.get("exif") if fmt != "TIFF" else None, im)
+            metadata = _metadata(im, fmt, scan)
+            pixels, mode, icc = _pixels_and_mode(im, icc, head)
+    orientation, exif_bytes = exif
     pixels = _apply_orientation(pixels, orientation)
-    if fmt == "TIFF":
-        exif = _tiff_descriptive_tags(exif)
-    exif_bytes = _upright_exif(exif) if len(exif) else None
+    xmp = metadata.pop("xmp")
+    if xmp is not None:
+        xmp = exif_blocks.patch_xmp(xmp, orientation=1)
     return LoadedImage(
-        pixels=pixels, has_alpha=mode in ("LA", "RGBA"), mode=mode, icc_profile=icc,
-        exif=exif_bytes, format=fmt, size=(width, height),
+        pixels=pixels, has_alpha=mode in ("LA", "RGBA", "LA;16", "RGBA;16"), mode=mode,
+        icc_profile=icc, exif=exif_bytes, format=fmt, size=(width, height), xmp=xmp, **metadata,
     )
 
 
-def _refuse_reduced_samples(im: Any) -> None:
-    """Refuse a file whose 16-bit colour samples Pillow would reduce to 8 bits."""
-    if im.mode.startswith("I;16"):
+def _header(im: Any, fmt: str, head: bytes) -> ImageHeader:
+    """The :class:`ImageHeader` of an opened (not yet decoded) image."""
+    width, height = im.size
+    mode = im.mode
+    keyed = "transparency" in im.info  # a palette or key colour: alpha is added
+    if fmt == "PNG" and png.is_png16_colour(head):
+        channels = {2: 3, 4: 2, 6: 4}[head[25]]
+        # The decompressed, filtered rows of downpool.png's reader, a byte more a row.
+        return ImageHeader(width, height, fmt, channels, 2, channels in (2, 4),
+                           width * height * 2 * channels)
+    if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F"):
+        channels = 2 if keyed else 1
+    elif mode in ("LA", "La", "PA"):
+        channels = 2
+    elif mode in ("RGBA", "RGBa"):
+        channels = 4
+    else:  # RGB, P, CMYK, YCbCr ...
+        channels = 4 if keyed else 3
+    # Pillow holds 1 byte a pixel for 1/L/P, 2 for I;16, and 4 for every other mode.
+    per_pixel = {"1": 1, "L": 1, "P": 1}.get(mode, 2 if mode.startswith("I;16") else 4)
+    return ImageHeader(width, height, fmt, channels, 2 if mode.startswith("I") else 1,
+                       channels in (2, 4), width * height * per_pixel)
+
+
+def _signature_format(head: bytes) -> str | None:
+    """The format a file's first bytes announce, whether or not Pillow could open it."""
+    if head.startswith(png.SIGNATURE):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+# Formats people try that Pillow cannot read here, by their first bytes.
+_ISO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC",
+               b"heis": "HEIC", b"hevm": "HEIC", b"hevs": "HEIC", b"mif1": "HEIF",
+               b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF", b"crx ": "Canon CR3 raw"}
+
+
+def _unidentified(head: bytes) -> str:
+    """Why Pillow could not identify a file, in a user's words."""
+    supported = "PNG, JPEG, TIFF, WebP, BMP and GIF are"
+    if not head:
+        return "empty file (0 bytes)"
+    known = _signature_format(head)
+    if known:
+        return f"corrupt or truncated {known} file: its header cannot be read"
+    if head[4:8] == b"ftyp":
+        name = _ISO_BRANDS.get(head[8:12])
+        if name:
+            return f"{name} files are not supported yet ({supported})"
+        return f"a video or other ISO media file, not an image ({supported})"
+    for magic, name in ((b"%PDF", "PDF"), (b"\xff\x0a", "JPEG XL"),
+                        (b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000")):
+        if head.startswith(magic):
+            return f"{name} files are not supported ({supported})"
+    text = head.lstrip().lower()
+    if text.startswith((b"<svg", b"<?xml")):
+        return f"SVG and other XML files are not supported ({supported})"
+    return f"not an image file, or one in a format downpool cannot read ({supported})"
+
+
+def _decode_failure(exc: BaseException, fmt: str) -> OSError:
+    """A decoder's error as an ``OSError`` that says what is wrong with the file."""
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL):
+        return exc  # the system's own error (no such file, permission denied ...)
+    fmt = {"WEBP": "WebP"}.get(fmt, fmt)
+    text = " ".join(str(exc).split())
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+        message = f"corrupt {fmt} file: it points to data outside the file"
+    elif "truncated" in lower or isinstance(exc, EOFError):
+        message = f"truncated {fmt} file: the image data ends early"
+    elif lower.startswith(("broken data stream", "unrecognized data stream", "decoder error",
+                           "buffer overrun")):
+        message = f"corrupt {fmt} file: its image data is damaged"
+    elif lower.startswith(("could not create decoder", "failed to read next frame")):
+        message = f"corrupt or truncated {fmt} file: the decoder cannot read it"
+    elif lower.startswith("cannot load this image"):
+        message = f"{fmt} file without image data"
+    elif isinstance(exc, MemoryError):
+        message = "out of memory while decoding"
+    else:
+        message = f"corrupt or truncated {fmt} file ({text or type(exc).__name__})"
+    return OSError(message)
+
+
+def _refuse_reduced_samples(im: Any, fmt: str) -> None:
+    """Refuse a TIFF whose 16-bit colour samples Pillow would reduce to 8 bits.
+
+    Only TIFF can hold them among the formats read here (16-bit colour PNG
+    has its own reader); a 16-bit BMP packs a whole pixel in 16 bits (RGB565),
+    at most 6 bits a channel, which Pillow decodes without loss.
+    """
+    if fmt != "TIFF":
         return
-    rawmodes = []
-    for tile in getattr(im, "tile", None) or []:
-        args = tile[3] if len(tile) > 3 else None
-        # The decoder arguments start with the raw mode for most plugins (GIF: an int).
-        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
-        if isinstance(raw, str):
-            rawmodes.append(raw)
-    if any(";16" in raw for raw in rawmodes):
+    bits = im.tag_v2.get(258, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    if len(bits) > 1 and max(bits) > 8:
         raise UnsupportedImageError(
-            f"16-bit {im.format} in colour (read as {im.mode}): Pillow can only decode it "
+            f"{max(bits)}-bit TIFF with {len(bits)} channels: Pillow can only decode it "
             "reduced to 8 bits per channel, and downpool does not drop bits silently; "
-            "16-bit grayscale is supported"
+            "16-bit grayscale TIFF and 16-bit colour PNG are supported"
         )
 
 
-def _pixels_and_mode(im: Any, icc: bytes | None) -> tuple[np.ndarray, str, bytes | None]:
+def _png_key_alpha(pixels: np.ndarray, key: Any) -> np.ndarray:
+    """The alpha channel that a PNG tRNS key colour means: 0 where a pixel is the key."""
+    top = np.iinfo(pixels.dtype).max
+    matches = pixels == key if pixels.ndim == 2 else (pixels == np.asarray(key)).all(axis=2)
+    alpha = np.where(matches, 0, top).astype(pixels.dtype)
+    return np.dstack([pixels, alpha])
+
+
+def _pixels_and_mode(im: Any, icc: bytes | None, head: bytes) -> tuple[np.ndarray, str, bytes | None]:
     """The image's samples as an array, the mode to write them back as, and the ICC profile."""
     mode = im.mode
+    key = im.info.get("transparency") if im.format == "PNG" else None
     if mode.startswith("I;16"):
-        return np.asarray(im).astype(np.uint16, copy=False), "I;16", icc
+        values = np.asarray(im).astype(np.uint16, copy=False)
+        if key is not None:
+            return _png_key_alpha(values, key), "LA;16", icc
+        return values, "I;16", icc
     if mode == "I":
         values = np.asarray(im)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise UnsupportedImageError("32-bit integer samples outside 0..65535 are not supported")
+            kind = "signed" if values.min() < 0 else "32-bit"
+            raise UnsupportedImageError(
+                f"{kind} integer samples outside 0..65535 are not supported "
+                f"(unsigned 8- and 16-bit samples are)")
         return values.astype(np.uint16), "I;16", icc
     if mode == "F":
         raise UnsupportedImageError("32-bit float samples are not supported (8 and 16 bits are)")
+    if key is not None and mode in ("1", "L", "RGB"):
+        values = np.asarray(im.convert("L") if mode == "1" else im)
+        depth = head[24] if len(head) > 24 else 8
+        if mode == "L" and depth < 8:
+            key = key * (255 // (2**depth - 1))  # Pillow scales 1/2/4-bit gray up to 0..255
+        return _png_key_alpha(values, key), "LA" if mode != "RGB" else "RGBA", icc
     if mode in ("L", "LA", "RGB", "RGBA"):
         return np.asarray(im), mode, icc
     if mode == "1":
@@ -273,10 +511,50 @@ def _apply_orientation(pixels: np.ndarray, orientation: Any) -> np.ndarray:
     return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
+# --- metadata -------------------------------------------------------------------------
+
 # IFD0 tags of a TIFF that describe the picture rather than the file's
-# layout (which Pillow writes afresh): only these travel as EXIF.
+# layout (which Pillow writes afresh): only these travel as EXIF, and only
+# these of an EXIF block go into a TIFF's first IFD.
 _TIFF_DESCRIPTIVE_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x0131, 0x0132, 0x013B, 0x8298)
 _SUB_IFDS = (0x8769, 0x8825)  # Exif, GPS
+
+
+def _exif_of(block: bytes | None, im: Any = None) -> tuple[int, bytes | None]:
+    """The orientation and the upright EXIF block, from a raw block or a TIFF's tags."""
+    from PIL import Image
+
+    if block:
+        parsed = Image.Exif()
+        try:
+            parsed.load(block)
+        except Exception:  # noqa: BLE001 - Pillow has warned; patching needs no parse
+            pass
+        orientation = parsed.get(_EXIF_ORIENTATION, 1)
+        patched = exif_blocks.patch_exif(block, orientation=1)
+        if patched is None and orientation == 1:
+            patched = block if block.startswith(exif_blocks.EXIF_PREFIX) else exif_blocks.EXIF_PREFIX + block
+        if patched is None:
+            patched = _reencoded(parsed)
+        return orientation, patched
+    if im is None:
+        return 1, None
+    tags = im.getexif()
+    orientation = tags.get(_EXIF_ORIENTATION, 1)
+    if im.format == "TIFF":
+        tags = _tiff_descriptive_tags(tags)
+    return orientation, _reencoded(tags) if len(tags) else None
+
+
+def _reencoded(exif: Any) -> bytes | None:
+    """EXIF tags encoded again, with orientation 1; None (and a warning) if they will not encode."""
+    try:
+        exif[_EXIF_ORIENTATION] = 1
+        return exif.tobytes()
+    except Exception as exc:  # noqa: BLE001 - odd tags must not cost the image
+        warnings.warn(f"EXIF metadata dropped: it cannot be re-encoded ({type(exc).__name__}: "
+                      f"{exc})", MetadataWarning, stacklevel=2)
+        return None
 
 
 def _tiff_descriptive_tags(tiff_tags: Any) -> Any:
@@ -297,205 +575,53 @@ def _tiff_descriptive_tags(tiff_tags: Any) -> Any:
     return exif
 
 
-def _upright_exif(exif: Any) -> bytes | None:
-    """The EXIF block with orientation 1; None if Pillow cannot re-encode it."""
-    try:
-        exif[_EXIF_ORIENTATION] = 1
-        return exif.tobytes()
-    except Exception:  # noqa: BLE001 - odd maker notes must not cost the image
+def _as_bytes(value: Any) -> bytes | None:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value) or None
+    if isinstance(value, tuple) and len(value) == 1:
+        return _as_bytes(value[0])
+    return None
+
+
+def _stated_dpi(im: Any, fmt: str) -> tuple[float, float] | None:
+    """The resolution the file itself states, in pixels per inch, or None.
+
+    Pillow's ``info["dpi"]`` is not always stated: it is 72 for a JPEG whose
+    JFIF header gives only an aspect ratio, and 1 for a TIFF without
+    resolution tags.  Those are not carried.
+    """
+    if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2):
         return None
-
-
-def _exif_for_output(exif: bytes, width: int, height: int) -> bytes:
-    """``exif`` with the pixel dimensions of the Exif IFD, where present, set to the output's."""
-    from PIL import Image
-
+    if fmt == "TIFF" and not (282 in im.tag_v2 and 283 in im.tag_v2
+                              and im.tag_v2.get(296, 2) in (2, 3)):
+        return None
+    given = im.info.get("dpi")
     try:
-        data = Image.Exif()
-        data.load(exif)
-        data[_EXIF_ORIENTATION] = 1
-        sub = data.get_ifd(_EXIF_IFD)
-        if _EXIF_PIXEL_X in sub or _EXIF_PIXEL_Y in sub:
-            sub[_EXIF_PIXEL_X] = width
-            sub[_EXIF_PIXEL_Y] = height
-        return data.tobytes()
-    except Exception:  # noqa: BLE001 - keep the block as read rather than lose it
-        return exif
+        if given is not None and len(given) == 2 and all(float(v) > 0 for v in given):
+            return float(given[0]), float(given[1])
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    return None
 
 
-# --- 16-bit colour PNG ----------------------------------------------------------------
-#
-# Pillow 13 decodes 16-bit RGB, RGBA and gray+alpha PNG only reduced to 8 bits
-# per channel, and cannot write them.  PNG is simple enough to do here:
-# chunks, zlib, and the five row filters of the PNG specification (section 9).
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG16_CHANNELS = {4: 2, 2: 3, 6: 4}  # colour type -> channels (gray+alpha, RGB, RGBA)
-_PNG16_MODES = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}
-_IDAT_CHUNK_BYTES = 1 << 20
-
-
-def _is_png16_colour(im: Any) -> bool:
-    """Whether a PNG opened by Pillow has 16-bit samples and more than one channel."""
-    fp = getattr(im, "fp", None)
-    if fp is None:
-        return False
-    position = fp.tell()
-    try:
-        fp.seek(0)
-        head = fp.read(29)
-    finally:
-        fp.seek(position)
-    return (len(head) == 29 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
-            and head[24] == 16 and head[25] in _PNG16_CHANNELS)
+def _metadata(im: Any, fmt: str, scan: Any) -> dict[str, Any]:
+    """XMP, IPTC, resolution, PNG chunks and TIFF compression of an opened image."""
+    xmp = scan.xmp if scan is not None else _as_bytes(im.info.get("xmp"))
+    iptc = None
+    if fmt == "JPEG":
+        iptc = exif_blocks.iptc_from_photoshop(im.info.get("photoshop"))
+    elif fmt == "TIFF":
+        iptc = _as_bytes(im.tag_v2.get(_TIFF_IPTC)) if im.tag_v2.tagtype.get(_TIFF_IPTC) in (1, 7) else None
+    return {
+        "xmp": xmp, "iptc": iptc, "dpi": _stated_dpi(im, fmt),
+        "png_chunks": tuple(scan.carried) if scan is not None else (),
+        "compression": im.info.get("compression") if fmt == "TIFF" else None,
+    }
 
 
-def _png_chunks(data: bytes) -> Any:
-    """(type, body) of each chunk of a PNG file, checksums verified, up to IEND."""
-    position = len(_PNG_SIGNATURE)
-    while True:
-        if position + 8 > len(data):
-            raise OSError("truncated PNG file (it ends before its IEND chunk)")
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
-        crc = data[position + 8 + length:position + 12 + length]
-        if len(body) < length or len(crc) < 4:
-            raise OSError(f"truncated PNG file (in its {kind.decode('latin-1')} chunk)")
-        if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
-            raise OSError(f"corrupt PNG file (bad checksum of its {kind.decode('latin-1')} chunk)")
-        yield kind, body
-        if kind == b"IEND":
-            return
-        position += 12 + length
-
-
-def _read_png16(path: str) -> LoadedImage:
-    """Read a 16-bit gray+alpha, RGB or RGBA PNG with its ICC profile and EXIF."""
-    from PIL import Image
-
-    data = Path(path).read_bytes()
-    idat, icc, exif_block, transparent = [], None, None, None
-    width = height = channels = 0
-    for kind, body in _png_chunks(data):
-        if kind == b"IHDR":
-            width, height, _, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            channels = _PNG16_CHANNELS[colour_type]
-            if interlace:
-                raise UnsupportedImageError("interlaced 16-bit colour PNG is not supported")
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"iCCP":
-            name_end = body.find(b"\0")
-            if name_end < 0:
-                raise OSError("corrupt PNG file (bad iCCP chunk)")
-            icc = zlib.decompress(body[name_end + 2:])
-        elif kind == b"eXIf":
-            exif_block = body
-        elif kind == b"tRNS" and channels == 3 and len(body) == 6:
-            transparent = np.frombuffer(body, ">u2")
-    bytes_per_pixel = 2 * channels
-    stride = width * bytes_per_pixel
-    raw = zlib.decompress(b"".join(idat))
-    if len(raw) != height * (stride + 1):
-        raise OSError(f"corrupt PNG file (pixel data is {len(raw)} bytes, "
-                      f"expected {height * (stride + 1)})")
-    rows = _unfilter_png(np.frombuffer(raw, np.uint8), height, stride, bytes_per_pixel)
-    pixels = rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    if transparent is not None:  # one colour marked transparent: make it real alpha
-        alpha = np.where((pixels == transparent).all(axis=2), 0, 65535).astype(np.uint16)
-        pixels, channels = np.dstack([pixels, alpha]), 4
-    exif = Image.Exif()
-    if exif_block:
-        try:
-            exif.load(exif_block)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: keep the pixels
-            exif = Image.Exif()
-    pixels = _apply_orientation(pixels, exif.get(_EXIF_ORIENTATION, 1))
-    return LoadedImage(
-        pixels=pixels, has_alpha=channels in (2, 4), mode=_PNG16_MODES[channels], icc_profile=icc,
-        exif=_upright_exif(exif) if len(exif) else None, format="PNG", size=(width, height),
-    )
-
-
-def _unfilter_rows(raw, out, bytes_per_pixel):  # pragma: no cover - compiled by Numba
-    """Undo the PNG row filters of ``raw`` into ``out``; the index of a bad row, or -1."""
-    height, stride = out.shape
-    for y in range(height):
-        start = y * (stride + 1)
-        kind = raw[start]
-        if kind > 4:
-            return y
-        for x in range(stride):
-            value = np.int32(raw[start + 1 + x])
-            left = np.int32(out[y, x - bytes_per_pixel]) if x >= bytes_per_pixel else np.int32(0)
-            up = np.int32(out[y - 1, x]) if y > 0 else np.int32(0)
-            if kind == 1:
-                value += left
-            elif kind == 2:
-                value += up
-            elif kind == 3:
-                value += (left + up) >> 1
-            elif kind == 4:
-                corner = (np.int32(out[y - 1, x - bytes_per_pixel])
-                          if (y > 0 and x >= bytes_per_pixel) else np.int32(0))
-                estimate = left + up - corner
-                to_left, to_up, to_corner = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
-                if to_left <= to_up and to_left <= to_corner:
-                    value += left
-                elif to_up <= to_corner:
-                    value += up
-                else:
-                    value += corner
-            out[y, x] = value & 0xFF
-    return -1
-
-
-_compiled_unfilter = None
-
-
-def _unfilter_png(raw: np.ndarray, height: int, stride: int, bytes_per_pixel: int) -> np.ndarray:
-    """The filtered rows of a PNG's decompressed data, unfiltered: uint8 (height, stride)."""
-    global _compiled_unfilter
-    if _compiled_unfilter is None:
-        # Numba only here, on the first 16-bit colour PNG: Average and Paeth rows
-        # depend on the byte just decoded, which NumPy cannot vectorise.
-        import numba
-
-        _compiled_unfilter = numba.njit(cache=True, nogil=True)(_unfilter_rows)
-    out = np.empty((height, stride), np.uint8)
-    bad_row = _compiled_unfilter(raw, out, bytes_per_pixel)
-    if bad_row >= 0:
-        raise OSError(f"corrupt PNG file (unknown filter type in row {bad_row})")
-    return out
-
-
-def _write_png16(stream: Any, pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
-    """Write 16-bit gray+alpha, RGB or RGBA ``pixels`` as PNG to ``stream``."""
-    height, width, channels = pixels.shape
-    colour_type = {2: 4, 3: 2, 4: 6}[channels]
-    rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(height, -1)
-    # The "Up" filter on every row but the first (byte-wise difference from the
-    # row above, modulo 256): vectorised, and it compresses photos well.
-    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
-    filtered[:, 0] = 2
-    filtered[0, 0] = 0
-    filtered[0, 1:] = rows[0]
-    filtered[1:, 1:] = rows[1:] - rows[:-1]
-
-    def chunk(kind: bytes, body: bytes) -> None:
-        stream.write(struct.pack(">I", len(body)) + kind + body
-                     + struct.pack(">I", zlib.crc32(kind + body)))
-
-    stream.write(_PNG_SIGNATURE)
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
-    if icc:
-        chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))
-    if exif:
-        chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    compressed = zlib.compress(filtered.tobytes(), 6)
-    for start in range(0, max(len(compressed), 1), _IDAT_CHUNK_BYTES):
-        chunk(b"IDAT", compressed[start:start + _IDAT_CHUNK_BYTES])
-    chunk(b"IEND", b"")
+# --- writing --------------------------------------------------------------------------
 
 
 def _to_pillow(pixels: np.ndarray, fmt: str) -> Any:
@@ -523,31 +649,183 @@ def _to_pillow(pixels: np.ndarray, fmt: str) -> Any:
                             np.ascontiguousarray(pixels), "raw", mode, 0, 1)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _dropped(what: str, why: str) -> None:
+    warnings.warn(f"{what} not written: {why}", MetadataWarning, stacklevel=3)
 
 
-def _rename_no_clobber(source: str, target: str) -> None:
-    """Rename ``source`` to ``target`` unless ``target`` exists (``FileExistsError``)."""
+@dataclasses.dataclass
+class _Metadata:
+    """What of ``like`` goes into an output of one format, already adjusted to the output."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    iptc: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _metadata_for(like: LoadedImage | None, fmt: str, strip: bool, width: int,
+                  height: int) -> _Metadata:
+    if like is None or strip:
+        return _Metadata()
+    chosen = _Metadata(dpi=like.dpi if fmt in _DPI_FORMATS else None)
+    if fmt not in _METADATA_FORMATS:
+        return chosen
+    chosen.icc = like.icc_profile
+    if like.exif:
+        chosen.exif = exif_blocks.patch_exif(like.exif, pixel_size=(width, height)) or like.exif
+    if like.xmp:
+        chosen.xmp = exif_blocks.patch_xmp(like.xmp, pixel_size=(width, height))
+    if fmt in ("JPEG", "TIFF"):
+        chosen.iptc = like.iptc
+    elif like.iptc:
+        _dropped("IPTC metadata", f"{fmt} has no place for it")
+    if fmt == "PNG":
+        chosen.png_chunks = like.png_chunks
+        if any(kind == b"pHYs" for kind, _ in like.png_chunks):
+            chosen.dpi = None  # the chunk says it, in the PNG's own units
+    return chosen
+
+
+def _pnginfo(meta: _Metadata) -> Any:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for kind, body in meta.png_chunks:
+        if not (meta.icc and kind == b"sRGB"):  # an ICC profile and sRGB exclude each other
+            info.add(kind, body)
+    if meta.xmp:
+        info.add(b"iTXt", png.itxt_chunk(png.XMP_KEYWORD, meta.xmp))
+    return info
+
+
+def _tiff_compression(like: LoadedImage | None, pixels: np.ndarray) -> str:
+    """The input TIFF's compression where Pillow can write it for these samples, else Deflate."""
+    wanted = like.compression if like is not None and like.format == "TIFF" else None
+    wanted = {"tiff_deflate": "tiff_adobe_deflate"}.get(wanted, wanted)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if wanted == "jpeg" and not (pixels.dtype == np.uint8 and channels in (1, 3)):
+        wanted = None  # libtiff's JPEG takes 8-bit gray and RGB only
+    return wanted if wanted in _TIFF_KEPT_COMPRESSIONS else TIFF_DEFAULT_COMPRESSION
+
+
+def _tiff_tags(meta: _Metadata) -> tuple[Any, dict[int, dict]]:
+    """The first-IFD tags for a TIFF output, and its Exif/GPS sub-IFDs."""
+    from PIL import Image, TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    sub_ifds: dict[int, dict] = {}
+    if meta.exif:
+        exif = Image.Exif()
+        try:
+            exif.load(meta.exif)
+            for tag in _TIFF_DESCRIPTIVE_TAGS:
+                if tag in exif:
+                    tags[tag] = exif[tag]
+            tags[_EXIF_ORIENTATION] = 1
+            sub_ifds = {tag: dict(exif.get_ifd(tag)) for tag in _SUB_IFDS if exif.get_ifd(tag)}
+        except Exception as exc:  # noqa: BLE001
+            _dropped("EXIF metadata", f"it cannot be read back ({exc})")
+    if meta.xmp:
+        tags[_TIFF_XMP] = meta.xmp
+        tags.tagtype[_TIFF_XMP] = 1
+    if meta.iptc:
+        tags[_TIFF_IPTC] = meta.iptc
+        tags.tagtype[_TIFF_IPTC] = 7
+    return tags, sub_ifds
+
+
+def _save_tiff(image: Any, meta: _Metadata, options: dict[str, Any], compression: str) -> bytes:
+    tags, sub_ifds = _tiff_tags(meta)
     try:
-        # link() fails if the target exists, so no other writer is clobbered.
-        os.link(source, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        # Filesystems without hard links: check, then rename (a small race).
-        if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "File exists", target) from None
-        os.replace(source, target)
-        return
-    os.unlink(source)
+        return _tiff_bytes(image, tags, sub_ifds, options, compression)
+    except (TypeError, ValueError, KeyError, struct.error, RuntimeError) as exc:
+        # A tag that will not encode: the picture matters more than its metadata.
+        _dropped("EXIF and XMP/IPTC metadata", f"they cannot be encoded in TIFF ({exc})")
+        from PIL import TiffImagePlugin
+
+        return _tiff_bytes(image, TiffImagePlugin.ImageFileDirectory_v2(), {}, options, compression)
 
 
-# As tempfile.mkstemp opens its files: new, private, not through a symlink.
-_TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+def _tiff_bytes(image: Any, tags: Any, sub_ifds: dict[int, dict], options: dict[str, Any],
+                compression: str) -> bytes:
+    buffer = io.BytesIO()
+    if compression == "raw":
+        # Pillow's own writer nests the sub-IFDs.
+        for tag, values in sub_ifds.items():
+            tags[tag] = values
+        image.save(buffer, format="TIFF", tiffinfo=tags, compression="raw", **options)
+        return buffer.getvalue()
+    # libtiff writes the compressed file, but not the sub-IFDs: they are appended.
+    image.save(buffer, format="TIFF", tiffinfo=tags, compression=compression, **options)
+    data = buffer.getvalue()
+    return exif_blocks.append_tiff_sub_ifds(data, sub_ifds) if sub_ifds else data
+
+
+def encode_image(
+    pixels: np.ndarray,
+    format: str,
+    like: LoadedImage | None = None,
+    quality: int | None = None,
+    strip: bool = False,
+) -> bytes:
+    """The bytes of an image file of ``pixels`` in ``format``, with the metadata of ``like``.
+
+    See :func:`write_image` for the parameters.  Metadata that the format has
+    no place for, or that will not encode, is left out with a
+    :class:`MetadataWarning`.
+    """
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(format.upper(), format.upper())
+    if fmt not in FORMATS:
+        raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
+                                    f"choose one of {', '.join(FORMATS)}")
+    sixteen_bit_colour = pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
+    if sixteen_bit_colour and fmt == "TIFF":
+        raise UnsupportedImageError(
+            "Pillow cannot write 16-bit colour TIFF; choose --format png to keep 16 bits"
+        )
+    height, width = pixels.shape[:2]
+    meta = _metadata_for(like, fmt, strip, width, height)
+    buffer = io.BytesIO()
+    if sixteen_bit_colour and fmt == "PNG":
+        # Pillow holds 16-bit samples only in grayscale: downpool.png writes these.
+        chunks = list(meta.png_chunks)
+        if meta.xmp:
+            chunks.append((b"iTXt", png.itxt_chunk(png.XMP_KEYWORD, meta.xmp)))
+        if meta.dpi:
+            chunks.append((b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in meta.dpi), 1)))
+        png.write_png16(buffer, pixels, meta.icc, meta.exif, chunks)
+        return buffer.getvalue()
+    image = _to_pillow(pixels, fmt)
+    options: dict[str, Any] = {}
+    if fmt in ("JPEG", "WEBP") or (fmt == "TIFF" and _tiff_compression(like, pixels) == "jpeg"):
+        options["quality"] = _DEFAULT_QUALITY if quality is None else int(quality)
+    if meta.icc:
+        options["icc_profile"] = meta.icc
+    if meta.dpi:
+        options["dpi"] = meta.dpi
+    if fmt == "TIFF":
+        return _save_tiff(image, meta, options, _tiff_compression(like, pixels))
+    if meta.exif:
+        if fmt == "JPEG" and len(meta.exif) > _JPEG_SEGMENT_BYTES:
+            _dropped("EXIF metadata", f"its {len(meta.exif):,} bytes do not fit in a JPEG segment")
+        else:
+            options["exif"] = meta.exif
+    if meta.xmp:
+        if fmt == "JPEG" and len(meta.xmp) > _JPEG_XMP_BYTES:
+            _dropped("XMP metadata", f"its {len(meta.xmp):,} bytes do not fit in a JPEG segment")
+        elif fmt in ("JPEG", "WEBP"):
+            options["xmp"] = meta.xmp
+    if fmt == "JPEG" and meta.iptc:
+        try:
+            options["extra"] = exif_blocks.photoshop_app13(meta.iptc)
+        except ValueError as exc:
+            _dropped("IPTC metadata", str(exc))
+    if fmt == "PNG" and (meta.png_chunks or meta.xmp):
+        options["pnginfo"] = _pnginfo(meta)
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 def write_image(
@@ -561,9 +839,13 @@ def write_image(
 ) -> None:
     """Write ``pixels`` to ``path`` atomically, with the metadata of ``like``.
 
-    The image is written to a temporary file in the target folder, flushed
-    to disk and renamed to ``path``; on any failure (or Ctrl-C) the temporary
-    file is removed, so ``path`` is either untouched or complete.
+    The image is encoded in memory, written to a temporary file in the
+    target folder, flushed to disk and renamed to ``path``; on any failure
+    (or Ctrl-C) the temporary file is removed, so ``path`` is either
+    untouched or complete.  A FIFO or character device at ``path`` is
+    written into; a symbolic link is written through (its target replaced,
+    the link kept); a folder, block device or socket is refused
+    (:func:`downpool.files.put_file`).
 
     Parameters
     ----------
@@ -576,88 +858,35 @@ def write_image(
         JPEG, WebP, BMP and GIF hold 8 bits, so they get the samples rounded
         to 8 bits.
     like : LoadedImage, optional
-        The source image: its ICC profile and EXIF are written (unless
-        ``strip``), and its format is the default.
+        The source image: its metadata are written (unless ``strip``) where
+        the format holds them (README, "What is kept"), its format is the
+        default, and for TIFF its compression is kept where Pillow can write
+        it (else Deflate, lossless).
     format : str, optional
         ``"PNG"``, ``"JPEG"``, ``"WEBP"``, ``"TIFF"``, ``"BMP"`` or ``"GIF"``
         (case-insensitive).  Default: the format of ``like``, else the one
         the extension of ``path`` implies.
     quality : int, optional
-        1-100, for JPEG and WebP (default 90); ignored by other formats.
+        1-100, for JPEG, WebP and JPEG-compressed TIFF (default 90); ignored
+        by other formats.
     strip : bool
-        Write no ICC profile and no EXIF.
+        Write no metadata (no ICC profile, EXIF, XMP, IPTC, resolution or PNG chunks).
     replace : bool
-        Replace an existing ``path``.  If False and ``path`` exists (even if it
-        appeared while writing), ``FileExistsError`` is raised and nothing is
-        replaced.
+        Replace an existing regular file at ``path``.  If False and one
+        exists (even one that appeared while writing), ``FileExistsError`` is
+        raised and nothing is replaced.
 
     Raises
     ------
     OSError
-        The folder is missing or not writable, the disk is full, or ``path``
-        exists and ``replace`` is False (``FileExistsError``).
+        The folder is missing or not writable, the disk is full, ``path``
+        exists and ``replace`` is False (``FileExistsError``), or ``path`` is
+        a folder, device or socket (:class:`downpool.files.OutputRefused`).
     UnsupportedImageError
         A ``ValueError``: alpha for a format without alpha (JPEG, BMP), or an
         unknown format.
     """
     path = os.fspath(path)
-    fmt = (format or (like.format if like is not None else None)
-           or format_for_extension(path) or "").upper()
-    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
-                                    f"choose one of {', '.join(FORMATS)}")
-    sixteen_bit_colour = pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
-    if sixteen_bit_colour and fmt == "TIFF":
-        raise UnsupportedImageError(
-            "Pillow cannot write 16-bit colour TIFF; choose --format png to keep 16 bits"
-        )
-    # Pillow holds 16-bit samples only in grayscale: 16-bit colour PNG has its own encoder.
-    image = None if sixteen_bit_colour and fmt == "PNG" else _to_pillow(pixels, fmt)
-    height, width = pixels.shape[:2]
-    options: dict[str, Any] = {}
-    if fmt in ("JPEG", "WEBP"):
-        options["quality"] = _DEFAULT_QUALITY if quality is None else int(quality)
-    # TIFF is written uncompressed: Pillow's libtiff path (needed for LZW or
-    # Deflate) cannot write an EXIF block that has an Exif sub-IFD.
-    if like is not None and not strip and fmt in _METADATA_FORMATS:
-        if like.icc_profile:
-            options["icc_profile"] = like.icc_profile
-        if like.exif:
-            options["exif"] = _exif_for_output(like.exif, width, height)
-
-    folder = os.path.dirname(os.path.abspath(path))
-    temp_path = None
-    try:
-        # Not tempfile.mkstemp: a Ctrl-C raised as its open() returns would
-        # leave a file whose name we never got. Here the name is known first.
-        for _ in range(100):
-            temp_path = os.path.join(folder, f".{os.path.basename(path)}."
-                                             f"{secrets.token_hex(4)}.downpool-tmp")
-            try:
-                fd = os.open(temp_path, _TEMP_FLAGS, 0o600)
-                break
-            except FileExistsError:
-                temp_path = None  # another writer's file, not ours to remove
-        else:
-            raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
-        with os.fdopen(fd, "wb") as stream:
-            if image is None:
-                _write_png16(stream, pixels, options.get("icc_profile"), options.get("exif"))
-            else:
-                image.save(stream, format=fmt, **options)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # The file is made private (0600); an output gets the usual mode.
-        os.chmod(temp_path, 0o666 & ~_current_umask())
-        if replace:
-            os.replace(temp_path, path)
-        else:
-            _rename_no_clobber(temp_path, path)
-    except BaseException:
-        if temp_path is not None:
-            try:
-                os.unlink(temp_path)
-            except OSError:  # gone already (renamed), or never made
-                pass
-        raise
+    fmt = format or (like.format if like is not None else None) or format_for_extension(path) or ""
+    data = encode_image(pixels, fmt, like=like, quality=quality, strip=strip)
+    put_file(path, data, replace=replace)
