@@ -146,7 +146,7 @@ class LoadedImage:
         Resolution in pixels per inch, where the file states one.
     png_chunks : tuple of (bytes, bytes)
         For PNG, the ancillary chunks carried into a PNG output as they are
-        (:data:`downpool.png.CARRIED_CHUNKS`: gAMA, cHRM, sRGB, cICP, pHYs, text).
+        (:data:`downpool.png.CARRIED_CHUNKS`: gAMA, cHRM, sRGB, cICP, text).
     compression : str or None
         For TIFF, Pillow's name of its compression (``"tiff_lzw"``, ``"group4"`` ...).
     """
@@ -683,8 +683,6 @@ def _metadata_for(like: LoadedImage | None, fmt: str, strip: bool, width: int,
         _dropped("IPTC metadata", f"{fmt} has no place for it")
     if fmt == "PNG":
         chosen.png_chunks = like.png_chunks
-        if any(kind == b"pHYs" for kind, _ in like.png_chunks):
-            chosen.dpi = None  # the chunk says it, in the PNG's own units
     return chosen
 
 

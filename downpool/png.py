@@ -26,10 +26,11 @@ __all__ = ["SIGNATURE", "PngScan", "scan_png", "is_png16_colour", "read_png16", 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: Ancillary chunks copied from a PNG input into a PNG output, as they are:
-#: colour interpretation (gamma, chromaticities, sRGB intent, cICP), the
-#: physical pixel size, and text.  Chunks that describe the old samples
-#: (sBIT, bKGD, hIST, tRNS) or the old file (tIME) are not copied.
-CARRIED_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"cICP", b"pHYs", b"tEXt", b"zTXt", b"iTXt"})
+#: colour interpretation (gamma, chromaticities, sRGB intent, cICP) and
+#: text.  The resolution (pHYs) travels as dpi, which every format shares.
+#: Chunks that describe the old samples (sBIT, bKGD, hIST, tRNS) or the old
+#: file (tIME) are not copied.
+CARRIED_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"cICP", b"tEXt", b"zTXt", b"iTXt"})
 
 #: The iTXt keyword under which XMP is stored (carried as XMP, not as text).
 XMP_KEYWORD = b"XML:com.adobe.xmp"

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["downpool_command", "run_downpool", "random_image", "smooth_image", "save", "load",
-           "srgb_icc_profile", "temp_files", "write_png", "read_png"]
+           "srgb_icc_profile", "temp_files", "write_png", "read_png", "png_chunks", "tiff_ifd",
+           "exif_block", "write_tiff", "write_bmp565"]
 
 
 def downpool_command() -> list[str]:
@@ -164,3 +165,69 @@ def srgb_icc_profile() -> bytes:
 def temp_files(folder: Path) -> list[Path]:
     """Temporary files that an interrupted write could have left under ``folder``."""
     return [p for p in folder.rglob("*") if p.name.endswith(".downpool-tmp")]
+
+
+def png_chunks(path: Path) -> list[tuple[bytes, bytes]]:
+    """(type, body) of every chunk of a PNG file, in order."""
+    data = path.read_bytes()
+    position, chunks = 8, []
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        chunks.append((kind, data[position + 8:position + 8 + length]))
+        position += 12 + length
+    return chunks
+
+
+def tiff_ifd(entries: list[tuple[int, int, int, bytes]], start: int, order: str = ">") -> bytes:
+    """One TIFF IFD at file offset ``start``: entries (tag, type, count, value bytes),
+    values longer than 4 bytes placed after it; no next IFD."""
+    count = len(entries)
+    data_offset = start + 2 + 12 * count + 4
+    table, extra = struct.pack(order + "H", count), b""
+    for tag, kind, n, value in sorted(entries):
+        if len(value) <= 4:
+            table += struct.pack(order + "HHI", tag, kind, n) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack(order + "HHII", tag, kind, n, data_offset + len(extra))
+            extra += value + (b"\0" if len(value) % 2 else b"")
+    return table + struct.pack(order + "I", 0) + extra
+
+
+def exif_block(entries: list[tuple[int, int, int, bytes]], order: str = ">") -> bytes:
+    """An EXIF block ("Exif\\0\\0" + a TIFF header + IFD0), written by hand so that it
+    can hold what Pillow would not write (a resolution stored as text)."""
+    header = (b"MM\x00*" if order == ">" else b"II*\x00") + struct.pack(order + "I", 8)
+    return b"Exif\x00\x00" + header + tiff_ifd(entries, 8, order)
+
+
+def write_tiff(path: Path, pixels: np.ndarray, signed: bool = False) -> Path:
+    """An uncompressed one-strip grayscale TIFF of 8- or 16-bit ``pixels`` (SampleFormat 2
+    if ``signed``), written by hand: Pillow cannot write signed 16-bit samples."""
+    height, width = pixels.shape
+    bits = pixels.dtype.itemsize * 8
+    data = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
+    short = lambda v: struct.pack("<H", v)  # noqa: E731
+    long = lambda v: struct.pack("<I", v)  # noqa: E731
+    entries = [(256, 4, 1, long(width)), (257, 4, 1, long(height)), (258, 3, 1, short(bits)),
+               (259, 3, 1, short(1)), (262, 3, 1, short(1)), (273, 4, 1, long(0)),
+               (277, 3, 1, short(1)), (278, 4, 1, long(height)), (279, 4, 1, long(len(data))),
+               (339, 3, 1, short(2 if signed else 1))]
+    ifd_size = len(tiff_ifd(entries, 8, "<"))
+    entries[5] = (273, 4, 1, long(8 + ifd_size))
+    path.write_bytes(b"II*\x00" + long(8) + tiff_ifd(entries, 8, "<") + data)
+    return path
+
+
+def write_bmp565(path: Path, red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> Path:
+    """A 16-bit BMP with BI_BITFIELDS masks 5-6-5 (0..31, 0..63, 0..31 per channel)."""
+    height, width = red.shape
+    packed = (red.astype(np.uint16) << 11) | (green.astype(np.uint16) << 5) | blue.astype(np.uint16)
+    row_bytes = (width * 2 + 3) // 4 * 4
+    rows = b"".join(packed[y].astype("<u2").tobytes().ljust(row_bytes, b"\0")
+                    for y in range(height - 1, -1, -1))  # bottom-up
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 16, 3, len(rows), 2835, 2835, 0, 0)
+    masks = struct.pack("<III", 0xF800, 0x07E0, 0x001F)
+    offset = 14 + len(info) + len(masks)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset)
+                     + info + masks + rows)
+    return path
