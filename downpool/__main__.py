@@ -1,5 +1,5 @@
 """``python -m downpool``: the same as the ``downpool`` command."""
 
-from .cli import main
+from .console import main
 
 main()

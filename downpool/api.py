@@ -14,7 +14,7 @@ from .core import PoolJob, check_image, dtype_max, float_range, quantize
 from .geometry import plan_windows
 from .methods import get_method, resolve_params
 
-__all__ = ["downscale", "DeviceUnavailableError"]
+__all__ = ["downscale", "working_bytes", "DeviceUnavailableError"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -65,6 +65,39 @@ def _kernels(device: Any):
                 f"device='cuda': no usable CUDA GPU: {reason}; use device='cpu' or 'auto'"
             )
     return importlib.import_module(".cpu", __package__)
+
+
+def working_bytes(shape: tuple[int, ...], itemsize: int, out_size: tuple[int, int], *,
+                  has_alpha: bool = False, linear: bool = False) -> int:
+    """The memory :func:`downscale` takes beyond its input, for an image of ``shape``.
+
+    An estimate from above, for refusing an image before it is decoded
+    rather than running out of memory: with ``has_alpha`` or ``linear``
+    the image is converted in one full-size float32 copy (float64 for
+    float64 input), and NumPy's transfer function and premultiplication
+    make temporaries of it; otherwise only the output and row-sized scratch
+    are allocated.  The factors come from peak resident memory measured on
+    12-megapixel images (``benchmarks/results.md``, "Memory of shrink").
+
+    Parameters
+    ----------
+    shape : (H, W) or (H, W, C)
+    itemsize : int
+        Bytes per input sample: 1, 2, 4 or 8.
+    out_size : (int, int)
+        The output's (height, width).
+    """
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    values = height * width * channels
+    transformed = has_alpha or linear
+    work_item = 8 if itemsize == 8 else 4
+    total = out_size[0] * out_size[1] * channels * (8 if transformed else itemsize) * 2
+    if transformed:
+        colour_values = height * width * (channels - 1 if has_alpha else channels)
+        temporaries = colour_values * work_item * 3 if linear else values * work_item * 1.25
+        total += values * work_item + int(temporaries)
+    return int(total)
 
 
 def downscale(

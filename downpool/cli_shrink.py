@@ -3,7 +3,16 @@
 The command plans the whole batch first (which file goes where), then runs
 each file through ``io.read_image -> downpool.downscale -> io.write_image``,
 in this process or in ``-j`` worker processes.  A bad file costs only that
-file: its error is reported in one line and the batch goes on.
+file: its error is reported in one line and the batch goes on.  An image
+whose working memory would not fit in what the system has left is refused
+before it is decoded (:mod:`downpool.memory`), so that it cannot get the
+whole batch killed.
+
+Stopping: Ctrl-C finishes the files in flight (their writes are atomic) and
+cancels the rest; SIGTERM and SIGHUP drop the files in flight (their
+temporary files are removed) and cancel the rest; either way the summary is
+printed and the exit status is 128 + the signal (130, 143, 129).  Workers
+end with the main process, even when it is killed outright.
 
 Nothing here imports Numba: the kernels load on the first image, in the
 process that pools it, so ``downpool shrink --help`` stays fast.
@@ -24,9 +33,11 @@ from typing import Any, Iterator
 
 import click
 
+from . import interrupts
 from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
-from .core import NUMBA_SCOPE_WARNING
+from .files import output_is_stream, remove_stale_temporaries
 from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
+from .memory import available_bytes, format_bytes, parse_size
 from .methods import get_method, resolve_params
 
 __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks"]
@@ -34,7 +45,11 @@ __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_task
 DEFAULT_NAME = "{stem}_{method}{ext}"
 DEFAULT_NAME_IN_FOLDER = "{stem}{ext}"
 NAME_FIELDS = ("stem", "method", "ext")
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+#: What a worker process is assumed to take before its first image (Python,
+#: NumPy, Numba and the compiled kernels), for dividing memory between -j workers.
+WORKER_BASE_BYTES = 250 * 2**20
 
 
 
@@ -63,6 +78,11 @@ class Settings:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     overwrite: bool = False
     skip_existing: bool = False
+    #: Bytes one file may take to decode and pool (None: no check); and
+    #: whether that is the memory left on the machine ("auto") or --max-memory.
+    max_memory: int | None = None
+    memory_is_auto: bool = True
+    jobs: int = 1
 
     def geometry(self, shape: tuple[int, int]) -> dict[str, Any]:
         """The geometry keywords of :func:`downpool.downscale` for an image of ``shape`` (H, W)."""
@@ -106,20 +126,29 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     """Read, downscale and write one file; every expected fault becomes a failed result.
 
     Runs in the main process or in a worker; never raises for bad input.
-    Python warnings raised meanwhile (Pillow's "corrupt EXIF data" ...) come
-    back in ``FileResult.warnings``, to be reported in one line each.
+    Python warnings raised meanwhile (Pillow's "corrupt EXIF data" ...) and
+    what C libraries print (libtiff's warnings) come back in
+    ``FileResult.warnings``, to be reported in one line each; where the file
+    failed, the C libraries' words are added to its error instead.
     """
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
+    from .core import NUMBA_SCOPE_WARNING
+    from .native_stderr import capture
+
+    with warnings.catch_warnings(record=True) as caught, capture() as native:
         warnings.simplefilter("always")
         # "always" replaces the filter downpool.cpu_blocks sets for Numba's
         # pedantic self-check, which compiling a kernel can raise: set it again.
         warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
         result = _shrink_file(task, settings)
-    if caught:
-        messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
-        result = dataclasses.replace(result, warnings=messages)
+    messages = [" ".join(str(w.message).split()) for w in caught]
+    if native and result.status == "failed":
+        result = dataclasses.replace(result, message=f"{result.message} ({'; '.join(native)})")
+    else:
+        messages += native
+    if messages:
+        result = dataclasses.replace(result, warnings=tuple(dict.fromkeys(messages)))
     return result
 
 
@@ -151,24 +180,36 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     def failed(cause: str) -> FileResult:
         return FileResult(task.source, task.target, "failed", cause)
 
-    if os.path.lexists(task.target):
+    # A FIFO or a device (/dev/null) is written into, not replaced: no
+    # --overwrite needed, and nothing to skip.
+    if os.path.lexists(task.target) and not output_is_stream(task.target):
         if settings.skip_existing:
             return FileResult(task.source, task.target, "skipped", "output exists")
         if not settings.overwrite:
             return failed(f"output {task.target} exists (use --overwrite to replace it, "
                           "or --skip-existing to skip it)")
     try:
-        image = image_io.read_image(task.source, max_pixels=settings.max_pixels)
+        image = image_io.read_image(task.source, max_pixels=settings.max_pixels,
+                                    before_decode=lambda header: _check_header(header, settings))
+    except _Refused as refused:
+        return failed(str(refused))
     except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
         return failed(_read_error(exc, task.source))
     _import_numba_without_scipy()
+    geometry = settings.geometry(image.pixels.shape[:2])
+    too_large = _larger_than_input(geometry, image.pixels.shape[:2])
+    if too_large:
+        return failed(too_large)
     try:
         pooled = downscale(
             image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
-            linear=settings.linear, **settings.geometry(image.pixels.shape[:2]), **settings.params,
+            linear=settings.linear, **geometry, **settings.params,
         )
     except Exception as exc:  # noqa: BLE001 - ValueError for a bad geometry, and the unexpected
         return failed(_describe(exc))
+    # Only the input's metadata are needed now: its pixels can go before encoding.
+    like = dataclasses.replace(image, pixels=pooled)
+    del image
     folder = os.path.dirname(os.path.abspath(task.target))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -176,25 +217,70 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
         return failed(f"cannot create output folder {folder}: {_describe(exc, folder)}")
     fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
     try:
-        image_io.write_image(task.target, pooled, like=image, format=fmt, quality=settings.quality,
+        image_io.write_image(task.target, pooled, like=like, format=fmt, quality=settings.quality,
                              strip=settings.strip, replace=settings.overwrite)
     except FileExistsError:
+        if settings.skip_existing:  # another run, into the same folder, was quicker
+            return FileResult(task.source, task.target, "skipped",
+                              "output appeared while this one was being made")
         return failed(f"output {task.target} appeared while it was being written; not replaced")
     except Exception as exc:  # noqa: BLE001
         return failed(f"cannot write {task.target}: {_describe(exc, task.target)}")
     return FileResult(task.source, task.target, "done")
 
 
-def _read_error(exc: BaseException, source: str) -> str:
-    from PIL import UnidentifiedImageError
+class _Refused(Exception):
+    """An image refused on its header, before it is decoded (memory)."""
 
-    if isinstance(exc, UnidentifiedImageError):
-        try:
-            if os.path.getsize(source) == 0:
-                return "empty file (0 bytes)"
-        except OSError:
-            pass
-        return "not an image, or an unsupported or corrupt one (Pillow cannot identify it)"
+
+def _check_header(header: Any, settings: Settings) -> None:
+    """Refuse an image whose decoding and pooling would need more memory than it may take."""
+    if settings.max_memory is None:
+        return
+    from .api import working_bytes
+
+    shape = (header.height, header.width, header.channels)
+    rows, cols = header.height, header.width
+    geometry = settings.geometry((rows, cols))
+    out_size = geometry.get("size") or _pooled_size(geometry, (rows, cols))
+    has_alpha = header.has_alpha
+    need = (header.decoded_bytes + header.pixels * header.channels * header.bytes_per_sample
+            + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=has_alpha,
+                            linear=settings.linear))
+    if need <= settings.max_memory:
+        return
+    size = f"{header.width}x{header.height}"
+    if settings.memory_is_auto:
+        shared = f", shared by {settings.jobs} workers (-j)" if settings.jobs > 1 else ""
+        raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, more than "
+                       f"the {format_bytes(settings.max_memory)} this run has{shared}; free memory"
+                       f"{', use fewer -j workers' if settings.jobs > 1 else ''} or set --max-memory")
+    raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, above "
+                   f"--max-memory {format_bytes(settings.max_memory)}")
+
+
+def _pooled_size(geometry: dict[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
+    """The output (height, width) of a kernel or scale geometry, without loading any kernel."""
+    h, w = shape
+    if "scale" in geometry:
+        return max(1, round(h * geometry["scale"])), max(1, round(w * geometry["scale"]))
+    k = geometry.get("kernel_size") or 2
+    s = geometry.get("stride") or k
+    return (max(1, -(-(h - k) // s) + 1) if h >= k else 1), (max(1, -(-(w - k) // s) + 1) if w >= k else 1)
+
+
+def _larger_than_input(geometry: dict[str, Any], shape: tuple[int, int]) -> str | None:
+    """The error for an output size (--size, --width, --height) above the input's, in WxH."""
+    if "size" not in geometry:
+        return None
+    (out_h, out_w), (h, w) = geometry["size"], shape
+    if out_h <= h and out_w <= w:
+        return None
+    return (f"the output, {out_w}x{out_h}, would be larger than the {w}x{h} input "
+            "(width x height); downpool only downscales")
+
+
+def _read_error(exc: BaseException, source: str) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a folder (use -r to read the images inside it)"
     return _describe(exc, source)
@@ -217,9 +303,13 @@ def _describe(exc: BaseException, own_path: str | None = None) -> str:
 # --- planning -------------------------------------------------------------------
 
 
-def _walk_images(folder: Path, recursive: bool, skip: set[str]) -> Iterator[Path]:
-    """Image files in ``folder`` (sorted; hidden names and the ``skip`` folders left out)."""
-    for root, dirs, files in os.walk(folder):
+def _walk_images(folder: Path, recursive: bool, skip: set[str],
+                 unreadable: list[OSError]) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted; hidden names and the ``skip`` folders left out).
+
+    Folders that cannot be listed are added to ``unreadable``.
+    """
+    for root, dirs, files in os.walk(folder, onerror=unreadable.append):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.realpath(os.path.join(root, d)) not in skip)
         for name in sorted(files):
@@ -270,8 +360,8 @@ def plan_tasks(
     tasks : list of Task
     refused : list of FileResult
         Inputs that are not processed: failed (their output would overwrite
-        an input, or another input's output) or skipped (named inputs that
-        are the output of another input).
+        an input, or another input's output; a folder that cannot be read)
+        or skipped (named inputs that are the output of another input).
     warnings : list of str
     """
     out_is_folder = out is not None and (
@@ -282,11 +372,13 @@ def plan_tasks(
     skip_dirs = {os.path.realpath(out)} if out_is_folder else set()
     planned: list[tuple[Path, Path, bool]] = []  # source, target, found by walking a folder
     warnings = []
+    unreadable: list[OSError] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            found = list(_walk_images(path, recursive, skip_dirs))
-            if not found:
+            errors_before = len(unreadable)
+            found = list(_walk_images(path, recursive, skip_dirs, unreadable))
+            if not found and len(unreadable) == errors_before:
                 warnings.append(f"no image files in folder {given}"
                                 + ("" if recursive else " (use -r to descend into subfolders)"))
             for source in found:
@@ -305,11 +397,14 @@ def plan_tasks(
     def key(p: Path) -> str:
         return os.path.realpath(p)
 
+    folder_errors = [
+        FileResult(os.fspath(error.filename or ""), "", "failed",
+                   f"cannot read this folder: {error.strerror or error}") for error in unreadable]
     producers = {key(target): source for source, target, _ in planned}
     # An input that is another input's output (an earlier run's output, picked
     # up by a folder walk or a shell glob) is taken as that output, not read
     # again: files found in folders are left out, files named are skipped.
-    tasks, refused, claimed = [], [], {}
+    tasks, refused, claimed = [], folder_errors, {}
     kept = []
     for source, target, walked in planned:
         producer = producers.get(key(source))
@@ -336,14 +431,69 @@ def plan_tasks(
 
 # --- running a batch -----------------------------------------------------------------
 
+# In a worker: whether a file is being processed now (a SIGTERM then unwinds
+# it, removing its temporary file) or the worker waits for one (it exits).
+_worker_busy = False
 
-def _init_worker() -> None:
-    """Set up a worker process: one Numba thread, and Ctrl-C left to the main process."""
+
+class _WorkerStopped(BaseException):
+    """SIGTERM reached a worker while it processed a file."""
+
+
+def _worker_stop(signum: int, frame: object) -> None:
+    if _worker_busy:
+        raise _WorkerStopped()
+    os._exit(128 + signum)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have this process get SIGTERM when ``parent`` dies, even of SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    else:  # elsewhere, watch for the parent's end
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(128 + signal.SIGTERM)
+
+
+def _init_worker(parent: int) -> None:
+    """Set up a worker process: one Numba thread; stop signals as the batch needs them."""
     # Before Numba is imported here (it is, by the first image): N workers x 1 thread.
     os.environ["NUMBA_NUM_THREADS"] = "1"
-    # Ctrl-C reaches the whole process group; the main process decides: it
-    # lets running files finish (their writes are atomic) and cancels the rest.
+    # Ctrl-C and a closed terminal reach the whole process group; the main
+    # process decides what happens to the files in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_stop)
+    _die_with_parent(parent)
+    # The main process blocked these while it started us (see _run_in_workers).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(interrupts.STOP_SIGNALS))
+
+
+def _shrink_in_worker(task: Task, settings: Settings) -> FileResult:
+    global _worker_busy
+    _worker_busy = True
+    try:
+        return shrink_file(task, settings)
+    except _WorkerStopped:
+        # On the way here the file's temporary was removed; the result is not wanted.
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _worker_busy = False
 
 
 def _run_in_process(tasks: list[Task], settings: Settings) -> Iterator[FileResult]:
@@ -352,9 +502,17 @@ def _run_in_process(tasks: list[Task], settings: Settings) -> Iterator[FileResul
 
 
 class _Interrupted(Exception):
-    def __init__(self, finished: list[FileResult]):
+    """A batch was stopped: the results that came in meanwhile, and the stopping exception."""
+
+    def __init__(self, finished: list[FileResult], stop: BaseException):
         super().__init__("interrupted")
         self.finished = finished
+        self.stop = stop
+
+
+def _finishes_in_flight(stop: BaseException) -> bool:
+    """Ctrl-C lets the files in flight finish; SIGTERM and SIGHUP drop them."""
+    return not isinstance(stop, interrupts.Stopped) or stop.signum == signal.SIGINT
 
 
 def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterator[FileResult]:
@@ -368,32 +526,47 @@ def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
             return FileResult(task.source, task.target, "failed",
                               f"worker process failed: {_describe(exc) or type(exc).__name__}")
 
+    def terminate_workers() -> None:
+        # The pool has no public way to stop its processes; each drops its file.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            try:
+                process.terminate()
+            except (OSError, ValueError, AttributeError):
+                pass
+
     # spawn: forking a process whose Numba threading layer may be running is unsafe.
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                               initargs=(os.getpid(),))
     futures: dict[Any, Task] = {}
     reported = set()
     try:
-        # Workers start during submit(): with SIGINT blocked, they inherit it
-        # blocked and cannot die of a Ctrl-C before _init_worker ignores it.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # Workers start during submit(): with the stop signals blocked, they
+        # inherit them blocked and cannot die of one before _init_worker is ready.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupts.STOP_SIGNALS))
         try:
             for task in tasks:
-                futures[pool.submit(shrink_file, task, settings)] = task
+                futures[pool.submit(_shrink_in_worker, task, settings)] = task
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C arrives here
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending signal arrives here
         for future in as_completed(futures):
             reported.add(future)
             yield outcome(future, futures[future])
-    except KeyboardInterrupt:
+    except interrupts.INTERRUPTS as stop:
         for future in futures:
             future.cancel()
-        # The files being pooled now are finished and written whole.
-        wait(futures)
+        finish = _finishes_in_flight(stop)
+        if finish:
+            try:
+                wait(futures)  # the files being pooled now are finished and written whole
+            except interrupts.INTERRUPTS:  # a second signal: drop them after all
+                finish = False
+        if not finish:
+            terminate_workers()
         finished = [outcome(f, task) for f, task in futures.items()
-                    if f not in reported and f.done() and not f.cancelled()]
-        pool.shutdown(wait=True)
-        raise _Interrupted(finished) from None
+                    if f not in reported and f.done() and not f.cancelled() and f.exception() is None]
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise _Interrupted(finished, stop) from None
     pool.shutdown(wait=True)
 
 
@@ -402,6 +575,9 @@ def _progress_bar(total: int, quiet: bool) -> Any:
         return None
     from tqdm import tqdm
 
+    # No monitor thread: it may redraw the bar while a file's C-level
+    # messages are being captured (downpool.native_stderr).
+    tqdm.monitor_interval = 0
     return tqdm(total=total, file=sys.stderr, unit="file", dynamic_ncols=True, leave=False)
 
 
@@ -412,6 +588,16 @@ def _say(message: str, bar: Any) -> None:
         click.echo(message, err=True)
 
 
+def _remove_stale_temporaries(tasks: list[Task]) -> None:
+    """Remove what runs that were killed left in this batch's output folders, and say so."""
+    folders = {os.path.dirname(os.path.abspath(task.target)) for task in tasks}
+    removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
+    if removed:
+        click.echo(f"downpool: removed {len(removed)} temporary file{'s' * (len(removed) > 1)} "
+                   f"left by a run that was killed (in {os.path.dirname(removed[0])}"
+                   f"{' ...' if len(folders) > 1 else ''})", err=True)
+
+
 def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, jobs: int,
               quiet: bool) -> int:
     """Run ``tasks``, report each failure as it happens and a summary at the end.
@@ -419,19 +605,22 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
     Returns
     -------
     int
-        The exit status: 0, 1 (some file failed) or 130 (interrupted).
+        The exit status: 0, 1 (some file failed), or 128 + the signal that
+        stopped the batch (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
     """
     start = time.perf_counter()
     results: list[FileResult] = list(refused)
     for result in refused:
         kind = "error" if result.status == "failed" else "skipping"
         _say(f"downpool: {kind}: {result.source}: {result.message}", None)
-    bar = _progress_bar(len(tasks), quiet)
-    interrupted = False
-    workers = min(jobs, len(tasks))
-    stream = (_run_in_workers(tasks, settings, workers) if workers > 1
-              else _run_in_process(tasks, settings))
+    bar = None
+    stopped: BaseException | None = None
     try:
+        _remove_stale_temporaries(tasks)
+        bar = _progress_bar(len(tasks), quiet)
+        workers = min(jobs, len(tasks))
+        stream = (_run_in_workers(tasks, settings, workers) if workers > 1
+                  else _run_in_process(tasks, settings))
         for result in stream:
             results.append(result)
             for warning in result.warnings:
@@ -441,18 +630,19 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
             if bar is not None:
                 bar.update()
     except _Interrupted as stop:
-        interrupted = True
+        stopped = stop.stop
         results.extend(stop.finished)
-    except KeyboardInterrupt:
-        interrupted = True
+    except interrupts.INTERRUPTS as stop:
+        stopped = stop
     finally:
+        interrupts.ignore_stop_signals()  # nothing may cut the summary short now
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
     count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     summary = (f"downpool: {count['done']} done, {count['skipped']} skipped, "
                f"{count['failed']} failed in {elapsed:.1f} s")
-    if interrupted:
+    if stopped is not None:
         summary += f"; interrupted, {len(tasks) + len(refused) - len(results)} not processed"
     click.echo(summary, err=True)
     if len(tasks) + len(refused) > 1:
@@ -461,8 +651,8 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
         for result in results:
             if result.status == "failed":
                 click.echo(f"downpool: failed: {result.source}: {result.message}", err=True)
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if stopped is not None:
+        return interrupts.exit_status(stopped)
     return EXIT_FAILED if count["failed"] else 0
 
 
@@ -483,15 +673,22 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 def _check_template(template: str | None) -> None:
     if template is None:
         return
+    fields_text = ", ".join(f"{{{f}}}" for f in NAME_FIELDS)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:  # an unmatched brace
+        raise click.BadParameter(f"{template!r} is not a name template ({exc}); the fields are "
+                                 f"{fields_text}, and a literal brace is {{{{ or }}}}",
+                                 param_hint="--name") from None
+    # A field name is what comes before "." "[" "!" or ":" ({stem.upper}, {ext:>5}).
+    unknown = [f for f in fields if re.split(r"[.\[!:]", f, maxsplit=1)[0] not in NAME_FIELDS]
+    if unknown:
+        raise click.BadParameter(f"unknown field {{{unknown[0]}}}; the fields are {fields_text}",
+                                 param_hint="--name")
+    try:
         template.format(stem="x", method="m", ext=".png")
     except (ValueError, KeyError, IndexError, AttributeError) as exc:
-        raise click.BadParameter(f"{template!r}: {exc}", param_hint="--name") from None
-    unknown = [f for f in fields if f not in NAME_FIELDS]
-    if unknown:
-        raise click.BadParameter(f"unknown field {{{unknown[0]}}}; the fields are "
-                                 + ", ".join(f"{{{f}}}" for f in NAME_FIELDS), param_hint="--name")
+        raise click.BadParameter(f"{template!r} cannot be filled in ({exc})", param_hint="--name") from None
     if "/" in template or os.sep in template:
         raise click.BadParameter("a name, not a path: use -o for another folder",
                                  param_hint="--name")
@@ -524,9 +721,14 @@ def _check_template(template: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff"], case_sensitive=False),
               help="Output format.  [default: the -o file's extension, else the input's]")
 @click.option("--quality", type=click.IntRange(1, 100), help="JPEG and WebP quality. [default: 90]")
-@click.option("--strip", is_flag=True, help="Write no metadata (ICC profile, EXIF).")
+@click.option("--strip", is_flag=True,
+              help="Write no metadata (ICC profile, EXIF, XMP, IPTC, resolution, PNG text and gamma).")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images with more pixels than this (0: no limit).")
+@click.option("--max-memory", "max_memory", metavar="SIZE|auto", default="auto", show_default=True,
+              help="Refuse images that would need more memory than this to decode and pool "
+                   "(e.g. 4G, 500M; 0: no limit).  auto: the memory the system has left at the "
+                   "start, shared between the -j workers.")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists.")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing outputs (never an input file).")
@@ -537,14 +739,17 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
            method: str, kernel_size: int | None, stride: int | None, scale: float | None,
            size: tuple[int, int] | None, width: int | None, height: int | None, linear: bool,
            device: str, fmt: str | None, quality: int | None, strip: bool, max_pixels: int,
-           skip_existing: bool, overwrite: bool, jobs: int, quiet: bool, **kwargs: Any) -> None:
+           max_memory: str, skip_existing: bool, overwrite: bool, jobs: int, quiet: bool,
+           **kwargs: Any) -> None:
     """Downscale image files and folders.
 
     \b
     INPUT is a file or folder (-r descends into subfolders).  Without -o,
     each output goes beside its input, named {stem}_{method}{ext}.  An
     existing output is kept unless --overwrite; an input is never replaced.
-    Exit status: 0 all done, 1 some file failed, 2 usage error, 130 Ctrl-C.
+    A FIFO or device output (/dev/null) is written into; a link, through.
+    Exit status: 0 all done, 1 some file failed, 2 usage error, 128 + the
+    signal when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
     \b
     downpool shrink photo.jpg --method dpid --width 800
@@ -573,6 +778,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other")
     _check_template(name)
+    memory_limit, memory_is_auto = _memory_limit(max_memory, jobs)
 
     # Without --format, each file's format follows its output's extension
     # (so `-o small.webp` writes WebP), else the input's own format.
@@ -581,7 +787,8 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
         method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
         size=size, width=width, height=height, device=device, linear=linear,
         format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
-        overwrite=overwrite, skip_existing=skip_existing,
+        overwrite=overwrite, skip_existing=skip_existing, max_memory=memory_limit,
+        memory_is_auto=memory_is_auto, jobs=jobs,
     )
     if device == "cuda":
         _check_device(device)
@@ -590,6 +797,22 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     for warning in warnings:
         click.echo(f"downpool: warning: {warning}", err=True)
     sys.exit(run_batch(tasks, refused, settings, jobs, quiet))
+
+
+def _memory_limit(option: str, jobs: int) -> tuple[int | None, bool]:
+    """The bytes each file may take, from --max-memory, and whether it was "auto"."""
+    if option.strip().lower() != "auto":
+        try:
+            limit = parse_size(option)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--max-memory") from None
+        return (limit or None), False
+    available = available_bytes()
+    if available is None:
+        return None, True
+    # Each -j worker holds its own Python, NumPy and Numba besides its image.
+    workers_base = WORKER_BASE_BYTES * (jobs if jobs > 1 else 1)
+    return max(0, available - workers_base) // jobs, True
 
 
 def _check_device(device: str) -> None:

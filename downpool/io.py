@@ -338,9 +338,10 @@ def _header(im: Any, fmt: str, head: bytes) -> ImageHeader:
     keyed = "transparency" in im.info  # a palette or key colour: alpha is added
     if fmt == "PNG" and png.is_png16_colour(head):
         channels = {2: 3, 4: 2, 6: 4}[head[25]]
-        # The decompressed, filtered rows of downpool.png's reader, a byte more a row.
+        # downpool.png's reader holds the decompressed rows, the unfiltered
+        # rows and the samples at once: three times the samples.
         return ImageHeader(width, height, fmt, channels, 2, channels in (2, 4),
-                           width * height * 2 * channels)
+                           3 * width * height * 2 * channels)
     if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F"):
         channels = 2 if keyed else 1
     elif mode in ("LA", "La", "PA"):

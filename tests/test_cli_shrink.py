@@ -317,7 +317,7 @@ def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
         folder / "corrupt.jpg": "truncated",
         folder / "empty.png": "empty file (0 bytes)",
         folder / "notes.png": "not an image",
-        folder / "narrow.png": "larger than the 30x5 input",
+        folder / "narrow.png": "larger than the 5x30 input",
         folder / "huge.png": "above the limit of 5,000",
         missing: "No such file or directory",
     }
