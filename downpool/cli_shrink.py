@@ -143,6 +143,8 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
         warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
         result = _shrink_file(task, settings)
     messages = [" ".join(str(w.message).split()) for w in caught]
+    # Pillow hands libtiff a stream it names "tempfile.tif": say whose words they are.
+    native = [line.replace("tempfile.tif: ", "libtiff: ", 1) for line in native]
     if native and result.status == "failed":
         result = dataclasses.replace(result, message=f"{result.message} ({'; '.join(native)})")
     else:

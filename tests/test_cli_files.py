@@ -314,3 +314,34 @@ def test_reading_a_pipe_gives_the_same_file_and_no_resource_warning(tmp_path):
     assert "warning" not in stderr.lower(), stderr
     np.testing.assert_array_equal(load(tmp_path / "out.png")[0], downpool.downscale(pixels))
     assert temp_files(tmp_path) == []
+
+
+def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path):
+    """libtiff prints to the process's stderr; under -j its words once landed in the
+    middle of downpool's own lines. They now go into that file's error."""
+    photo = random_image((64, 64, 3), seed=13)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="TIFF", compression="tiff_lzw")
+    data = bytearray(buffer.getvalue())
+    start = TiffImagePlugin.TiffImageFile(io.BytesIO(bytes(data))).tag_v2[273][0]
+    for i in range(start + 40, start + 104):  # garble the compressed strip
+        data[i] = (data[i] * 7 + 13) & 0xFF
+    (tmp_path / "garbled.tif").write_bytes(bytes(data))
+    for i in range(4):
+        save(tmp_path / f"good{i}.png", random_image((32, 32, 3), seed=i))
+    result = run_downpool("shrink", tmp_path, "-o", tmp_path / "out", "-j", "2", "--method", "avg")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("downpool: ") for line in lines), result.stderr
+    [error] = [line for line in lines if line.startswith("downpool: error: ")]
+    assert error.startswith(f"downpool: error: {tmp_path / 'garbled.tif'}: corrupt TIFF file: "
+                            "its image data is damaged (libtiff: ")
+    assert len(list((tmp_path / "out").iterdir())) == 4
+
+
+def test_an_output_size_above_the_input_is_said_in_width_x_height(tmp_path):
+    save(tmp_path / "small.png", random_image((2, 5, 3)))  # 5 wide, 2 high
+    result = run_downpool("shrink", tmp_path / "small.png", "--size", "3x4")
+    assert result.returncode == 1
+    assert ("small.png: the output, 3x4, would be larger than the 5x2 input (width x height); "
+            "downpool only downscales") in result.stderr
