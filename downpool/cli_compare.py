@@ -79,9 +79,15 @@ def _check_montage_path(ctx: click.Context, param: click.Parameter, value: str |
         return None
     folder = os.path.dirname(os.path.abspath(value)) or "."
     if os.path.isdir(value):
-        raise click.BadParameter(f"{value} is a folder; give a PNG file name")
+        raise click.BadParameter(f"{value} is a folder; give a file name such as montage.png")
     if not os.path.isdir(folder):
         raise click.BadParameter(f"folder {folder} does not exist")
+    from .compare import montage_format  # here, not at import: keeps NumPy out of `--help`
+
+    try:
+        montage_format(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -109,8 +115,9 @@ def _check_montage_path(ctx: click.Context, param: click.Parameter, value: str |
               help="table and markdown: one row per method (the mean over images when there "
                    "are several); csv and json: one row per image and method.")
 @click.option("--montage", "montage_path", metavar="FILE", callback=_check_montage_path,
-              help="Also write a PNG showing, per method, the most detailed region of each "
-                   "image as it comes out, enlarged with nearest neighbour.")
+              help="Also write a picture showing, per method, the most detailed region of each "
+                   "image as it comes out, enlarged with nearest neighbour; its format follows "
+                   "the extension (.png, .jpg, .webp, .tif).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | None,
             methods: list[str], upsample: str, against: str, fmt: str,
@@ -130,7 +137,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     - SSIM: skimage.metrics.structural_similarity(data_range=1,
       channel_axis=-1 for colour); PSNR: peak_signal_noise_ratio
       (data_range=1); an exact match has PSNR inf (null in json);
-    - seconds: the downscale call alone, after a warm-up (no compile time).
+    - seconds: the faster of two downscale calls (no compile time).
     The best value of each column is marked (* or bold).  A bad file is
     reported and skipped.  Exit status: 0, 1 some file failed, 2 usage error.
 
