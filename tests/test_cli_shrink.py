@@ -615,3 +615,22 @@ def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, job
     last = f"img{count - 1:02d}.png"
     np.testing.assert_array_equal(
         load(out / last)[0], downpool.downscale(load(folder / last)[0], "dpid", scale=0.3))
+
+
+def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path, monkeypatch):
+    """Errors once named the hidden ".x.png.1234.downpool-tmp" file instead of the output."""
+    from downpool.io import write_image
+
+    real_open = os.open
+
+    def refuse(path, flags, *args):
+        if str(path).endswith(".downpool-tmp"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    target = tmp_path / "out.png"
+    with pytest.raises(PermissionError) as caught:
+        write_image(target, random_image((4, 4, 3)), format="PNG")
+    assert caught.value.filename == str(target)
+    assert temp_files(tmp_path) == [] and not target.exists()
