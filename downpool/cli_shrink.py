@@ -40,7 +40,7 @@ from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_
 from .memory import available_bytes, format_bytes, parse_size
 from .methods import get_method, resolve_params
 
-__all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks"]
+__all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks", "memory_needed"]
 
 DEFAULT_NAME = "{stem}_{method}{ext}"
 DEFAULT_NAME_IN_FOLDER = "{stem}{ext}"
@@ -235,20 +235,28 @@ class _Refused(Exception):
     """An image refused on its header, before it is decoded (memory)."""
 
 
+def memory_needed(header: Any, settings: Settings) -> int:
+    """Bytes that decoding and pooling an image with this :class:`~downpool.io.ImageHeader` take.
+
+    The decoder's own buffer, the array read from it, and what
+    :func:`downpool.api.working_bytes` says ``downscale`` adds; compared in
+    ``benchmarks/bench_memory.py`` with the peak memory of real runs.
+    """
+    from .api import working_bytes
+
+    shape = (header.height, header.width, header.channels)
+    geometry = settings.geometry((header.height, header.width))
+    out_size = geometry.get("size") or _pooled_size(geometry, (header.height, header.width))
+    return (header.decoded_bytes + header.pixels * header.channels * header.bytes_per_sample
+            + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=header.has_alpha,
+                            linear=settings.linear))
+
+
 def _check_header(header: Any, settings: Settings) -> None:
     """Refuse an image whose decoding and pooling would need more memory than it may take."""
     if settings.max_memory is None:
         return
-    from .api import working_bytes
-
-    shape = (header.height, header.width, header.channels)
-    rows, cols = header.height, header.width
-    geometry = settings.geometry((rows, cols))
-    out_size = geometry.get("size") or _pooled_size(geometry, (rows, cols))
-    has_alpha = header.has_alpha
-    need = (header.decoded_bytes + header.pixels * header.channels * header.bytes_per_sample
-            + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=has_alpha,
-                            linear=settings.linear))
+    need = memory_needed(header, settings)
     if need <= settings.max_memory:
         return
     size = f"{header.width}x{header.height}"
