@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -13,6 +14,7 @@ from . import colour
 from .core import PoolJob, check_image, dtype_max, float_range, quantize
 from .geometry import plan_windows
 from .methods import get_method, resolve_params
+from .strips import plan_strips, rows_between, strip_span
 
 __all__ = ["downscale", "working_bytes", "DeviceUnavailableError"]
 
@@ -72,12 +74,12 @@ def working_bytes(shape: tuple[int, ...], itemsize: int, out_size: tuple[int, in
     """The memory :func:`downscale` takes beyond its input, for an image of ``shape``.
 
     An estimate from above, for refusing an image before it is decoded
-    rather than running out of memory: with ``has_alpha`` or ``linear``
-    the image is converted in one full-size float32 copy (float64 for
-    float64 input), and NumPy's transfer function and premultiplication
-    make temporaries of it; otherwise only the output and row-sized scratch
-    are allocated.  The factors come from peak resident memory measured on
-    12-megapixel images (``benchmarks/results.md``, "Memory of shrink").
+    rather than running out of memory: the output, row-sized scratch, and
+    with ``has_alpha`` or ``linear`` one strip of float working values
+    (:data:`STRIP_BYTES`, or more where one output row's windows alone take
+    more: a thumbnail a few pixels high).  Compared with peak resident memory
+    measured on 12-megapixel images in ``benchmarks/results.md`` ("Memory of
+    shrink").
 
     Parameters
     ----------
@@ -89,14 +91,16 @@ def working_bytes(shape: tuple[int, ...], itemsize: int, out_size: tuple[int, in
     """
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
-    values = height * width * channels
-    transformed = has_alpha or linear
-    work_item = 8 if itemsize == 8 else 4
-    total = out_size[0] * out_size[1] * channels * (8 if transformed else itemsize) * 2
-    if transformed:
-        colour_values = height * width * (channels - 1 if has_alpha else channels)
-        temporaries = colour_values * work_item * 3 if linear else values * work_item * 1.25
-        total += values * work_item + int(temporaries)
+    out_h, out_w = out_size
+    total = out_h * out_w * channels * itemsize * 2
+    if has_alpha or linear:
+        work_item = 8 if itemsize == 8 else 4
+        # One output row's windows (area boxes straddle one more input row),
+        # with a halo row on each side: what the smallest strip holds.
+        window_rows = 3 * (-(-height // out_h) + 1)
+        smallest = (window_rows * width * channels * work_item * (4 if linear else 2)
+                    + 3 * out_w * channels * 8 * 3)
+        total += int(1.25 * max(STRIP_BYTES, smallest))
     return int(total)
 
 
@@ -186,34 +190,90 @@ def downscale(
         raise ValueError(
             f"{spec.name}: needs non-negative values, but the image's minimum is {value_range[0]!r}"
         )
-    top = dtype_max(arr.dtype)
     out_shape = (rows.size, cols.size, channels)
     n_colour = channels - 1 if has_alpha else channels
-    transformed = linear or has_alpha
-    if transformed:
-        # Transfer function and premultiplication need float working values:
-        # one full-size copy, scaled in place.
-        img = img.astype(np.float64 if arr.dtype == np.float64 else np.float32)
-        img *= img.dtype.type(1.0 / top)
-        if linear:
-            colour.srgb_to_linear(img[..., :n_colour])
-        if has_alpha:
-            colour.premultiply(img)
-        value_range = float_range(img)
-    job = PoolJob(
-        image=img, in_scale=1.0 if transformed else 1.0 / top, rows=rows, cols=cols,
-        out=np.empty(out_shape, dtype=np.float64 if transformed else arr.dtype),
-        out_max=1.0 if transformed else top, out_int=not transformed and arr.dtype.kind == "u",
-        # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
-        n_colour=n_colour, value_mode=1 if channels in (3, 4) and n_colour >= 3 else 0,
-        value_range=value_range,
-    )
-    getattr(kernels, f"pool_{spec.name}")(job, **values)
-    out = job.out
-    if transformed:
-        if has_alpha:
-            colour.unpremultiply(out)
-        if linear:
-            colour.linear_to_srgb(out[..., :n_colour])
-        out = quantize(out, arr.dtype)
+    # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
+    value_mode = 1 if channels in (3, 4) and n_colour >= 3 else 0
+    pool = functools.partial(getattr(kernels, f"pool_{spec.name}"), **values)
+    if not (linear or has_alpha):
+        top = dtype_max(arr.dtype)
+        job = PoolJob(image=img, in_scale=1.0 / top, rows=rows, cols=cols,
+                      out=np.empty(out_shape, dtype=arr.dtype), out_max=top,
+                      out_int=arr.dtype.kind == "u", n_colour=n_colour, value_mode=value_mode,
+                      value_range=value_range)
+        pool(job)
+        out = job.out
+    else:
+        out = _pool_converted(img, rows, cols, pool, spec.halo_rows, has_alpha=has_alpha,
+                              linear=linear, n_colour=n_colour, value_mode=value_mode)
     return out if arr.ndim == 3 else out[:, :, 0]
+
+
+#: Bytes that one strip of an image pooled with alpha or in linear light may
+#: take in working values (its float copy, the conversion's temporaries, its
+#: float output).  Tests set it small to force strips.
+STRIP_BYTES = 32 << 20
+
+
+def _pool_converted(img: np.ndarray, rows: Any, cols: Any, pool: Any, halo: int, *,
+                    has_alpha: bool, linear: bool, n_colour: int, value_mode: int) -> np.ndarray:
+    """Pool ``img`` (H, W, C) premultiplied by alpha and/or in linear light, a strip of
+    output rows at a time (:mod:`downpool.strips`), so that no full-size float copy
+    of the image is made: each strip's input rows are converted to float working
+    values, pooled into float64, converted back and stored in the input's dtype.
+
+    The working values' range, which chooses the kernels' exact fast paths, is
+    the whole image's: for 8- and 16-bit input the bound (0, what the largest
+    stored value converts to), as without alpha; for float input the exact
+    minimum and maximum, from a first pass over the strips.
+    """
+    dtype = img.dtype
+    work_dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    scale = work_dtype.type(1.0 / dtype_max(dtype))
+
+    def converted(part: np.ndarray) -> np.ndarray:
+        work = part.astype(work_dtype)
+        work *= scale
+        if linear:
+            colour.srgb_to_linear(work[..., :n_colour])
+        if has_alpha:
+            colour.premultiply(work)
+        return work
+
+    height, width, channels = img.shape
+    out_w = cols.size
+    # Per input row: the float copy and about three temporaries of the transfer
+    # function (one of premultiplying); per output row of a strip and its halo:
+    # the float64 output and quantize's two temporaries.
+    in_row_bytes = width * channels * work_dtype.itemsize * (4 if linear else 2)
+    strips = plan_strips(rows.start, rows.count, halo, in_row_bytes, 0, out_w * channels * 8 * 3,
+                         STRIP_BYTES)
+    if len(strips) > 1 and strips[-1][1] - strips[-1][0] == 1:
+        # A strip's first window sets the block size the CPU's block kernels
+        # see (geometry.block_length): a last window that is partial must not
+        # stand alone, or it would be pooled as blocks of its own height.
+        strips[-2:] = [(strips[-2][0], strips[-1][1])]
+    spans = [strip_span(rows, first, stop, halo) for first, stop in strips]
+    if dtype.kind == "f":
+        ranges = [float_range(converted(img[in_start:in_end])) for _, _, in_start, in_end in spans]
+        if any(r is None for r in ranges):
+            raise ValueError("with has_alpha or linear the image's working values overflow "
+                             "to infinity; scale the image down first")
+        value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
+    else:
+        value_range = (0.0, float(converted(np.full((1, 1, channels), dtype_max(dtype), dtype)).max()))
+    out = np.empty((rows.size, out_w, channels), dtype=dtype)
+    for (first, stop), (top, bottom, in_start, in_end) in zip(strips, spans):
+        job = PoolJob(image=converted(img[in_start:in_end]), in_scale=1.0,
+                      rows=rows_between(rows, top, bottom, in_start), cols=cols,
+                      out=np.empty((bottom - top, out_w, channels)), out_max=1.0, out_int=False,
+                      n_colour=n_colour, value_mode=value_mode, value_range=value_range,
+                      first_row=top)
+        pool(job)
+        pooled = job.out[first - top:stop - top]
+        if has_alpha:
+            colour.unpremultiply(pooled)
+        if linear:
+            colour.linear_to_srgb(pooled[..., :n_colour])
+        out[first:stop] = quantize(pooled, dtype)
+    return out

@@ -124,6 +124,10 @@ class PoolJob:
         Stochastic pooling's pixel value: 1 luma of channels 0-2, 0 mean of the colour channels.
     value_range : (float, float)
         Bounds of the working values (``image * in_scale``), for choosing exact fast paths.
+    first_row : int
+        The whole image's output row that is row 0 of ``out`` (a strip of
+        the image, :mod:`downpool.strips`): stochastic sampling draws by the
+        whole image's output index.
     """
 
     image: np.ndarray
@@ -136,6 +140,7 @@ class PoolJob:
     n_colour: int
     value_mode: int
     value_range: tuple[float, float]
+    first_row: int = 0
 
     def kernel_args(self) -> tuple:
         """The leading arguments every window kernel takes."""

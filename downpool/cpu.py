@@ -47,8 +47,9 @@ from numba import njit
 
 from . import cpu_blocks as blocks
 from .core import PoolJob
-from .windows import (DPP_EPS2, dpid_window, dpp_window, lp_window, power, sample_window,
-                      selection_value, softpool_window, stored, uniform_draw)
+from .windows import (DPP_EPS2, dpid_window, draw_base, dpp_window, lp_window, power, sample_window,
+                      selection_value, softpool_window, stored, uniform_draw,
+                      uniform_draw_after)
 
 __all__ = [
     "float_range",
@@ -290,9 +291,10 @@ def _pick(values, ny, yw, i, x0, nx, xw, j, u):
 
 @njit(cache=True, nogil=True)
 def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                             seed, value_mode, n_colour, buffered_dims, i0, i1):
+                             draws, value_mode, n_colour, buffered_dims, i0, i1):
     """Stochastic sample of output rows ``i0`` to ``i1``, copying every channel of the
-    pixel drawn from each window.
+    pixel drawn from each window; ``draws`` is the job's
+    :func:`~downpool.windows.draw_base`.
 
     Where ``buffered_dims`` is ``(0,)``, the selection values of each output
     row's window rows are made first, in a pass along them, and each window
@@ -315,14 +317,15 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
         if len(buffered_dims) == 0:
             for j in range(n_cols):
                 sample_window(img, in_scale, y0, ny, yw, i, xs[j], xn[j], xw, j,
-                              uniform_draw(seed, i * n_cols + j), value_mode, n_colour, res)
+                              uniform_draw_after(draws, i * n_cols + j), value_mode, n_colour, res)
                 _store_pixel(out, i, j, res, out_max, out_int)
             continue
         for r in range(ny):
             for x in range(width):
                 values[r, x] = _selection_value(img, y0 + r, x, value_mode, n_colour)
         for j in range(n_cols):
-            r, x = _pick(values, ny, yw, i, xs[j], xn[j], xw, j, uniform_draw(seed, i * n_cols + j))
+            r, x = _pick(values, ny, yw, i, xs[j], xn[j], xw, j,
+                         uniform_draw_after(draws, i * n_cols + j))
             for c in range(channels):
                 out[i, j, c] = stored(img[y0 + r, x, c] * in_scale, out_max, out_int)
 
@@ -574,6 +577,12 @@ def _separable(job: PoolJob, mode: int, num_table=_NO_TABLE, den_table=_NO_TABLE
                     float(param), float(ref), *job.row_views(), *job.column_taps())
 
 
+def _draw_base(job: PoolJob, seed: int) -> np.uint64:
+    """The stochastic draws of ``job``'s output rows: those of rows ``job.first_row`` on."""
+    # Numba returns a uint64 to Python as an int: typed again as one here.
+    return np.uint64(draw_base(np.uint64(seed), job.first_row * job.cols.size))
+
+
 def _working_values(job: PoolJob) -> np.ndarray | None:
     """``a`` for every stored value of an integer input (its lookup table), else None."""
     if job.image.dtype.kind != "u":
@@ -587,7 +596,7 @@ def _blocks(job: PoolJob, plan: blocks.BlockPlan, method: int, table=_NO_TABLE,
     """:func:`downpool.cpu_blocks.pool_blocks` with the window function ``method`` over ``job``."""
     params = (float(job.in_scale if in_scale is None else in_scale), float(job.out_max),
               table, float(param), float(param2), int(job.n_colour), int(job.value_mode),
-              np.uint64(seed), job.rows.weight, job.cols.weight)
+              _draw_base(job, seed), job.rows.weight, job.cols.weight)
     blocks.pool_blocks(plan, method, job.image, job.out, params)
 
 
@@ -714,7 +723,7 @@ def pool_stochastic(job: PoolJob, mode: str, seed: int) -> None:
             _blocks(job, plan, blocks.SAMPLE, seed=seed)
         else:
             blocks.run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(),
-                            np.uint64(seed), job.value_mode, job.n_colour,
+                            _draw_base(job, seed), job.value_mode, job.n_colour,
                             sample_kernel_form(job))
         return
     # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot

@@ -76,7 +76,7 @@ from numba.extending import intrinsic, overload
 
 from .core import NUMBA_SCOPE_WARNING, PoolJob, as_rows
 from .geometry import block_length
-from .windows import DPP_EPS2, dpp_scaling, power, selection_value, uniform_draw
+from .windows import DPP_EPS2, dpp_scaling, power, selection_value, uniform_draw_after
 
 # The shared helpers, compiled again to be inlined: Numba does not inline one
 # jitted function into another by itself, and a call per pixel costs more
@@ -926,7 +926,7 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
     pixels. 2.5x faster on 24 MP RGB uint8 at k=2. ``scratch`` has
     ``block_h + 1`` rows of at least the image's width.
     """
-    in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+    in_scale, out_max, table, param, param2, n_colour, value_mode, draw_from, yw, xw = params
     end = min(img.shape[1] // block_w, n_cols)
     if ny < block_h or first >= end:
         return first
@@ -953,7 +953,7 @@ def _sample_row(method_dims, constant, rows, img, i, y0, ny, first, n_cols, bloc
                     total += src[x * channels + c]
                 values[x] = total / n_colour
     for j in range(n_windows):
-        draws[j] = uniform_draw(seed, i * row_length + first + j)
+        draws[j] = uniform_draw_after(draw_from, i * row_length + first + j)
     # Every full block has the same coverages (geometry.block_length), so the
     # column weight is read once: read per window from the (n, k) weight
     # array, a load of stride k kept LLVM from vectorising this loop (about
@@ -1311,9 +1311,9 @@ def _dpid_window(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, l
 @njit(cache=True, inline="always")
 def _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, base, params):
     """Stochastic sample of one window: the drawn pixel's stored values, copied as for max."""
-    in_scale, out_max, table, param, param2, n_colour, value_mode, seed, yw, xw = params
+    in_scale, out_max, table, param, param2, n_colour, value_mode, draw_from, yw, xw = params
     y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
-                         uniform_draw(seed, i * (o.shape[0] // channels) + j), value_mode,
+                         uniform_draw_after(draw_from, i * (o.shape[0] // channels) + j), value_mode,
                          n_colour)
     for c in range(channels):
         o[base + c] = img[y, x, c]
@@ -1365,7 +1365,7 @@ def pool_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes,
     ``rows`` and ``out_rows`` are the image ``img`` and the output as rows
     (:func:`downpool.core.as_rows`). ``kh_dims``, ``kw_dims``, ``c_dims`` and ``sizes`` are a
     :class:`BlockPlan`'s.  ``params`` is ``(in_scale, out_max, table, param,
-    param2, n_colour, value_mode, seed, yw, xw)``: ``table`` the lookup table
+    param2, n_colour, value_mode, draw_from, yw, xw)``: ``table`` the lookup table
     of the ``_TABLE`` methods (softpool's two tables interleaved), ``param``
     p, beta, expectation's unit, dpp's alpha or dpid's lam, ``param2`` dpp's
     lam or SOFTPOOL_F32's centre of the value range, and the rest stochastic

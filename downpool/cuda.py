@@ -48,12 +48,12 @@ from numba.cuda.core.errors import NumbaPerformanceWarning
 
 from . import windows
 from .core import PoolJob
+from .strips import plan_strips, strip_span
 
 __all__ = [
     "SIMULATOR",
     "unavailable_reason",
     "kernels",
-    "plan_strips",
     "pool_avg",
     "pool_max",
     "pool_lp",
@@ -302,51 +302,6 @@ def _smooth_weight(k, offset, n):
 # --- strips ---------------------------------------------------------------------
 
 
-def plan_strips(start: np.ndarray, count: np.ndarray, halo: int, in_row_bytes: int,
-                out_row_bytes: int, halo_row_bytes: int, max_bytes: float) -> list[tuple[int, int]]:
-    """Split the output rows into strips whose device arrays fit in ``max_bytes``.
-
-    Parameters
-    ----------
-    start, count : ndarray of int64
-        The row windows (:class:`downpool.geometry.AxisWindows`); both
-        ``start`` and ``start + count`` never decrease.
-    halo : int
-        Output rows above and below a strip that it also needs (DPID's guide
-        smoothing needs 1).
-    in_row_bytes : int
-        Bytes of one input row.
-    out_row_bytes : int
-        Device bytes per output row of the strip.
-    halo_row_bytes : int
-        Device bytes per output row of the strip and its halo.
-    max_bytes : float
-        Budget for one strip's arrays.
-
-    Returns
-    -------
-    list of (int, int)
-        ``[first, end)`` output rows of each strip, in order, covering all
-        rows.  A strip has at least one row, even where one row exceeds the
-        budget (the allocation then fails with CUDA's out-of-memory error).
-    """
-    n = start.shape[0]
-    end = start + count
-    strips = []
-    first = 0
-    while first < n:
-        last = np.arange(first + 1, n + 1)  # candidate strip ends
-        top = max(first - halo, 0)
-        bottom = np.minimum(last + halo, n)
-        cost = ((end[bottom - 1] - start[top]) * in_row_bytes + (last - first) * out_row_bytes
-                + (bottom - top) * halo_row_bytes)
-        fits = int(np.searchsorted(cost, max_bytes, side="right"))  # cost never decreases
-        stop = int(last[max(fits, 1) - 1])
-        strips.append((first, stop))
-        first = stop
-    return strips
-
-
 def _free_bytes() -> float:
     """Device memory a call may plan to use."""
     free, _ = cuda.current_context().get_memory_info()
@@ -394,7 +349,7 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
                              out_w * channels * out.itemsize + (guide_row_bytes if guided else 0),
                              guide_row_bytes if guided else 0, budget)
     # Device buffers for the largest strip, reused by every strip.
-    spans = [_strip_span(gy, first, stop, halo) for first, stop in strips]
+    spans = [strip_span(gy, first, stop, halo) for first, stop in strips]
     slab_rows_max = max(in_end - in_start for _, _, in_start, in_end in spans)
     strip_rows_max = max(stop - first for first, stop in strips)
     if not resident:
@@ -432,7 +387,7 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
                 stop - first, out_w, channels)
             _launch(kernel_set.smooth, stop - first, out_w, d_guide, top, first, out_h, d_smooth)
             args.append(d_smooth)
-        args.extend(first if p is _FIRST_ROW else p for p in params)
+        args.extend(job.first_row + first if p is _FIRST_ROW else p for p in params)
         _launch(getattr(kernel_set, name), stop - first, out_w, *args)
         if not resident:
             d_out_rows.copy_to_host(out_rows_host[first:stop])
@@ -447,13 +402,6 @@ def _device_array(value):
     if hasattr(value, "__cuda_array_interface__"):
         return cuda.as_cuda_array(value)
     return None
-
-
-def _strip_span(gy, first: int, stop: int, halo: int) -> tuple[int, int, int, int]:
-    """Output rows ``[top, bottom)`` with the halo, and input rows ``[in_start, in_end)`` they read."""
-    top = max(first - halo, 0)
-    bottom = min(stop + halo, gy.size)
-    return top, bottom, int(gy.start[top]), int(gy.start[bottom - 1] + gy.count[bottom - 1])
 
 
 # Placeholder in ``params`` for the strip's first output row (stochastic sampling's draw index).

@@ -106,6 +106,10 @@ class MethodSpec:
         and ``stride`` is rejected.
     needs_nonnegative : bool
         True where a negative input value is an error (``lp``, ``stochastic``).
+    halo_rows : int
+        Output rows above and below that an output row's value depends on
+        (``dpid``'s guide smoothing: 1), which a strip of the image is pooled
+        with (:mod:`downpool.strips`).
     """
 
     name: str
@@ -114,6 +118,7 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     area_only: bool = False
     needs_nonnegative: bool = False
+    halo_rows: int = 0
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -194,6 +199,7 @@ _SPECS = (
         "3x3-smoothed area-average guide (Weber et al. 2016); always area geometry.",
         _params(Param("lam", 1.0, "float", "a finite number >= 0", _LAM_DOC, minimum=0.0)),
         area_only=True,
+        halo_rows=1,
     ),
 )
 

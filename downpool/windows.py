@@ -29,6 +29,8 @@ __all__ = [
     "softpool_window",
     "expectation_window",
     "uniform_draw",
+    "draw_base",
+    "uniform_draw_after",
     "selection_value",
     "sample_window",
     "dpp_scaling",
@@ -149,7 +151,24 @@ def uniform_draw(seed, index):
     index times the golden-ratio increment: a counter-based generator, so
     the draw for an output pixel does not depend on which thread makes it.
     """
-    z = _splitmix64(np.uint64(seed)) + (np.uint64(index) + np.uint64(1)) * _GOLDEN
+    return uniform_draw_after(draw_base(seed, 0), index)
+
+
+@njit(cache=True)
+def draw_base(seed, first_index):
+    """What :func:`uniform_draw_after` takes for the draws of ``seed`` from index ``first_index`` on.
+
+    ``uniform_draw_after(draw_base(seed, f), n) == uniform_draw(seed, f + n)``
+    (integer arithmetic modulo 2^64): a strip of output rows draws with the
+    indices of its own rows, and its pixels get the draws of the whole image.
+    """
+    return _splitmix64(np.uint64(seed)) + np.uint64(first_index) * _GOLDEN
+
+
+@njit(cache=True)
+def uniform_draw_after(base, index):
+    """Draw ``index`` after a :func:`draw_base`."""
+    z = base + (np.uint64(index) + np.uint64(1)) * _GOLDEN
     return np.float64(_splitmix64(z) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 

@@ -200,7 +200,7 @@ def _general_kernel_sample(image, seed, geometry, max_values=None):
                   out=np.full((rows.size, cols.size, channels), np.nan), out_max=1.0,
                   out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
                   value_range=value_range)
-    cpu.stochastic_sample_kernel(*job.kernel_args(), np.uint64(seed), job.value_mode,
+    cpu.stochastic_sample_kernel(*job.kernel_args(), cpu._draw_base(job, seed), job.value_mode,
                                  job.n_colour, cpu.sample_kernel_form(job, max_values),
                                  0, rows.size)  # every output row
     return job.out.reshape(job.out.shape[:2] + arr.shape[2:])
