@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from . import colour
-from .core import PoolJob, check_image, dtype_max, float_range, quantize
-from .geometry import plan_windows
+from .core import PoolJob, check_image, dtype_max, quantize
+from .geometry import block_length, plan_windows
 from .methods import get_method, resolve_params
 from .strips import plan_strips, rows_between, strip_span
 
-__all__ = ["downscale", "working_bytes", "DeviceUnavailableError"]
+__all__ = ["downscale", "working_bytes", "DeviceUnavailableError", "Pooling", "STRIP_BYTES"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -176,36 +176,18 @@ def downscale(
     array([[ 5,  7],
            [13, 15]], dtype=uint8)
     """
-    spec = get_method(method)
-    values = resolve_params(spec, params)
     arr, value_range = check_image(image)
-    rows, cols = plan_windows(spec.name, spec.area_only, arr.shape[:2],
-                              kernel_size, stride, size, scale)
-    kernels = _kernels(device)
     img = np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, np.newaxis])
-    channels = img.shape[2]
-    if has_alpha and channels < 2:
-        raise ValueError(f"{spec.name}: has_alpha needs at least 2 channels, got {channels}")
-    if spec.needs_nonnegative and value_range[0] < 0:
-        raise ValueError(
-            f"{spec.name}: needs non-negative values, but the image's minimum is {value_range[0]!r}"
-        )
-    out_shape = (rows.size, cols.size, channels)
-    n_colour = channels - 1 if has_alpha else channels
-    # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
-    value_mode = 1 if channels in (3, 4) and n_colour >= 3 else 0
-    pool = functools.partial(getattr(kernels, f"pool_{spec.name}"), **values)
-    if not (linear or has_alpha):
-        top = dtype_max(arr.dtype)
-        job = PoolJob(image=img, in_scale=1.0 / top, rows=rows, cols=cols,
-                      out=np.empty(out_shape, dtype=arr.dtype), out_max=top,
-                      out_int=arr.dtype.kind == "u", n_colour=n_colour, value_mode=value_mode,
-                      value_range=value_range)
-        pool(job)
-        out = job.out
+    pooling = Pooling(method, img.shape, img.dtype, value_range, kernel_size=kernel_size,
+                      stride=stride, size=size, scale=scale, device=device,
+                      has_alpha=has_alpha, linear=linear, **params)
+    if not pooling.converted:
+        # The kernels read the image as it is: one strip, no copy.
+        out = pooling.pool_strip(img, 0, pooling.rows.size, 0)
     else:
-        out = _pool_converted(img, rows, cols, pool, spec.halo_rows, has_alpha=has_alpha,
-                              linear=linear, n_colour=n_colour, value_mode=value_mode)
+        out = np.empty(pooling.out_shape, dtype=img.dtype)
+        for first, stop, in_start, in_end in pooling.strips(STRIP_BYTES):
+            out[first:stop] = pooling.pool_strip(img[in_start:in_end], first, stop, in_start)
     return out if arr.ndim == 3 else out[:, :, 0]
 
 
@@ -215,65 +197,113 @@ def downscale(
 STRIP_BYTES = 32 << 20
 
 
-def _pool_converted(img: np.ndarray, rows: Any, cols: Any, pool: Any, halo: int, *,
-                    has_alpha: bool, linear: bool, n_colour: int, value_mode: int) -> np.ndarray:
-    """Pool ``img`` (H, W, C) premultiplied by alpha and/or in linear light, a strip of
-    output rows at a time (:mod:`downpool.strips`), so that no full-size float copy
-    of the image is made: each strip's input rows are converted to float working
-    values, pooled into float64, converted back and stored in the input's dtype.
+class Pooling:
+    """One ``downscale`` of an image of ``shape`` and ``dtype``, a strip of output rows at a time.
 
-    The working values' range, which chooses the kernels' exact fast paths, is
-    the whole image's: for 8- and 16-bit input the bound (0, what the largest
-    stored value converts to), as without alpha; for float input the exact
-    minimum and maximum, from a first pass over the strips.
+    Validates the method, its parameters and the geometry, and chooses the
+    kernels; :meth:`strips` plans strips of output rows and
+    :meth:`pool_strip` pools one from the input rows it reads
+    (:mod:`downpool.strips`).  Every strip is what the whole image gives for
+    its rows, bit for bit.  :func:`downscale` and
+    :class:`downpool.stream.RowDownscaler` are built on it.
+
+    ``value_range`` is the range of the stored values (``(0, 1)`` for
+    integers, as :func:`downpool.core.check_image` gives).  With ``has_alpha``
+    or ``linear`` the kernels' range is that of the converted corners of it
+    (the conversion is monotone in each channel, and premultiplying is
+    bilinear), so it is known before any row is converted.
     """
-    dtype = img.dtype
-    work_dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
-    scale = work_dtype.type(1.0 / dtype_max(dtype))
 
-    def converted(part: np.ndarray) -> np.ndarray:
-        work = part.astype(work_dtype)
-        work *= scale
-        if linear:
-            colour.srgb_to_linear(work[..., :n_colour])
-        if has_alpha:
+    def __init__(self, method: str, shape: tuple[int, int, int], dtype: np.dtype,
+                 value_range: tuple[float, float], *, kernel_size: Any = None,
+                 stride: Any = None, size: Any = None, scale: Any = None, device: str = "auto",
+                 has_alpha: bool = False, linear: bool = False, **params: Any) -> None:
+        spec = get_method(method)
+        values = resolve_params(spec, params)
+        height, width, channels = shape
+        self.rows, self.cols = plan_windows(spec.name, spec.area_only, (height, width),
+                                            kernel_size, stride, size, scale)
+        kernels = _kernels(device)
+        if has_alpha and channels < 2:
+            raise ValueError(f"{spec.name}: has_alpha needs at least 2 channels, got {channels}")
+        if spec.needs_nonnegative and value_range[0] < 0:
+            raise ValueError(f"{spec.name}: needs non-negative values, but the image's minimum "
+                             f"is {value_range[0]!r}")
+        self.dtype = np.dtype(dtype)
+        self.shape = (height, width, channels)
+        self.out_shape = (self.rows.size, self.cols.size, channels)
+        self.halo = spec.halo_rows
+        self.has_alpha, self.linear = has_alpha, linear
+        self.converted = has_alpha or linear
+        self.n_colour = channels - 1 if has_alpha else channels
+        # Luma needs three colour channels: RGB, or RGBA with or without has_alpha.
+        self.value_mode = 1 if channels in (3, 4) and self.n_colour >= 3 else 0
+        self._pool = functools.partial(getattr(kernels, f"pool_{spec.name}"), **values)
+        self._top = dtype_max(self.dtype)
+        # The kernels choose block kernels by the whole image's rows, not a strip's.
+        self._block_rows = block_length(self.rows) or 0
+        if self.converted:
+            self._work_dtype = np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+            lo, hi = ((0, self._top) if self.dtype.kind == "u" else value_range)
+            corners = np.array([[lo, lo], [lo, hi], [hi, lo], [hi, hi]], dtype=self.dtype)
+            probe = self._convert(np.repeat(corners, [channels - 1, 1], axis=1)[:, None, :])
+            self.value_range = (float(probe.min()), float(probe.max()))
+        else:
+            self.value_range = value_range
+
+    def _convert(self, part: np.ndarray) -> np.ndarray:
+        """Stored rows to float working values: scaled, linear light, premultiplied."""
+        work = part.astype(self._work_dtype)
+        work *= self._work_dtype.type(1.0 / self._top)
+        if self.linear:
+            colour.srgb_to_linear(work[..., :self.n_colour])
+        if self.has_alpha:
             colour.premultiply(work)
         return work
 
-    height, width, channels = img.shape
-    out_w = cols.size
-    # Per input row: the float copy and about three temporaries of the transfer
-    # function (one of premultiplying); per output row of a strip and its halo:
-    # the float64 output and quantize's two temporaries.
-    in_row_bytes = width * channels * work_dtype.itemsize * (4 if linear else 2)
-    strips = plan_strips(rows.start, rows.count, halo, in_row_bytes, 0, out_w * channels * 8 * 3,
-                         STRIP_BYTES)
-    if len(strips) > 1 and strips[-1][1] - strips[-1][0] == 1:
-        # A strip's first window sets the block size the CPU's block kernels
-        # see (geometry.block_length): a last window that is partial must not
-        # stand alone, or it would be pooled as blocks of its own height.
-        strips[-2:] = [(strips[-2][0], strips[-1][1])]
-    spans = [strip_span(rows, first, stop, halo) for first, stop in strips]
-    if dtype.kind == "f":
-        ranges = [float_range(converted(img[in_start:in_end])) for _, _, in_start, in_end in spans]
-        if any(r is None for r in ranges):
-            raise ValueError("with has_alpha or linear the image's working values overflow "
-                             "to infinity; scale the image down first")
-        value_range = (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    else:
-        value_range = (0.0, float(converted(np.full((1, 1, channels), dtype_max(dtype), dtype)).max()))
-    out = np.empty((rows.size, out_w, channels), dtype=dtype)
-    for (first, stop), (top, bottom, in_start, in_end) in zip(strips, spans):
-        job = PoolJob(image=converted(img[in_start:in_end]), in_scale=1.0,
-                      rows=rows_between(rows, top, bottom, in_start), cols=cols,
+    def strips(self, max_bytes: float) -> list[tuple[int, int, int, int]]:
+        """``(first, stop, in_start, in_end)``: output rows ``[first, stop)`` of each strip,
+        in order, and the input rows ``[in_start, in_end)`` it reads, each strip's
+        working memory about ``max_bytes`` (at least one output row)."""
+        height, width, channels = self.shape
+        out_w = self.cols.size
+        item = self._work_dtype.itemsize if self.converted else self.dtype.itemsize
+        # Per input row: its copy, and the transfer function's three temporaries
+        # (premultiplying's one); per output row of a strip and its halo: the
+        # float64 output and quantize's two temporaries.
+        in_row_bytes = width * channels * item * ((4 if self.linear else 2) if self.converted else 1)
+        halo_row_bytes = out_w * channels * (8 * 3 if self.converted else self.dtype.itemsize)
+        strips = plan_strips(self.rows.start, self.rows.count, self.halo, in_row_bytes, 0,
+                             halo_row_bytes, max_bytes)
+        return [(first, stop, *strip_span(self.rows, first, stop, self.halo)[2:])
+                for first, stop in strips]
+
+    def pool_strip(self, part: np.ndarray, first: int, stop: int, in_start: int) -> np.ndarray:
+        """Output rows ``[first, stop)``, in the input's dtype, from ``part``: the input rows
+        from ``in_start`` on, at least to the end of what those rows (and their halo) read."""
+        top, bottom, _, in_end = strip_span(self.rows, first, stop, self.halo)
+        if part.shape[0] < in_end - in_start or part.shape[1:] != self.shape[1:]:
+            raise ValueError(f"rows {first}-{stop} need input rows {in_start}-{in_end}, "
+                             f"got {part.shape[0]} rows of shape {part.shape[1:]}")
+        part = part[:in_end - in_start]  # rows below the last window are read by none
+        rows = rows_between(self.rows, top, bottom, in_start)
+        out_w, channels = self.cols.size, self.shape[2]
+        common = dict(rows=rows, cols=self.cols, n_colour=self.n_colour,
+                      value_mode=self.value_mode, value_range=self.value_range, first_row=top,
+                      block_rows=self._block_rows)
+        if not self.converted:
+            job = PoolJob(image=np.ascontiguousarray(part), in_scale=1.0 / self._top,
+                          out=np.empty((bottom - top, out_w, channels), dtype=self.dtype),
+                          out_max=self._top, out_int=self.dtype.kind == "u", **common)
+            self._pool(job)
+            return job.out[first - top:stop - top]
+        job = PoolJob(image=self._convert(part), in_scale=1.0,
                       out=np.empty((bottom - top, out_w, channels)), out_max=1.0, out_int=False,
-                      n_colour=n_colour, value_mode=value_mode, value_range=value_range,
-                      first_row=top)
-        pool(job)
+                      **common)
+        self._pool(job)
         pooled = job.out[first - top:stop - top]
-        if has_alpha:
+        if self.has_alpha:
             colour.unpremultiply(pooled)
-        if linear:
-            colour.linear_to_srgb(pooled[..., :n_colour])
-        out[first:stop] = quantize(pooled, dtype)
-    return out
+        if self.linear:
+            colour.linear_to_srgb(pooled[..., :self.n_colour])
+        return quantize(pooled, self.dtype)

@@ -128,6 +128,12 @@ class PoolJob:
         The whole image's output row that is row 0 of ``out`` (a strip of
         the image, :mod:`downpool.strips`): stochastic sampling draws by the
         whole image's output index.
+    block_rows : int or None
+        The whole image's row block length (:func:`downpool.geometry.block_length`
+        of its row windows, 0 where they are not blocks), for a strip, whose own
+        windows may look like blocks where the image's are not (a strip of one
+        window) or not where they are (a strip of the partial last window);
+        None: from ``rows``.
     """
 
     image: np.ndarray
@@ -141,6 +147,7 @@ class PoolJob:
     value_mode: int
     value_range: tuple[float, float]
     first_row: int = 0
+    block_rows: int | None = None
 
     def kernel_args(self) -> tuple:
         """The leading arguments every window kernel takes."""

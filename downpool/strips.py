@@ -11,9 +11,9 @@ only, with two exceptions that the strips carry:
 - stochastic sampling draws by the output pixel's index in the whole image
   (:attr:`downpool.core.PoolJob.first_row`).
 
-The CPU's block kernels take a strip's block size from its first window
-(:func:`downpool.geometry.block_length`), so a partial last window must not
-be a strip of its own: ``downscale`` joins it to the strip before.
+The CPU chooses block kernels by the whole image's row windows
+(:attr:`downpool.core.PoolJob.block_rows`), not by a strip's, which can look
+like blocks where the image's are not (a strip of one window).
 
 Windows shared by two strips (overlapping strides, area coverage) are read by
 both.  The CUDA kernels use strips to fit the GPU's memory, ``downscale`` to
