@@ -11,11 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from typing import Iterator
 
+from .interrupts import STOP_SIGNALS
+
 __all__ = ["capture"]
+
+
+def _hold_stop_signals() -> object:
+    """Block the stop signals on this thread; what :func:`_release` takes to undo it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _release(mask: object) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @contextlib.contextmanager
@@ -24,22 +39,34 @@ def capture() -> Iterator[list[str]]:
 
     The list it yields is filled when the block ends.  Python's own
     ``sys.stderr`` is flushed first, so nothing written before is caught.
+    Descriptor 2 is swapped and put back with the stop signals held: a
+    SIGTERM raised between the swap and the ``try`` (or on the way into the
+    ``finally``) once left it pointing at the temporary file, and the
+    interrupted batch's summary went there instead of to the terminal.
     """
     lines: list[str] = []
     try:
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
         pass
-    saved = os.dup(2)
+    saved = sink = None
+    mask = _hold_stop_signals()
     try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield lines
-            finally:
+        saved = os.dup(2)
+        sink = tempfile.TemporaryFile()
+        os.dup2(sink.fileno(), 2)
+        _release(mask)  # a signal held until now is raised here, inside the try
+        yield lines
+    finally:
+        mask = _hold_stop_signals()
+        try:
+            if saved is not None:
                 os.dup2(saved, 2)
+                os.close(saved)
+            if sink is not None:
                 sink.seek(0)
                 text = sink.read().decode("utf-8", "replace")
+                sink.close()
                 lines.extend(line.strip() for line in text.splitlines() if line.strip())
-    finally:
-        os.close(saved)
+        finally:
+            _release(mask)
