@@ -23,13 +23,11 @@ Images are made under ``benchmarks/out/memory/`` (git-ignored).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from bench_cli import downpool_command, measure
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -51,29 +49,9 @@ OPTIONS = [
 ]
 
 
-def downpool_command() -> list[str]:
-    script = shutil.which("downpool") or os.path.join(os.path.dirname(sys.executable), "downpool")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "downpool"]
-
-
-# Started from a small launcher: a child forked from this process would count
-# this process's own pages in its peak.
-LAUNCHER = """
-import os, sys
-pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
-"""
-
-
 def peak_rss(command: list[str]) -> int:
-    """Peak resident bytes of the process ``command`` runs (Linux ``wait4``)."""
-    run = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True,
-                         text=True, check=True)
-    code, peak_kib = run.stdout.split()
-    if int(code) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{run.stderr}")
-    return int(peak_kib) * 1024
+    """Peak resident bytes of the process ``command`` runs (``bench_cli``'s launcher, ``wait4``)."""
+    return int(measure(command, 1)[1] * 2**20)
 
 
 def make_images(folder: Path, height: int, width: int) -> dict[str, Path]:

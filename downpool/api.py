@@ -94,12 +94,11 @@ def working_bytes(shape: tuple[int, ...], itemsize: int, out_size: tuple[int, in
     out_h, out_w = out_size
     total = out_h * out_w * channels * itemsize * 2
     if has_alpha or linear:
-        work_item = 8 if itemsize == 8 else 4
+        in_row, out_row = _converted_row_bytes(width, out_w, channels, 8 if itemsize == 8 else 4,
+                                               linear)
         # One output row's windows (area boxes straddle one more input row),
         # with a halo row on each side: what the smallest strip holds.
-        window_rows = 3 * (-(-height // out_h) + 1)
-        smallest = (window_rows * width * channels * work_item * (4 if linear else 2)
-                    + 3 * out_w * channels * 8 * 3)
+        smallest = 3 * (-(-height // out_h) + 1) * in_row + 3 * out_row
         total += int(1.25 * max(STRIP_BYTES, smallest))
     return int(total)
 
@@ -191,6 +190,15 @@ def downscale(
     return out if arr.ndim == 3 else out[:, :, 0]
 
 
+def _converted_row_bytes(width: int, out_w: int, channels: int, work_item: int,
+                         linear: bool) -> tuple[int, int]:
+    """Working bytes of a strip converted for alpha or linear light: per input row (its
+    float copy and the transfer function's three temporaries, or premultiplying's one)
+    and per output row of the strip and its halo (the float64 output and quantize's
+    two temporaries)."""
+    return width * channels * work_item * (4 if linear else 2), out_w * channels * 8 * 3
+
+
 #: Bytes that one strip of an image pooled with alpha or in linear light may
 #: take in working values (its float copy, the conversion's temporaries, its
 #: float output).  Tests set it small to force strips.
@@ -267,12 +275,12 @@ class Pooling:
         working memory about ``max_bytes`` (at least one output row)."""
         height, width, channels = self.shape
         out_w = self.cols.size
-        item = self._work_dtype.itemsize if self.converted else self.dtype.itemsize
-        # Per input row: its copy, and the transfer function's three temporaries
-        # (premultiplying's one); per output row of a strip and its halo: the
-        # float64 output and quantize's two temporaries.
-        in_row_bytes = width * channels * item * ((4 if self.linear else 2) if self.converted else 1)
-        halo_row_bytes = out_w * channels * (8 * 3 if self.converted else self.dtype.itemsize)
+        if self.converted:
+            in_row_bytes, halo_row_bytes = _converted_row_bytes(
+                width, out_w, channels, self._work_dtype.itemsize, self.linear)
+        else:  # the rows as they are, and the output
+            in_row_bytes = width * channels * self.dtype.itemsize
+            halo_row_bytes = out_w * channels * self.dtype.itemsize
         strips = plan_strips(self.rows.start, self.rows.count, self.halo, in_row_bytes, 0,
                              halo_row_bytes, max_bytes)
         return [(first, stop, *strip_span(self.rows, first, stop, self.halo)[2:])

@@ -553,12 +553,12 @@ def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
     try:
         # Workers start during submit(): with the stop signals blocked, they
         # inherit them blocked and cannot die of one before _init_worker is ready.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupts.STOP_SIGNALS))
+        mask = interrupts.hold_stop_signals()
         try:
             for task in tasks:
                 futures[pool.submit(_shrink_in_worker, task, settings)] = task
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending signal arrives here
+            interrupts.release_stop_signals(mask)  # a pending signal arrives here
         for future in as_completed(futures):
             reported.add(future)
             yield outcome(future, futures[future])

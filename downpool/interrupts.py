@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 
 __all__ = ["Stopped", "STOP_SIGNALS", "INTERRUPTS", "raise_on_stop_signals", "ignore_stop_signals",
-           "exit_status"]
+           "exit_status", "hold_stop_signals", "release_stop_signals"]
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
@@ -58,3 +58,17 @@ def ignore_stop_signals() -> None:
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is _raise_stopped:
             signal.signal(signum, signal.SIG_IGN)
+
+
+def hold_stop_signals() -> object:
+    """Block the stop signals on this thread, for a step that must not be cut in two;
+    returns what :func:`release_stop_signals` takes (None where signals cannot be masked)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release_stop_signals(mask: object) -> None:
+    """Undo :func:`hold_stop_signals`; a signal held meanwhile is raised here."""
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 from typing import Iterator
 
-from .interrupts import STOP_SIGNALS
+from .interrupts import hold_stop_signals, release_stop_signals
 
 __all__ = ["capture"]
-
-
-def _hold_stop_signals() -> object:
-    """Block the stop signals on this thread; what :func:`_release` takes to undo it."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-
-
-def _release(mask: object) -> None:
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @contextlib.contextmanager
@@ -50,15 +37,15 @@ def capture() -> Iterator[list[str]]:
     except (AttributeError, OSError, ValueError):
         pass
     saved = sink = None
-    mask = _hold_stop_signals()
+    mask = hold_stop_signals()
     try:
         saved = os.dup(2)
         sink = tempfile.TemporaryFile()
         os.dup2(sink.fileno(), 2)
-        _release(mask)  # a signal held until now is raised here, inside the try
+        release_stop_signals(mask)  # a signal held until now is raised here, inside the try
         yield lines
     finally:
-        mask = _hold_stop_signals()
+        mask = hold_stop_signals()
         try:
             if saved is not None:
                 os.dup2(saved, 2)
@@ -69,4 +56,4 @@ def capture() -> Iterator[list[str]]:
                 sink.close()
                 lines.extend(line.strip() for line in text.splitlines() if line.strip())
         finally:
-            _release(mask)
+            release_stop_signals(mask)

@@ -81,7 +81,6 @@ class RowDownscaler:
         full = (*shape, 1) if self._flat else tuple(shape)
         self._pooling = api.Pooling(method, full, dtype, value_range, **options)
         self._strips = self._pooling.strips(api.STRIP_BYTES if max_bytes is None else max_bytes)
-        self._dtype = dtype
         self._float_range = value_range if dtype.kind == "f" else None
         self._next = 0           # the next strip to make
         self._kept: list[tuple[int, np.ndarray]] = []  # (first input row, rows), in order
@@ -113,8 +112,8 @@ class RowDownscaler:
         if band.ndim != len(want) + 1 or band.shape[1:] != want:
             raise ValueError(f"rows must have shape (n, {', '.join(map(str, want))}), "
                              f"got {band.shape}")
-        if band.dtype != self._dtype:
-            raise TypeError(f"rows must be {self._dtype}, got {band.dtype}")
+        if band.dtype != self._pooling.dtype:
+            raise TypeError(f"rows must be {self._pooling.dtype}, got {band.dtype}")
         if self._received + band.shape[0] > height:
             raise ValueError(f"the image has {height} rows; {self._received} came before "
                              f"these {band.shape[0]}")
@@ -144,7 +143,7 @@ class RowDownscaler:
             self._kept[-1] = (start, last.copy())
         out_w = self._pooling.out_shape[1]
         out = (np.concatenate(made) if made
-               else np.empty((0, out_w, channels), dtype=self._dtype))
+               else np.empty((0, out_w, channels), dtype=self._pooling.dtype))
         return out[:, :, 0] if self._flat else out
 
     def close(self) -> None:
