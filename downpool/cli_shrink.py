@@ -177,7 +177,6 @@ def _import_numba_without_scipy() -> None:
 
 def _shrink_file(task: Task, settings: Settings) -> FileResult:
     from . import io as image_io
-    from .api import downscale
 
     def failed(cause: str) -> FileResult:
         return FileResult(task.source, task.target, "failed", cause)
@@ -191,27 +190,20 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
             return failed(f"output {task.target} exists (use --overwrite to replace it, "
                           "or --skip-existing to skip it)")
     try:
-        image = image_io.read_image(task.source, max_pixels=settings.max_pixels,
-                                    before_decode=lambda header: _check_header(header, settings))
+        with image_io.open_image(task.source, max_pixels=settings.max_pixels,
+                                 before_decode=lambda header: _check_header(header, settings)
+                                 ) as source:
+            if source.streamed:
+                outcome = _pool_streamed(source, settings)
+            else:
+                outcome = _pool_whole(source.read(), settings)
     except _Refused as refused:
         return failed(str(refused))
+    except _PoolingFailed as fault:
+        return failed(str(fault))
     except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
         return failed(_read_error(exc, task.source))
-    _import_numba_without_scipy()
-    geometry = settings.geometry(image.pixels.shape[:2])
-    too_large = _larger_than_input(geometry, image.pixels.shape[:2])
-    if too_large:
-        return failed(too_large)
-    try:
-        pooled = downscale(
-            image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
-            linear=settings.linear, **geometry, **settings.params,
-        )
-    except Exception as exc:  # noqa: BLE001 - ValueError for a bad geometry, and the unexpected
-        return failed(_describe(exc))
-    # Only the input's metadata are needed now: its pixels can go before encoding.
-    like = dataclasses.replace(image, pixels=pooled)
-    del image
+    pooled, like = outcome
     folder = os.path.dirname(os.path.abspath(task.target))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -235,19 +227,89 @@ class _Refused(Exception):
     """An image refused on its header, before it is decoded (memory)."""
 
 
+class _PoolingFailed(Exception):
+    """An image read well that cannot be pooled as asked (its message is the file's error)."""
+
+
+def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
+    """``downscale`` on a decoded :class:`~downpool.io.LoadedImage`: the pixels and their metadata."""
+    import dataclasses as dc
+
+    from .api import downscale
+
+    _import_numba_without_scipy()
+    geometry = settings.geometry(image.pixels.shape[:2])
+    too_large = _larger_than_input(geometry, image.pixels.shape[:2])
+    if too_large:
+        raise _PoolingFailed(too_large)
+    try:
+        pooled = downscale(
+            image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
+            linear=settings.linear, **geometry, **settings.params,
+        )
+    except Exception as exc:  # noqa: BLE001 - ValueError for a bad geometry, and the unexpected
+        raise _PoolingFailed(_describe(exc)) from None
+    # Only the input's metadata are needed now: its pixels can go before encoding.
+    return pooled, dc.replace(image, pixels=pooled)
+
+
+#: Input rows fetched from libvips at a time, in bytes of samples.
+BAND_BYTES = 4 << 20
+
+
+def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
+    """Pool an :class:`~downpool.io.ImageFile` band by band as libvips decodes it.
+
+    Bit for bit what :func:`_pool_whole` makes of the whole image
+    (:class:`downpool.RowDownscaler`); the input is never held whole.
+    """
+    import numpy as np
+
+    from .stream import RowDownscaler
+
+    _import_numba_without_scipy()
+    shape = source.shape
+    geometry = settings.geometry(shape[:2])
+    too_large = _larger_than_input(geometry, shape[:2])
+    if too_large:
+        raise _PoolingFailed(too_large)
+    try:
+        pooler = RowDownscaler(shape, source.dtype, settings.method, device=settings.device,
+                               has_alpha=source.has_alpha, linear=settings.linear, **geometry,
+                               **settings.params)
+    except Exception as exc:  # noqa: BLE001
+        raise _PoolingFailed(_describe(exc)) from None
+    pooled = np.empty(pooler.out_shape, source.dtype)
+    row_bytes = int(np.prod(shape[1:])) * source.dtype.itemsize
+    made = 0
+    for band in source.bands(max(1, BAND_BYTES // row_bytes)):  # decoding errors propagate
+        try:
+            rows = pooler.feed(band)
+        except Exception as exc:  # noqa: BLE001
+            raise _PoolingFailed(_describe(exc)) from None
+        pooled[made:made + rows.shape[0]] = rows
+        made += rows.shape[0]
+    pooler.close()
+    return pooled, source.like(pooled)
+
+
 def memory_needed(header: Any, settings: Settings) -> int:
     """Bytes that decoding and pooling an image with this :class:`~downpool.io.ImageHeader` take.
 
-    The decoder's own buffer, the array read from it, and what
+    The decoder's own buffer, the array read from it (for a streamed image,
+    the input rows one strip holds and one band), and what
     :func:`downpool.api.working_bytes` says ``downscale`` adds; compared in
     ``benchmarks/bench_memory.py`` with the peak memory of real runs.
     """
-    from .api import working_bytes
+    from .api import STRIP_BYTES, working_bytes
 
     shape = (header.height, header.width, header.channels)
     geometry = settings.geometry((header.height, header.width))
     out_size = geometry.get("size") or _pooled_size(geometry, (header.height, header.width))
-    return (header.decoded_bytes + header.pixels * header.channels * header.bytes_per_sample
+    held = header.pixels * header.channels * header.bytes_per_sample
+    if header.streamed:
+        held = min(held, STRIP_BYTES + BAND_BYTES)
+    return (header.decoded_bytes + held
             + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=header.has_alpha,
                             linear=settings.linear))
 

@@ -1,4 +1,4 @@
-"""Reading and writing image files: the only module that knows about Pillow's file formats.
+"""Reading and writing image files: the only module that knows about file formats.
 
 Pixels go in and out as NumPy arrays; what a file carries besides pixels
 (ICC profile, EXIF, XMP, IPTC, resolution, PNG colour chunks, format)
@@ -27,6 +27,14 @@ Decisions (SPEC section 4):
   checksum or a chunk that runs past the end of the file is an error.
 - Writes go through :func:`downpool.files.put_file`: atomic for regular
   files, into FIFOs and character devices, through symbolic links.
+- :func:`open_image` reads the header first.  A file whose pixels libvips
+  decodes exactly as Pillow would (8- and 16-bit PNG without palette or key
+  colour, baseline or progressive JPEG in L or RGB, WebP, uncompressed /
+  LZW / Deflate / PackBits TIFF in L, LA, RGB, RGBA or 16-bit gray, no EXIF
+  rotation) is decoded by libvips (:mod:`downpool.libvips`) in bands of rows
+  with sequential access, so that a caller can pool it without holding the
+  whole image; every other file is decoded whole by Pillow, as before.  Either
+  way a damaged or truncated file is an error, never a partly grey image.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "format_for_extension",
     "read_image",
+    "open_image",
+    "ImageFile",
     "encode_image",
     "write_image",
 ]
@@ -177,7 +187,8 @@ class ImageHeader:
     ``channels`` and ``bytes_per_sample`` describe the array
     :func:`read_image` will return; ``decoded_bytes`` is the memory the
     decoder itself holds while it works (Pillow keeps 1, 2 or 4 bytes a
-    pixel, whatever the channels).
+    pixel, whatever the channels); for a streamed image, the few strips
+    libvips holds.
     """
 
     width: int
@@ -187,6 +198,9 @@ class ImageHeader:
     bytes_per_sample: int
     has_alpha: bool
     decoded_bytes: int
+    #: The pixels are decoded a band of rows at a time (libvips): the whole
+    #: image is never held.
+    streamed: bool = False
 
     @property
     def pixels(self) -> int:
@@ -248,78 +262,249 @@ def read_image(
         which Pillow reduces to 8 bits; interlaced 16-bit colour PNG; 32-bit
         float samples; integer samples outside 0..65535).
 
+    See Also
+    --------
+    open_image : the same file, its pixels read a band of rows at a time.
+
     Examples
     --------
     >>> img = read_image("photo.jpg")                       # doctest: +SKIP
     >>> img.pixels.shape, img.pixels.dtype, img.mode        # doctest: +SKIP
     ((3000, 4000, 3), dtype('uint8'), 'RGB')
     """
-    from PIL import Image
-
-    path = os.fspath(path)
-    # Pillow's limit is process-wide and raises only far above its warning
-    # level; ours is per call and checked on the header, before decoding.
-    saved_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with _seekable_file(path) as stream:
-            return _read(stream, path, max_pixels, before_decode)
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved_limit
+    with open_image(path, max_pixels, before_decode) as image:
+        return image.read()
 
 
-def _read(stream: IO[bytes], path: str, max_pixels: int | None,
-          before_decode: Callable[[ImageHeader], None] | None) -> LoadedImage:
+@contextlib.contextmanager
+def open_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    before_decode: Callable[[ImageHeader], None] | None = None,
+) -> Iterator[ImageFile]:
+    """Open an image file and read its header and metadata, its pixels not yet.
+
+    The parameters and errors are :func:`read_image`'s; decoding errors come
+    from :meth:`ImageFile.read` or :meth:`ImageFile.bands`.  Plain PNG,
+    JPEG, TIFF and WebP files (8 or 16 bits, L/LA/RGB/RGBA, upright, TIFF
+    compressed losslessly or not at all) are decoded by libvips a band of
+    rows at a time, holding a few strips; the others (palette, key-colour
+    transparency, CMYK, EXIF-rotated, BMP, GIF ...) are decoded whole by
+    Pillow.  Both ways give the same pixels as :func:`read_image`.
+
+    Examples
+    --------
+    >>> with open_image("huge.tif") as image:                 # doctest: +SKIP
+    ...     for band in image.bands(256):
+    ...         pooler.feed(band)
+    """
     from PIL import Image, UnidentifiedImageError
 
-    head = stream.read(64)
-    stream.seek(0)
-    try:
-        im = Image.open(stream)
-    except UnidentifiedImageError:
-        raise OSError(_unidentified(head)) from None
-    except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError, ValueError,
-            OSError) as exc:
-        raise _decode_failure(exc, _signature_format(head) or "image") from None
-    with im:
-        width, height = im.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise UnsupportedImageError(
-                f"image is {width}x{height} = {width * height:,} pixels, above the "
-                f"limit of {max_pixels:,} (raise it with --max-pixels)"
-            )
-        fmt = "JPEG" if im.format == "MPO" else im.format
-        if fmt not in FORMATS:
-            raise UnsupportedImageError(
-                f"{im.format or 'unknown'} files are not supported "
-                f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
-            )
-        sixteen_bit_png = fmt == "PNG" and png.is_png16_colour(head)
-        if before_decode is not None:
-            before_decode(_header(im, fmt, head))
-        scan = None
-        if fmt == "PNG":
-            position = stream.tell()
-            scan = png.scan_png(stream, keep_idat=sixteen_bit_png)
-            stream.seek(position)
-        if sixteen_bit_png:
-            assert scan is not None
-            if scan.interlace:
-                raise UnsupportedImageError("interlaced 16-bit colour PNG is not supported")
-            pixels, mode = png.read_png16(scan)
-            exif = _exif_of(scan.exif and exif_blocks.EXIF_PREFIX + scan.exif)
-            icc, metadata = scan.icc_profile, _metadata(im, fmt, scan)
+    path = os.fspath(path)
+    with _seekable_file(path) as stream:
+        head = stream.read(64)
+        stream.seek(0)
+        # Pillow's limit is process-wide and raises only far above its warning
+        # level; ours is per call and checked on the header, before decoding.
+        saved_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(stream)
+        except UnidentifiedImageError:
+            raise OSError(_unidentified(head)) from None
+        except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError, ValueError,
+                OSError) as exc:
+            raise _decode_failure(exc, _signature_format(head) or "image") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+        with im:
+            width, height = im.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UnsupportedImageError(
+                    f"image is {width}x{height} = {width * height:,} pixels, above the "
+                    f"limit of {max_pixels:,} (raise it with --max-pixels)"
+                )
+            fmt = "JPEG" if im.format == "MPO" else im.format
+            if fmt not in FORMATS:
+                raise UnsupportedImageError(
+                    f"{im.format or 'unknown'} files are not supported "
+                    f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
+                )
+            scan = None
+            if fmt == "PNG":
+                position = stream.tell()
+                scan = png.scan_png(stream, keep_idat=False)
+                stream.seek(position)
+            plain = _plain_metadata(im, fmt, head, scan)
+            header = _header(im, fmt, head, streamed=plain is not None)
+            if before_decode is not None:
+                before_decode(header)
+            source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
+            yield ImageFile(im, fmt, head, stream, scan, header, plain, source)
+
+
+class ImageFile:
+    """An opened image file (:func:`open_image`): its header and metadata, pixels on demand.
+
+    Attributes
+    ----------
+    header : ImageHeader
+    shape : tuple
+        The upright pixels' shape: (H, W) or (H, W, C).
+    dtype : numpy.dtype
+        ``uint8`` or ``uint16``.
+    has_alpha : bool
+    streamed : bool
+        Whether :meth:`bands` decodes as it goes (libvips) rather than
+        handing out slices of the whole decoded image (Pillow).
+    """
+
+    def __init__(self, im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any,
+                 header: ImageHeader, plain: LoadedImage | None, source: str | bytes) -> None:
+        self._im, self._fmt, self._head, self._stream, self._scan = im, fmt, head, stream, scan
+        self._plain, self._source = plain, source
+        self.header = header
+        self.streamed = plain is not None
+        self._used = False
+        if plain is not None:
+            self._like = plain
+            channels = header.channels
+            self.dtype = np.dtype(np.uint16 if header.bytes_per_sample == 2 else np.uint8)
+            self.shape = (header.height, header.width) + ((channels,) if channels > 1 else ())
+            self.has_alpha = plain.has_alpha
         else:
-            _refuse_reduced_samples(im, fmt)
-            try:
-                im.load()  # before getexif: a PNG's eXIf chunk may follow the pixel data
-            except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError,
-                    ValueError, OSError) as exc:
-                raise _decode_failure(exc, fmt) from None
-            icc = im.info.get("icc_profile") or None
-            exif = _exif_of(im.info.get("exif") if fmt != "TIFF" else None, im)
-            metadata = _metadata(im, fmt, scan)
-            pixels, mode, icc = _pixels_and_mode(im, icc, head)
+            self._like = None
+            self.dtype = self.shape = self.has_alpha = None  # known once decoded
+
+    def read(self) -> LoadedImage:
+        """The whole image, as :func:`read_image` returns it."""
+        if self._plain is None:
+            return self._read_whole()
+        pixels = np.empty(self.shape, self.dtype)
+        top = 0
+        for band in self.bands(max(1, (8 << 20) // max(1, pixels[0].nbytes))):
+            pixels[top:top + band.shape[0]] = band.reshape(band.shape[0], *self.shape[1:])
+            top += band.shape[0]
+        return self.like(pixels)
+
+    def bands(self, rows: int) -> Iterator[np.ndarray]:
+        """The upright pixels, ``rows`` rows at a time from the top.
+
+        Each band has the image's width, channels and dtype; it may be a
+        read-only view that is not valid after the next band.  Call once.
+        """
+        if self._used:
+            raise RuntimeError("the pixels of an ImageFile can be read once")
+        self._used = True
+        if self._plain is None:
+            pixels = self._read_whole().pixels
+            for top in range(0, pixels.shape[0], rows):
+                yield pixels[top:top + rows]
+            return
+        from . import libvips
+
+        image = libvips.open_rows(self._source, self._fmt)
+        expected = ({1: "uchar", 2: "ushort"}[self.header.bytes_per_sample], self.header.channels,
+                    self.header.width, self.header.height)
+        if (image.format, image.bands, image.width, image.height) != expected:
+            raise OSError(f"libvips reads this {self._fmt} file as {image.width}x{image.height} "
+                          f"{image.format} x {image.bands}, not as its header says")
+        flat = len(self.shape) == 2
+        for band in libvips.bands(image, rows, self._fmt):
+            yield band[:, :, 0] if flat else band
+
+    def like(self, pixels: np.ndarray) -> LoadedImage:
+        """This file's metadata around ``pixels`` (for :func:`write_image`'s ``like``)."""
+        if self._like is None:
+            raise RuntimeError("the metadata are known once the pixels are read")
+        return dataclasses.replace(self._like, pixels=pixels)
+
+    def _read_whole(self) -> LoadedImage:
+        loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan)
+        self._im.close()  # Pillow's copy of the pixels goes before they are pooled
+        self._like = dataclasses.replace(loaded, pixels=np.empty((0,), loaded.pixels.dtype))
+        self.shape, self.dtype, self.has_alpha = loaded.pixels.shape, loaded.pixels.dtype, loaded.has_alpha
+        return loaded
+
+
+def _plain_metadata(im: Any, fmt: str, head: bytes, scan: Any) -> LoadedImage | None:
+    """The metadata of a file that libvips decodes in bands as Pillow would, else None.
+
+    Plain: PNG, JPEG, TIFF or WebP holding L, LA, RGB or RGBA samples of 8
+    bits (or 16: gray in PNG and TIFF, every mode in PNG), without a
+    key-colour transparency, stored upright (EXIF orientation 1), a TIFF
+    compressed losslessly.  Everything Pillow reads of such a file's
+    metadata is there before its pixels.
+    """
+    mode = im.mode
+    sixteen_bit_png = fmt == "PNG" and png.is_png16_colour(head)
+    if fmt == "PNG":
+        if scan.bit_depth < 8 or scan.colour_type == 3 or scan.trns is not None:
+            return None
+        if not (sixteen_bit_png or mode in ("L", "LA", "RGB", "RGBA", "I;16")):
+            return None
+        exif_block = scan.exif and exif_blocks.EXIF_PREFIX + scan.exif
+        icc = scan.icc_profile
+    elif fmt == "JPEG":
+        if mode not in ("L", "RGB"):
+            return None
+        exif_block, icc = im.info.get("exif"), im.info.get("icc_profile") or None
+    elif fmt == "WEBP":
+        if mode not in ("RGB", "RGBA"):
+            return None
+        exif_block, icc = im.info.get("exif"), im.info.get("icc_profile") or None
+    elif fmt == "TIFF":
+        bits = im.tag_v2.get(258, (1,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        if (mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B") or max(bits) > 8 and len(bits) > 1
+                or im.info.get("compression") not in ("raw", "tiff_lzw", "tiff_adobe_deflate",
+                                                      "packbits")):
+            return None
+        exif_block, icc = None, im.info.get("icc_profile") or None
+    else:
+        return None
+    orientation, exif_bytes = _exif_of(exif_block or None, im if fmt == "TIFF" else None)
+    if orientation in range(2, 9):  # turned upright only once whole
+        return None
+    metadata = _metadata(im, fmt, scan)
+    xmp = metadata.pop("xmp")
+    if xmp is not None:
+        xmp = exif_blocks.patch_xmp(xmp, orientation=1)
+    if sixteen_bit_png:
+        channels = {2: 3, 4: 2, 6: 4}[scan.colour_type]
+        pixel_mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
+    else:
+        pixel_mode = "I;16" if mode.startswith("I;16") else mode
+    return LoadedImage(
+        pixels=np.empty((0,), np.uint8), has_alpha=pixel_mode in ("LA", "RGBA", "LA;16", "RGBA;16"),
+        mode=pixel_mode, icc_profile=icc, exif=exif_bytes, format=fmt, size=im.size, xmp=xmp,
+        **metadata,
+    )
+
+
+def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any) -> LoadedImage:
+    """The whole image, decoded by Pillow (and :mod:`downpool.png` for 16-bit colour PNG)."""
+    width, height = im.size
+    if fmt == "PNG" and png.is_png16_colour(head):
+        if scan.interlace:
+            raise UnsupportedImageError("interlaced 16-bit colour PNG is not supported")
+        position = stream.tell()
+        scan = png.scan_png(stream, keep_idat=True)
+        stream.seek(position)
+        pixels, mode = png.read_png16(scan)
+        exif = _exif_of(scan.exif and exif_blocks.EXIF_PREFIX + scan.exif)
+        icc, metadata = scan.icc_profile, _metadata(im, fmt, scan)
+    else:
+        _refuse_reduced_samples(im, fmt)
+        try:
+            im.load()  # before getexif: a PNG's eXIf chunk may follow the pixel data
+        except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError,
+                ValueError, OSError) as exc:
+            raise _decode_failure(exc, fmt) from None
+        icc = im.info.get("icc_profile") or None
+        exif = _exif_of(im.info.get("exif") if fmt != "TIFF" else None, im)
+        metadata = _metadata(im, fmt, scan)
+        pixels, mode, icc = _pixels_and_mode(im, icc, head)
     orientation, exif_bytes = exif
     pixels = _apply_orientation(pixels, orientation)
     xmp = metadata.pop("xmp")
@@ -331,7 +516,7 @@ def _read(stream: IO[bytes], path: str, max_pixels: int | None,
     )
 
 
-def _header(im: Any, fmt: str, head: bytes) -> ImageHeader:
+def _header(im: Any, fmt: str, head: bytes, streamed: bool = False) -> ImageHeader:
     """The :class:`ImageHeader` of an opened (not yet decoded) image."""
     width, height = im.size
     mode = im.mode
@@ -340,8 +525,10 @@ def _header(im: Any, fmt: str, head: bytes) -> ImageHeader:
         channels = {2: 3, 4: 2, 6: 4}[head[25]]
         # downpool.png's reader holds the decompressed rows, the unfiltered
         # rows and the samples at once: three times the samples.
-        return ImageHeader(width, height, fmt, channels, 2, channels in (2, 4),
-                           3 * width * height * 2 * channels)
+        decoder = 3 * width * height * 2 * channels
+        if streamed:
+            decoder = _libvips_bytes(width, height, channels, 2, interlaced=head[28] == 1)
+        return ImageHeader(width, height, fmt, channels, 2, channels in (2, 4), decoder, streamed)
     if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F"):
         channels = 2 if keyed else 1
     elif mode in ("LA", "La", "PA"):
@@ -350,10 +537,36 @@ def _header(im: Any, fmt: str, head: bytes) -> ImageHeader:
         channels = 4
     else:  # RGB, P, CMYK, YCbCr ...
         channels = 4 if keyed else 3
-    # Pillow holds 1 byte a pixel for 1/L/P, 2 for I;16, and 4 for every other mode.
-    per_pixel = {"1": 1, "L": 1, "P": 1}.get(mode, 2 if mode.startswith("I;16") else 4)
-    return ImageHeader(width, height, fmt, channels, 2 if mode.startswith("I") else 1,
-                       channels in (2, 4), width * height * per_pixel)
+    sample_bytes = 2 if mode.startswith("I") else 1
+    if streamed:
+        whole = (fmt == "PNG" and head[28] == 1) or (
+            fmt == "JPEG" and ("progressive" in im.info or "progression" in im.info))
+        decoder = _libvips_bytes(width, height, channels, sample_bytes, interlaced=whole)
+    else:
+        # Pillow holds 1 byte a pixel for 1/L/P, 2 for I;16, and 4 for every other mode.
+        decoder = width * height * {"1": 1, "L": 1, "P": 1}.get(
+            mode, 2 if mode.startswith("I;16") else 4)
+    return ImageHeader(width, height, fmt, channels, sample_bytes, channels in (2, 4), decoder,
+                       streamed)
+
+
+def _libvips_bytes(width: int, height: int, channels: int, sample_bytes: int,
+                   interlaced: bool) -> int:
+    """What libvips holds while it decodes a file in sequential order.
+
+    An interlaced PNG and a progressive JPEG are decoded whole before their
+    first row (a JPEG as its coefficients, 2 bytes a sample); every other
+    file a few strips at a time: :data:`_LIBVIPS_ROWS` rows, and at least 4 MiB.
+    """
+    row = width * channels * sample_bytes
+    if interlaced:
+        return height * width * channels * 2 if sample_bytes == 1 else height * row
+    return max(4 << 20, _LIBVIPS_ROWS * row)
+
+
+#: Rows that libvips keeps in its cache of a sequential read (its default
+#: tile height for strip loaders, doubled for the read-ahead).
+_LIBVIPS_ROWS = 512
 
 
 def _signature_format(head: bytes) -> str | None:

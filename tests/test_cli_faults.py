@@ -385,12 +385,13 @@ def _declared_png(path: Path, width: int, height: int) -> Path:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memory limits read from /proc")
 def test_an_image_too_big_for_the_memory_left_is_refused_up_front_and_the_batch_goes_on(tmp_path):
     """A 3.9 MB PNG that decoded to 992 megapixels, under the 1-gigapixel --max-pixels,
-    once got the process killed and took every other file of the batch with it."""
+    once got the process killed and took every other file of the batch with it. Streamed,
+    such a file needs about its output: a 4-gigapixel one still does not fit."""
     import resource
 
     folder = tmp_path / "in"
     folder.mkdir()
-    _declared_png(folder / "bomb.png", 32000, 31000)  # 992 MP, about 40 GB to pool with alpha
+    _declared_png(folder / "bomb.png", 64000, 62000)  # 3968 MP: a 1984 MP RGBA output, 7.9 GB
     pixels = random_image((16, 16, 3), seed=3)
     save(folder / "good.png", pixels)
 
@@ -398,12 +399,12 @@ def test_an_image_too_big_for_the_memory_left_is_refused_up_front_and_the_batch_
         resource.setrlimit(resource.RLIMIT_DATA, (6 * 2**30, resource.RLIM_INFINITY))
 
     result = subprocess.run([*downpool_command(), "shrink", str(folder), "-o", str(tmp_path / "out"),
-                             "--method", "avg"], capture_output=True, text=True, preexec_fn=limit,
-                            timeout=120)
+                             "--method", "avg", "--max-pixels", "4000000000"], capture_output=True,
+                            text=True, preexec_fn=limit, timeout=120)
     assert result.returncode == 1, result.stderr
     _no_traceback(result.stderr)
     [error] = [l for l in result.stderr.splitlines() if l.startswith("downpool: error: ")]
-    assert error.startswith(f"downpool: error: {folder / 'bomb.png'}: 32000x31000 image needs about ")
+    assert error.startswith(f"downpool: error: {folder / 'bomb.png'}: 64000x62000 image needs about ")
     assert "of memory to pool, more than the " in error
     assert _summary(result).startswith("downpool: 1 done, 0 skipped, 1 failed")
     np.testing.assert_array_equal(load(tmp_path / "out" / "good.png")[0], downpool.downscale(pixels, "avg"))

@@ -1,0 +1,110 @@
+"""Decoding image files a band of rows at a time, through libvips.
+
+libvips (``pyvips`` with the ``pyvips-binary`` wheel) decodes PNG, JPEG,
+TIFF and WebP strip by strip when it is asked for rows in order
+(``access="sequential"``), so that a file of any height is read holding only
+a few strips.  :mod:`downpool.io` decides which files come this way (the
+plain ones: 8 or 16 bits, L/LA/RGB/RGBA, lossless TIFF compressions) and
+keeps reading the others with Pillow; this module only opens and fetches.
+
+A damaged file is an error, never an image with a grey bottom half:
+``fail_on="error"`` makes libvips stop where its decoder reports a
+truncation or a corrupt block.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["open_rows", "bands", "decode_error"]
+
+_SAMPLE_TYPES = {"uchar": np.uint8, "ushort": np.uint16}
+
+
+def _pyvips() -> Any:
+    import pyvips
+
+    # libvips' warnings reach Python's logging; without this they would
+    # print as "pyvips: ..." lines, uncounted.  They are caught as
+    # warnings by the callers instead (the command reports them per file).
+    logging.getLogger("pyvips").addHandler(_WARNINGS)
+    logging.getLogger("pyvips").propagate = False
+    return pyvips
+
+
+class _AsWarnings(logging.Handler):
+    """Re-issue libvips' log records as Python warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import warnings
+
+        if record.levelno >= logging.WARNING:
+            warnings.warn(f"libvips: {' '.join(record.getMessage().split())}", RuntimeWarning,
+                          stacklevel=2)
+
+
+_WARNINGS = _AsWarnings()
+
+
+def open_rows(source: str | bytes, fmt: str = "image") -> Any:
+    """A ``pyvips.Image`` of the file at ``source`` (a path, or the file's bytes), not yet decoded.
+
+    Its rows must be fetched in order, top to bottom (:func:`bands`).
+    """
+    pyvips = _pyvips()
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return pyvips.Image.new_from_buffer(bytes(source), "", access="sequential",
+                                                fail_on="error")
+        return pyvips.Image.new_from_file(source, access="sequential", fail_on="error")
+    except pyvips.Error as exc:
+        raise decode_error(exc, fmt) from None
+
+
+def bands(image: Any, rows: int, fmt: str = "image") -> Iterator[np.ndarray]:
+    """The image's pixels, ``rows`` rows at a time from the top, as (n, W, C) arrays.
+
+    The arrays are read-only views of libvips' buffers (``uint8`` or
+    ``uint16``).  A decoding error is an ``OSError`` in words.
+    """
+    pyvips = _pyvips()
+    dtype = _SAMPLE_TYPES[image.format]
+    width, height, channels = image.width, image.height, image.bands
+    region = pyvips.Region.new(image)
+    for top in range(0, height, rows):
+        count = min(rows, height - top)
+        try:
+            data = region.fetch(0, top, width, count)
+        except pyvips.Error as exc:
+            raise decode_error(exc, fmt) from None
+        yield np.frombuffer(data, dtype=dtype).reshape(count, width, channels)
+
+
+def decode_error(exc: Any, fmt: str = "image") -> OSError:
+    """libvips' error as an ``OSError`` that says what is wrong with the file, in one line.
+
+    libvips prefixes its decoders' words with its loader's name
+    ("tiff2vips: Using code not yet in table"); they are given as the
+    library's own ("libtiff: ...").
+    """
+    lines = [" ".join(line.split()) for line in str(getattr(exc, "detail", "") or "").splitlines()]
+    words = []
+    for line in dict.fromkeys(line for line in lines if line):
+        loader, _, text = line.partition(": ")
+        library = _DECODERS.get(loader)
+        if library and text:
+            line = text if text.startswith(library) else f"{library}: {text}"
+        words.append(line)
+    detail = "; ".join(words)
+    fmt = {"WEBP": "WebP"}.get(fmt, fmt)
+    if any(word in detail.lower() for word in ("premature end", "truncated", "unexpected end")):
+        return OSError(f"truncated {fmt} file: the image data ends early")
+    return OSError(f"corrupt {fmt} file: its image data is damaged ({detail or exc})")
+
+
+#: libvips' loader names, as its messages begin, and the libraries they speak for.
+_DECODERS = {"tiff2vips": "libtiff", "VipsJpeg": "libjpeg", "vipspng": "libpng",
+             "spng": "libspng", "webp": "libwebp", "VipsForeignLoad": "libvips"}
