@@ -255,6 +255,10 @@ def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
 
 #: Input rows fetched from libvips at a time, in bytes of samples.
 BAND_BYTES = 4 << 20
+#: The working memory of one strip of a streamed image (RowDownscaler's
+#: ``max_bytes``): smaller than ``downscale``'s, since the input rows a strip
+#: needs are held (and joined across bands) besides its working values.
+STREAM_STRIP_BYTES = 8 << 20
 
 
 def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
@@ -275,8 +279,8 @@ def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
         raise _PoolingFailed(too_large)
     try:
         pooler = RowDownscaler(shape, source.dtype, settings.method, device=settings.device,
-                               has_alpha=source.has_alpha, linear=settings.linear, **geometry,
-                               **settings.params)
+                               has_alpha=source.has_alpha, linear=settings.linear,
+                               max_bytes=STREAM_STRIP_BYTES, **geometry, **settings.params)
     except Exception as exc:  # noqa: BLE001
         raise _PoolingFailed(_describe(exc)) from None
     pooled = np.empty(pooler.out_shape, source.dtype)
@@ -301,14 +305,14 @@ def memory_needed(header: Any, settings: Settings) -> int:
     :func:`downpool.api.working_bytes` says ``downscale`` adds; compared in
     ``benchmarks/bench_memory.py`` with the peak memory of real runs.
     """
-    from .api import STRIP_BYTES, working_bytes
+    from .api import working_bytes
 
     shape = (header.height, header.width, header.channels)
     geometry = settings.geometry((header.height, header.width))
     out_size = geometry.get("size") or _pooled_size(geometry, (header.height, header.width))
     held = header.pixels * header.channels * header.bytes_per_sample
     if header.streamed:
-        held = min(held, STRIP_BYTES + BAND_BYTES)
+        held = min(held, 2 * STREAM_STRIP_BYTES + BAND_BYTES)
     return (header.decoded_bytes + held
             + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=header.has_alpha,
                             linear=settings.linear))

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
 import secrets
 import socket
 import stat
 import time
+from typing import BinaryIO, Callable
 
 __all__ = ["TEMP_SUFFIX", "OutputRefused", "output_is_stream", "put_file", "temp_file_name",
            "remove_stale_temporaries"]
@@ -110,15 +112,25 @@ def _write_stream(path: str, data: bytes) -> None:
             view = view[written:]
 
 
-def put_file(path: str | os.PathLike, data: bytes, replace: bool = True) -> None:
+def _collected(write: Callable[[BinaryIO], None]) -> bytes:
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def put_file(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None],
+             replace: bool = True) -> None:
     """Put ``data`` at ``path``: atomically for a regular file, into it for a stream.
 
     Parameters
     ----------
     path : str or path-like
         The target.  See the module docstring for FIFOs, devices and links.
-    data : bytes
-        The whole file.
+    data : bytes or callable
+        The whole file, or a function that writes it into the seekable
+        binary file it is given (the temporary file, so that a big file is
+        never held in memory; for a FIFO or device, a buffer written there
+        once the function returns).
     replace : bool
         Replace an existing regular file.  If False and one exists at the
         target (even one that appeared while writing), ``FileExistsError`` is
@@ -142,7 +154,7 @@ def put_file(path: str | os.PathLike, data: bytes, replace: bool = True) -> None
             target = os.path.realpath(path)
     if mode is not None:
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-            _write_stream(path, data)
+            _write_stream(path, _collected(data) if callable(data) else data)
             return
         if not stat.S_ISREG(mode):
             raise OutputRefused(errno.EINVAL, f"is {_kind(mode)}; downpool writes regular files, "
@@ -162,7 +174,10 @@ def put_file(path: str | os.PathLike, data: bytes, replace: bool = True) -> None
         else:
             raise FileExistsError(errno.EEXIST, "no free temporary file name", target)
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            if callable(data):
+                data(stream)
+            else:
+                stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         # The file is made private (0600); an output gets the usual mode.

@@ -948,31 +948,37 @@ def _tiff_tags(meta: _Metadata) -> tuple[Any, dict[int, dict]]:
     return tags, sub_ifds
 
 
-def _save_tiff(image: Any, meta: _Metadata, options: dict[str, Any], compression: str) -> bytes:
+def _save_tiff(out: IO[bytes], image: Any, meta: _Metadata, options: dict[str, Any],
+               compression: str) -> None:
     tags, sub_ifds = _tiff_tags(meta)
+    start = out.tell()
     try:
-        return _tiff_bytes(image, tags, sub_ifds, options, compression)
+        _write_tiff(out, image, tags, sub_ifds, options, compression)
     except (TypeError, ValueError, KeyError, struct.error, RuntimeError) as exc:
         # A tag that will not encode: the picture matters more than its metadata.
         _dropped("EXIF and XMP/IPTC metadata", f"they cannot be encoded in TIFF ({exc})")
         from PIL import TiffImagePlugin
 
-        return _tiff_bytes(image, TiffImagePlugin.ImageFileDirectory_v2(), {}, options, compression)
+        out.seek(start)
+        out.truncate()
+        _write_tiff(out, image, TiffImagePlugin.ImageFileDirectory_v2(), {}, options, compression)
 
 
-def _tiff_bytes(image: Any, tags: Any, sub_ifds: dict[int, dict], options: dict[str, Any],
-                compression: str) -> bytes:
-    buffer = io.BytesIO()
+def _write_tiff(out: IO[bytes], image: Any, tags: Any, sub_ifds: dict[int, dict],
+                options: dict[str, Any], compression: str) -> None:
     if compression == "raw":
         # Pillow's own writer nests the sub-IFDs.
         for tag, values in sub_ifds.items():
             tags[tag] = values
-        image.save(buffer, format="TIFF", tiffinfo=tags, compression="raw", **options)
-        return buffer.getvalue()
+        image.save(out, format="TIFF", tiffinfo=tags, compression="raw", **options)
+        return
+    if not sub_ifds:
+        image.save(out, format="TIFF", tiffinfo=tags, compression=compression, **options)
+        return
     # libtiff writes the compressed file, but not the sub-IFDs: they are appended.
+    buffer = io.BytesIO()
     image.save(buffer, format="TIFF", tiffinfo=tags, compression=compression, **options)
-    data = buffer.getvalue()
-    return exif_blocks.append_tiff_sub_ifds(data, sub_ifds) if sub_ifds else data
+    out.write(exif_blocks.append_tiff_sub_ifds(buffer.getvalue(), sub_ifds))
 
 
 def encode_image(
@@ -988,18 +994,31 @@ def encode_image(
     no place for, or that will not encode, is left out with a
     :class:`MetadataWarning`.
     """
+    fmt = _checked_format(pixels, format)
+    buffer = io.BytesIO()
+    _encode_into(buffer, pixels, fmt, like, quality, strip)
+    return buffer.getvalue()
+
+
+def _checked_format(pixels: np.ndarray, format: str) -> str:
+    """The format's name, once it is known that ``pixels`` can be written in it."""
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(format.upper(), format.upper())
     if fmt not in FORMATS:
         raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
                                     f"choose one of {', '.join(FORMATS)}")
-    sixteen_bit_colour = pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
-    if sixteen_bit_colour and fmt == "TIFF":
+    if pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1 and fmt == "TIFF":
         raise UnsupportedImageError(
             "Pillow cannot write 16-bit colour TIFF; choose --format png to keep 16 bits"
         )
+    return fmt
+
+
+def _encode_into(buffer: IO[bytes], pixels: np.ndarray, fmt: str, like: LoadedImage | None,
+                 quality: int | None, strip: bool) -> None:
+    """Write the file of ``pixels`` in the checked format ``fmt`` into ``buffer``."""
+    sixteen_bit_colour = pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
     height, width = pixels.shape[:2]
     meta = _metadata_for(like, fmt, strip, width, height)
-    buffer = io.BytesIO()
     if sixteen_bit_colour and fmt == "PNG":
         # Pillow holds 16-bit samples only in grayscale: downpool.png writes these.
         chunks = list(meta.png_chunks)
@@ -1008,7 +1027,7 @@ def encode_image(
         if meta.dpi:
             chunks.append((b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in meta.dpi), 1)))
         png.write_png16(buffer, pixels, meta.icc, meta.exif, chunks)
-        return buffer.getvalue()
+        return
     image = _to_pillow(pixels, fmt)
     options: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP") or (fmt == "TIFF" and _tiff_compression(like, pixels) == "jpeg"):
@@ -1018,7 +1037,8 @@ def encode_image(
     if meta.dpi:
         options["dpi"] = meta.dpi
     if fmt == "TIFF":
-        return _save_tiff(image, meta, options, _tiff_compression(like, pixels))
+        _save_tiff(buffer, image, meta, options, _tiff_compression(like, pixels))
+        return
     if meta.exif:
         if fmt == "JPEG" and len(meta.exif) > _JPEG_SEGMENT_BYTES:
             _dropped("EXIF metadata", f"its {len(meta.exif):,} bytes do not fit in a JPEG segment")
@@ -1037,7 +1057,6 @@ def encode_image(
     if fmt == "PNG" and (meta.png_chunks or meta.xmp):
         options["pnginfo"] = _pnginfo(meta)
     image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def write_image(
@@ -1051,8 +1070,8 @@ def write_image(
 ) -> None:
     """Write ``pixels`` to ``path`` atomically, with the metadata of ``like``.
 
-    The image is encoded in memory, written to a temporary file in the
-    target folder, flushed to disk and renamed to ``path``; on any failure
+    The image is encoded into a temporary file in the target folder,
+    flushed to disk and renamed to ``path``; on any failure
     (or Ctrl-C) the temporary file is removed, so ``path`` is either
     untouched or complete.  A FIFO or character device at ``path`` is
     written into; a symbolic link is written through (its target replaced,
@@ -1100,5 +1119,6 @@ def write_image(
     """
     path = os.fspath(path)
     fmt = format or (like.format if like is not None else None) or format_for_extension(path) or ""
-    data = encode_image(pixels, fmt, like=like, quality=quality, strip=strip)
-    put_file(path, data, replace=replace)
+    fmt = _checked_format(pixels, fmt)
+    put_file(path, lambda out: _encode_into(out, pixels, fmt, like, quality, strip),
+             replace=replace)

@@ -32,6 +32,9 @@ def _pyvips() -> Any:
     # warnings by the callers instead (the command reports them per file).
     logging.getLogger("pyvips").addHandler(_WARNINGS)
     logging.getLogger("pyvips").propagate = False
+    # Each file is opened once and read once: libvips' operation cache would
+    # only keep the last hundred files' decoders and buffers alive.
+    pyvips.cache_set_max(0)
     return pyvips
 
 

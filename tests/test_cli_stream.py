@@ -16,7 +16,7 @@ from PIL import Image
 
 import downpool
 from cli_helpers import load, random_image, read_png, run_downpool, save, write_png
-from downpool import api, cli_shrink
+from downpool import cli_shrink
 from downpool import io as image_io
 
 _FILE_KINDS = {
@@ -74,7 +74,7 @@ def test_streamed_file_equals_downscale_on_the_whole_image(tmp_path_factory, mon
     row_bytes = pixels[0].nbytes
     monkeypatch.setattr(cli_shrink, "BAND_BYTES", band_rows * row_bytes)
     # A strip's budget of a few input rows (the smallest strip is one output row).
-    monkeypatch.setattr(api, "STRIP_BYTES", strip_rows * row_bytes * 4)
+    monkeypatch.setattr(cli_shrink, "STREAM_STRIP_BYTES", strip_rows * row_bytes * 4)
     has_alpha = len(channels) == 1 and channels[0] in (2, 4)
     if "size" in geometry:
         geometry = {"size": (min(geometry["size"][0], height), min(geometry["size"][1], width))}
