@@ -1,8 +1,11 @@
 """``downpool shrink``: downscale image files and folders.
 
 The command plans the whole batch first (which file goes where), then runs
-each file through ``io.read_image -> downpool.downscale -> io.write_image``,
-in this process or in ``-j`` worker processes.  A bad file costs only that
+each file through ``io.open_image -> downpool.downscale (or RowDownscaler,
+band by band) -> io.write_image``: with ``-j 1`` one file after another;
+else ``-j`` files at a time on threads of this process (libvips, Pillow's
+codecs and the ``nogil`` kernels release the GIL, and Numba starts once), or
+with ``--processes`` in worker processes.  A bad file costs only that
 file: its error is reported in one line and the batch goes on.  An image
 whose working memory would not fit in what the system has left is refused
 before it is decoded (:mod:`downpool.memory`), so that it cannot get the
@@ -10,9 +13,11 @@ whole batch killed.
 
 Stopping: Ctrl-C finishes the files in flight (their writes are atomic) and
 cancels the rest; SIGTERM and SIGHUP drop the files in flight (their
-temporary files are removed) and cancel the rest; either way the summary is
-printed and the exit status is 128 + the signal (130, 143, 129).  Workers
-end with the main process, even when it is killed outright.
+temporary files are removed; a thread drops its file at the next band of
+rows or before its output is put in place) and cancel the rest; either way
+the summary is printed and the exit status is 128 + the signal (130, 143,
+129).  Worker processes end with the main process, even when it is killed
+outright.
 
 Nothing here imports Numba: the kernels load on the first image, in the
 process that pools it, so ``downpool shrink --help`` stays fast.
@@ -27,6 +32,7 @@ import re
 import signal
 import string
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -83,6 +89,7 @@ class Settings:
     max_memory: int | None = None
     memory_is_auto: bool = True
     jobs: int = 1
+    processes: bool = False
 
     def geometry(self, shape: tuple[int, int]) -> dict[str, Any]:
         """The geometry keywords of :func:`downpool.downscale` for an image of ``shape`` (H, W)."""
@@ -136,13 +143,26 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     from .core import NUMBA_SCOPE_WARNING
     from .native_stderr import capture
 
+    if _THREAD.__dict__.get("warnings") is not None:  # a batch thread (_run_in_threads)
+        caught = _THREAD.warnings = []
+        native = _THREAD.native = []
+        try:
+            result = _shrink_file(task, settings)
+        finally:
+            _THREAD.warnings = _THREAD.native = None
+        messages = [" ".join(str(message).split()) for message in caught]
+        return _with_words(result, messages, native)
     with warnings.catch_warnings(record=True) as caught, capture() as native:
         warnings.simplefilter("always")
         # "always" replaces the filter downpool.cpu_blocks sets for Numba's
         # pedantic self-check, which compiling a kernel can raise: set it again.
         warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
         result = _shrink_file(task, settings)
-    messages = [" ".join(str(w.message).split()) for w in caught]
+    return _with_words(result, [" ".join(str(w.message).split()) for w in caught], native)
+
+
+def _with_words(result: FileResult, messages: list[str], native: list[str]) -> FileResult:
+    """The result with the file's warnings, and the C libraries' words added to them or its error."""
     # Pillow hands libtiff a stream it names "tempfile.tif": say whose words they are.
     native = [line.replace("tempfile.tif: ", "libtiff: ", 1) for line in native]
     if native and result.status == "failed":
@@ -175,12 +195,54 @@ def _import_numba_without_scipy() -> None:
             del sys.modules["scipy"]
 
 
+_KERNELS_LOADING: threading.Thread | None = None
+
+
+def load_kernels_in_background(settings: Settings | None = None) -> None:
+    """Start importing NumPy's and Numba's kernels on a thread, while the first file decodes.
+
+    Importing Numba and loading the cached kernels is most of a small job's
+    time; a batch need not wait for it before its first file is decoded.
+    The pooling step waits for it (:func:`_load_kernels`).
+    """
+    global _KERNELS_LOADING
+    if _KERNELS_LOADING is None and "downpool.stream" not in sys.modules:
+        _KERNELS_LOADING = threading.Thread(target=_import_kernels, args=(settings,),
+                                            name="downpool-numba", daemon=True)
+        _KERNELS_LOADING.start()
+
+
+def _import_kernels(settings: Settings | None) -> None:
+    try:
+        _import_numba_without_scipy()
+        importlib.import_module("downpool.stream")  # api, cpu, the kernels' modules
+        if settings is not None and settings.device == "auto":
+            # The kernels of the most common file (8-bit RGB) for this method,
+            # loaded from Numba's cache on a tiny image.
+            import numpy as np
+
+            from .api import downscale
+
+            downscale(np.zeros((8, 8, 3), np.uint8), settings.method, device="cpu",
+                      **settings.params, **settings.geometry((8, 8)))
+    except BaseException:  # noqa: BLE001 - the pooling step imports again, and says why
+        pass
+
+
+def _load_kernels() -> None:
+    """Wait for :func:`load_kernels_in_background` where it started; else import here."""
+    if _KERNELS_LOADING is not None:
+        _KERNELS_LOADING.join()
+    _import_numba_without_scipy()
+
+
 def _shrink_file(task: Task, settings: Settings) -> FileResult:
     from . import io as image_io
 
     def failed(cause: str) -> FileResult:
         return FileResult(task.source, task.target, "failed", cause)
 
+    _check_stop()
     # A FIFO or a device (/dev/null) is written into, not replaced: no
     # --overwrite needed, and nothing to skip.
     if os.path.lexists(task.target) and not output_is_stream(task.target):
@@ -196,7 +258,9 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
             if source.streamed:
                 outcome = _pool_streamed(source, settings)
             else:
-                outcome = _pool_whole(source.read(), settings)
+                with _native_section(source.header.format == "TIFF"):
+                    image = source.read()
+                outcome = _pool_whole(image, settings)
     except _Refused as refused:
         return failed(str(refused))
     except _PoolingFailed as fault:
@@ -210,9 +274,12 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     except OSError as exc:
         return failed(f"cannot create output folder {folder}: {_describe(exc, folder)}")
     fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
+    _check_stop()
     try:
-        image_io.write_image(task.target, pooled, like=like, format=fmt, quality=settings.quality,
-                             strip=settings.strip, replace=settings.overwrite)
+        with _native_section((fmt or like.format or "").upper() in ("TIFF", "TIF")):
+            image_io.write_image(task.target, pooled, like=like, format=fmt,
+                                 quality=settings.quality, strip=settings.strip,
+                                 replace=settings.overwrite, before_rename=_check_stop)
     except FileExistsError:
         if settings.skip_existing:  # another run, into the same folder, was quicker
             return FileResult(task.source, task.target, "skipped",
@@ -237,7 +304,7 @@ def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
 
     from .api import downscale
 
-    _import_numba_without_scipy()
+    _load_kernels()
     geometry = settings.geometry(image.pixels.shape[:2])
     too_large = _larger_than_input(geometry, image.pixels.shape[:2])
     if too_large:
@@ -271,7 +338,7 @@ def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
 
     from .stream import RowDownscaler
 
-    _import_numba_without_scipy()
+    _load_kernels()
     shape = source.shape
     geometry = settings.geometry(shape[:2])
     too_large = _larger_than_input(geometry, shape[:2])
@@ -287,6 +354,7 @@ def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
     row_bytes = int(np.prod(shape[1:])) * source.dtype.itemsize
     made = 0
     for band in source.bands(max(1, BAND_BYTES // row_bytes)):  # decoding errors propagate
+        _check_stop()
         try:
             rows = pooler.feed(band)
         except Exception as exc:  # noqa: BLE001
@@ -327,10 +395,10 @@ def _check_header(header: Any, settings: Settings) -> None:
         return
     size = f"{header.width}x{header.height}"
     if settings.memory_is_auto:
-        shared = f", shared by {settings.jobs} workers (-j)" if settings.jobs > 1 else ""
+        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
         raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, more than "
                        f"the {format_bytes(settings.max_memory)} this run has{shared}; free memory"
-                       f"{', use fewer -j workers' if settings.jobs > 1 else ''} or set --max-memory")
+                       f"{', use a smaller -j' if settings.jobs > 1 else ''} or set --max-memory")
     raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, above "
                    f"--max-memory {format_bytes(settings.max_memory)}")
 
@@ -572,6 +640,128 @@ def _shrink_in_worker(task: Task, settings: Settings) -> FileResult:
         _worker_busy = False
 
 
+#: A batch thread's own state: the warnings and C libraries' words of its
+#: file, and the event that tells it to drop that file.
+_THREAD = threading.local()
+
+
+class _Dropped(BaseException):
+    """The batch was stopped (SIGTERM, SIGHUP): this thread's file is given up.
+
+    A BaseException, so that the per-file ``except Exception`` handlers let
+    it through and only the file's temporary is cleaned up on the way.
+    """
+
+
+def _check_stop() -> None:
+    stop = _THREAD.__dict__.get("stop")
+    if stop is not None and stop.is_set():
+        raise _Dropped()
+
+
+def _native_section(needed: bool) -> Any:
+    """In a batch thread, catch what C libraries print while a codec that prints runs (libtiff).
+
+    Descriptor 2 belongs to the whole process, so a thread points it at a
+    file only around the calls that may write there, one thread at a time
+    (:data:`downpool.native_stderr.LOCK`); one file after another, the
+    whole file is caught (:func:`shrink_file`).
+    """
+    import contextlib
+
+    native = _THREAD.__dict__.get("native")
+    if not needed or native is None:
+        return contextlib.nullcontext()
+    from .native_stderr import capture
+
+    @contextlib.contextmanager
+    def section() -> Iterator[None]:
+        lines: list[str] = []
+        try:
+            with capture() as lines:
+                yield
+        finally:  # a decoder's words belong to its error too
+            native.extend(lines)
+
+    return section()
+
+
+class _ThreadWarnings:
+    """Warnings shown in a batch thread go to its file's list (``warnings.catch_warnings``
+    swaps process-wide state, which threads would undo for each other)."""
+
+    def __enter__(self) -> "_ThreadWarnings":
+        import warnings
+
+        from .core import NUMBA_SCOPE_WARNING
+
+        self._saved = warnings.catch_warnings()
+        self._saved.__enter__()
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                 line: Any = None) -> None:
+            caught = _THREAD.__dict__.get("warnings")
+            if caught is None:  # not a file's thread (a library's own)
+                shown(message, category, filename, lineno, file, line)
+            else:
+                caught.append(message)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._saved.__exit__(*exc)
+
+
+def _shrink_in_thread(task: Task, settings: Settings, stop: threading.Event) -> FileResult | None:
+    """:func:`shrink_file` on a batch thread; None where the file was dropped."""
+    _THREAD.stop, _THREAD.warnings = stop, []
+    try:
+        return shrink_file(task, settings)
+    except _Dropped:
+        return None
+    finally:
+        _THREAD.stop = _THREAD.warnings = None
+
+
+def _run_in_threads(tasks: list[Task], settings: Settings, jobs: int) -> Iterator[FileResult]:
+    from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+
+    stop = threading.Event()
+    futures: dict[Any, Task] = {}
+    reported = set()
+    with _ThreadWarnings():
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="downpool-file")
+        try:
+            for task in tasks:
+                futures[pool.submit(_shrink_in_thread, task, settings, stop)] = task
+            for future in as_completed(futures):
+                reported.add(future)
+                yield future.result()
+        except interrupts.INTERRUPTS as stopped:
+            for future in futures:
+                future.cancel()
+            finish = _finishes_in_flight(stopped)
+            if finish:
+                try:
+                    wait(futures)  # the files being pooled now are finished and written whole
+                except interrupts.INTERRUPTS:  # a second signal: drop them after all
+                    finish = False
+            if not finish:
+                stop.set()
+                interrupts.ignore_stop_signals()  # while the threads remove their temporaries
+                wait(futures)
+            finished = [f.result() for f in futures
+                        if f not in reported and f.done() and not f.cancelled()
+                        and f.exception() is None and f.result() is not None]
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise _Interrupted(finished, stopped) from None
+        pool.shutdown(wait=True)
+
+
 def _run_in_process(tasks: list[Task], settings: Settings) -> Iterator[FileResult]:
     for task in tasks:
         yield shrink_file(task, settings)
@@ -691,12 +881,19 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
         _say(f"downpool: {kind}: {result.source}: {result.message}", None)
     bar = None
     stopped: BaseException | None = None
+    stream = None
     try:
+        if tasks and (jobs <= 1 or not settings.processes):
+            load_kernels_in_background(settings)
         _remove_stale_temporaries(tasks)
         bar = _progress_bar(len(tasks), quiet)
         workers = min(jobs, len(tasks))
-        stream = (_run_in_workers(tasks, settings, workers) if workers > 1
-                  else _run_in_process(tasks, settings))
+        if workers <= 1:
+            stream = _run_in_process(tasks, settings)
+        elif settings.processes:
+            stream = _run_in_workers(tasks, settings, workers)
+        else:
+            stream = _run_in_threads(tasks, settings, workers)
         for result in stream:
             results.append(result)
             for warning in result.warnings:
@@ -709,11 +906,22 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
         stopped = stop.stop
         results.extend(stop.finished)
     except interrupts.INTERRUPTS as stop:
+        # Stopped while reporting a result, outside the runner: it is told
+        # now, so that it deals with its files in flight as it would have.
         stopped = stop
+        if stream is not None:
+            try:
+                stream.throw(stop)
+            except _Interrupted as inner:
+                results.extend(inner.finished)
+            except (StopIteration, *interrupts.INTERRUPTS):
+                pass
     finally:
         interrupts.ignore_stop_signals()  # nothing may cut the summary short now
         if bar is not None:
             bar.close()
+        if _KERNELS_LOADING is not None:
+            _KERNELS_LOADING.join()  # not cut off halfway through loading LLVM at exit
     elapsed = time.perf_counter() - start
     count = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     summary = (f"downpool: {count['done']} done, {count['skipped']} skipped, "
@@ -808,15 +1016,19 @@ def _check_template(template: str | None) -> None:
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output exists.")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing outputs (never an input file).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes, each with one Numba thread.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Files at a time  [default: the number of CPUs]: threads of this process, "
+                   "or worker processes with --processes.")
+@click.option("--processes", is_flag=True,
+              help="Run the -j files in worker processes (each with its own Numba and one "
+                   "kernel thread) instead of threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary still prints).")
 def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str | None,
            method: str, kernel_size: int | None, stride: int | None, scale: float | None,
            size: tuple[int, int] | None, width: int | None, height: int | None, linear: bool,
            device: str, fmt: str | None, quality: int | None, strip: bool, max_pixels: int,
-           max_memory: str, skip_existing: bool, overwrite: bool, jobs: int, quiet: bool,
-           **kwargs: Any) -> None:
+           max_memory: str, skip_existing: bool, overwrite: bool, jobs: int | None,
+           processes: bool, quiet: bool, **kwargs: Any) -> None:
     """Downscale image files and folders.
 
     \b
@@ -854,28 +1066,37 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other")
     _check_template(name)
-    memory_limit, memory_is_auto = _memory_limit(max_memory, jobs)
+    _memory_limit(max_memory, 1)  # a bad --max-memory is a usage error before any planning
+    if device == "cuda":
+        _check_device(device)
 
     # Without --format, each file's format follows its output's extension
     # (so `-o small.webp` writes WebP), else the input's own format.
     output_format = fmt.upper() if fmt else None
+    tasks, refused, warnings = plan_tasks(list(inputs), out, recursive, name, method, output_format)
+    for warning in warnings:
+        click.echo(f"downpool: warning: {warning}", err=True)
+    # The memory is shared by the files that can be in flight at once.
+    jobs = max(1, min(_usable_cpus() if jobs is None else jobs, len(tasks)))
+    memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, processes)
     settings = Settings(
         method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
         size=size, width=width, height=height, device=device, linear=linear,
         format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
         overwrite=overwrite, skip_existing=skip_existing, max_memory=memory_limit,
-        memory_is_auto=memory_is_auto, jobs=jobs,
+        memory_is_auto=memory_is_auto, jobs=jobs, processes=processes,
     )
-    if device == "cuda":
-        _check_device(device)
-
-    tasks, refused, warnings = plan_tasks(list(inputs), out, recursive, name, method, output_format)
-    for warning in warnings:
-        click.echo(f"downpool: warning: {warning}", err=True)
     sys.exit(run_batch(tasks, refused, settings, jobs, quiet))
 
 
-def _memory_limit(option: str, jobs: int) -> tuple[int | None, bool]:
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _memory_limit(option: str, jobs: int, processes: bool = False) -> tuple[int | None, bool]:
     """The bytes each file may take, from --max-memory, and whether it was "auto"."""
     if option.strip().lower() != "auto":
         try:
@@ -886,8 +1107,9 @@ def _memory_limit(option: str, jobs: int) -> tuple[int | None, bool]:
     available = available_bytes()
     if available is None:
         return None, True
-    # Each -j worker holds its own Python, NumPy and Numba besides its image.
-    workers_base = WORKER_BASE_BYTES * (jobs if jobs > 1 else 1)
+    # Each worker process holds its own Python, NumPy and Numba besides its
+    # image; threads share the one process's.
+    workers_base = WORKER_BASE_BYTES * (jobs if processes and jobs > 1 else 1)
     return max(0, available - workers_base) // jobs, True
 
 

@@ -66,6 +66,7 @@ value can overflow.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -168,6 +169,7 @@ def block_plan(job: PoolJob) -> BlockPlan | None:
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()  # a batch's file threads may ask for the first pool at once
 
 #: Below this many values read and written a call runs on the calling thread alone.
 _MIN_PARALLEL = 1 << 14
@@ -177,7 +179,10 @@ def thread_pool(threads: int) -> ThreadPoolExecutor:
     """The process's pool of ``threads`` threads for nogil kernels, made on first use."""
     pool = _POOLS.get(threads)
     if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="downpool")
+        with _POOLS_LOCK:
+            pool = _POOLS.get(threads)
+            if pool is None:
+                pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="downpool")
     return pool
 
 

@@ -1067,6 +1067,7 @@ def write_image(
     quality: int | None = None,
     strip: bool = False,
     replace: bool = True,
+    before_rename: Callable[[], None] | None = None,
 ) -> None:
     """Write ``pixels`` to ``path`` atomically, with the metadata of ``like``.
 
@@ -1106,6 +1107,9 @@ def write_image(
         Replace an existing regular file at ``path``.  If False and one
         exists (even one that appeared while writing), ``FileExistsError`` is
         raised and nothing is replaced.
+    before_rename : callable, optional
+        Called once the file is encoded, before it is put in place; what it
+        raises abandons the write (the temporary file is removed).
 
     Raises
     ------
@@ -1120,5 +1124,9 @@ def write_image(
     path = os.fspath(path)
     fmt = format or (like.format if like is not None else None) or format_for_extension(path) or ""
     fmt = _checked_format(pixels, fmt)
-    put_file(path, lambda out: _encode_into(out, pixels, fmt, like, quality, strip),
-             replace=replace)
+    def write(out: IO[bytes]) -> None:
+        _encode_into(out, pixels, fmt, like, quality, strip)
+        if before_rename is not None:
+            before_rename()
+
+    put_file(path, write, replace=replace)

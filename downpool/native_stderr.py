@@ -13,11 +13,17 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 from typing import Iterator
 
 from .interrupts import hold_stop_signals, release_stop_signals
 
-__all__ = ["capture"]
+__all__ = ["capture", "LOCK"]
+
+#: Held while descriptor 2 points elsewhere: a batch's threads capture one
+#: at a time, and the command's own lines (summary, warnings, progress bar)
+#: wait, so that they are never caught as a file's words.
+LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -31,6 +37,13 @@ def capture() -> Iterator[list[str]]:
     ``finally``) once left it pointing at the temporary file, and the
     interrupted batch's summary went there instead of to the terminal.
     """
+    with LOCK:
+        with _captured() as lines:
+            yield lines
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[list[str]]:
     lines: list[str] = []
     try:
         sys.stderr.flush()

@@ -177,13 +177,14 @@ def _wait_group_gone(pgid: int, seconds: float = 20) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("jobs", [["-j", "1"], ["-j", "2"], ["-j", "2", "--processes"]],
+                         ids=["serial", "threads", "processes"])
 def test_sigterm_mid_batch_drops_files_in_flight_and_leaves_nothing_running(tmp_path, jobs):
     """``kill``, ``timeout``, systemd and ``docker stop`` send SIGTERM to the command alone.
     It once left full-size temporaries behind and, with -j 2, workers that ran on for good."""
     folder, out = tmp_path / "in", tmp_path / "out"
     _batch(folder)
-    process = _start(["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", jobs], out)
+    process = _start(["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", *jobs], out)
     os.kill(_main_pid(process), signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
@@ -204,7 +205,8 @@ def test_sigterm_mid_batch_drops_files_in_flight_and_leaves_nothing_running(tmp_
 def test_workers_end_when_the_main_process_is_killed_outright(tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     _batch(folder, count=16)
-    process = _start(["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", "2"], out)
+    process = _start(["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", "2",
+                      "--processes"], out)
     main = _main_pid(process)
     workers = _children(main)
     assert workers, "no worker processes found"

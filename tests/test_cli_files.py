@@ -316,7 +316,8 @@ def test_reading_a_pipe_gives_the_same_file_and_no_resource_warning(tmp_path):
     assert temp_files(tmp_path) == []
 
 
-def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path):
+@pytest.mark.parametrize("jobs", [["-j", "2"], ["-j", "2", "--processes"]])
+def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path, jobs):
     """libtiff prints to the process's stderr; under -j its words once landed in the
     middle of downpool's own lines. They now go into that file's error."""
     photo = random_image((64, 64, 3), seed=13)
@@ -329,7 +330,7 @@ def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path):
     (tmp_path / "garbled.tif").write_bytes(bytes(data))
     for i in range(4):
         save(tmp_path / f"good{i}.png", random_image((32, 32, 3), seed=i))
-    result = run_downpool("shrink", tmp_path, "-o", tmp_path / "out", "-j", "2", "--method", "avg")
+    result = run_downpool("shrink", tmp_path, "-o", tmp_path / "out", *jobs, "--method", "avg")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert all(line.startswith("downpool: ") for line in lines), result.stderr

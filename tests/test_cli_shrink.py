@@ -432,13 +432,14 @@ def test_output_folder_mirrors_the_input_tree(tmp_path):
 # --- workers, progress, Ctrl-C ----------------------------------------------------------------
 
 
-def test_two_jobs_give_the_same_files_as_one(tmp_path):
+@pytest.mark.parametrize("jobs", [["-j", "2"], ["-j", "3", "--processes"]])
+def test_two_jobs_give_the_same_files_as_one(tmp_path, jobs):
     folder = tmp_path / "in"
     for i in range(6):
         save(folder / f"img{i}.png", random_image((20, 24, 3), seed=20 + i))
     args = ["--method", "stochastic", "--seed", "7", "-k", "3"]
     one = run_downpool("shrink", folder, "-o", tmp_path / "j1", "-j", "1", *args)
-    two = run_downpool("shrink", folder, "-o", tmp_path / "j2", "-j", "2", *args)
+    two = run_downpool("shrink", folder, "-o", tmp_path / "j2", *jobs, *args)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert _summary(two).startswith("downpool: 6 done, 0 skipped, 0 failed")
     for i in range(6):
@@ -575,7 +576,7 @@ def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_file(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.img"]
 
 
-@pytest.mark.parametrize("jobs, whole_group", [("1", False), ("2", True)])
+@pytest.mark.parametrize("jobs, whole_group", [("1", False), ("2", True), ("2 --processes", True)])
 def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, jobs, whole_group):
     """SIGINT to the command alone (``kill -INT``), or to its whole process group with
     its workers, as Ctrl-C in a terminal does."""
@@ -584,7 +585,7 @@ def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, job
     for i in range(count):
         save(folder / f"img{i:02d}.png", random_image((256, 256, 3), seed=i))
     out = tmp_path / "out"
-    args = ["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", jobs]
+    args = ["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", *jobs.split()]
     process = subprocess.Popen([*downpool_command(), *map(str, args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -634,3 +635,22 @@ def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path, monkey
         write_image(target, random_image((4, 4, 3)), format="PNG")
     assert caught.value.filename == str(target)
     assert temp_files(tmp_path) == [] and not target.exists()
+
+
+def test_threads_report_each_warning_under_its_own_file(tmp_path):
+    """Threads share the process's warning machinery: each file's warning must stay its own."""
+    folder = tmp_path / "batch"
+    for i in range(5):
+        save(folder / f"good{i}.png", random_image((40, 30, 3), seed=i))
+    for i in range(3):
+        Image.fromarray(smooth_image((16, 16, 3))).save(
+            folder / f"odd_exif{i}.jpg",
+            exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x0f\x00\x02\x00\x00\xff\xff\x00\x00")
+    result = run_downpool("shrink", folder, "-o", tmp_path / "out", "-j", "3", "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    warned = sorted(line.split(": ")[2] for line in result.stderr.splitlines()
+                    if line.startswith("downpool: warning: "))
+    assert warned == sorted(str(folder / f"odd_exif{i}.jpg") for i in range(3)), result.stderr
+    assert all("Corrupt EXIF data" in line for line in result.stderr.splitlines()
+               if line.startswith("downpool: warning: "))
+    assert len(list((tmp_path / "out").iterdir())) == 8

@@ -188,3 +188,16 @@ def test_a_streamed_image_keeps_its_metadata(tmp_path):
         assert out.info.get("icc_profile") == icc
         assert out.info.get("dpi") == (300, 300)
         assert out.getexif().get(0x010F) == "Camera maker"
+
+
+def test_interlaced_16_bit_colour_png_written_by_libvips_is_read_exactly(tmp_path):
+    import pyvips
+
+    pixels = random_image((37, 21, 3), dtype=np.uint16, seed=5)
+    image = pyvips.Image.new_from_array(pixels).copy(interpretation="rgb16")
+    image.pngsave(str(tmp_path / "interlaced.png"), interlace=True)
+    with image_io.open_image(tmp_path / "interlaced.png") as opened:
+        assert opened.streamed
+        loaded = opened.read()
+    assert loaded.mode == "RGB;16"
+    np.testing.assert_array_equal(loaded.pixels, pixels)
