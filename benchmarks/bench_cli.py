@@ -12,8 +12,9 @@ Suite ``photos``, each job run as a fresh process, as a user would run them:
 Suite ``files`` (issue 16's targets), next to a pyvips script (sequential
 access, ``shrink(2, 2)``, the same JPEG quality) and the Pillow loop:
 
-3. 24 photos of 4032x3024 JPEG, halved with softpool, downpool's default
-   ``-j`` and ``-j 2``.
+3. 24 photos of 4032x3024 JPEG, halved with softpool: downpool's default
+   ``-j`` (one thread per CPU), ``-j 1``, and with ``--processes`` worker
+   processes.
 4. One 12000x12000 RGB TIFF (uncompressed, strips of 8 rows as libvips writes
    it) and one 6000x6000 RGBA PNG, halved with softpool; and a 64x64 file of
    each kind, so that the marginal time (big minus small) of each tool can be
@@ -190,7 +191,7 @@ def file_rows(args, work: Path, downpool: list[str], results: Path, common: list
         make_tiled(path, side, side, bands, seed=7)
     pillow = [sys.executable, "-c", PILLOW_SCRIPT]
     pyvips_ = [sys.executable, "-c", PYVIPS_SCRIPT]
-    for folder in ("photos_pillow", "photos_pyvips", "photos_default", "photos_j2"):
+    for folder in ("photos_pillow", "photos_pyvips", "photos_default", "photos_j1", "photos_p"):
         (results / folder).mkdir()
     listed = sorted(map(str, photos.glob("*.jpg")))
     label = f"{photos_count} x {photo_size[0]}x{photo_size[1]} JPEG"
@@ -200,10 +201,14 @@ def file_rows(args, work: Path, downpool: list[str], results: Path, common: list
          pyvips_ + [str(results / "photos_pyvips"), *listed]),
         (f"{label}: downpool shrink, default -j (softpool)",
          downpool + ["shrink", str(photos), "-o", str(results / "photos_default"), *common]),
-        (f"{label}: downpool shrink -j 2 (softpool)",
-         downpool + ["shrink", str(photos), "-o", str(results / "photos_j2"), "-j", "2",
+        (f"{label}: downpool shrink -j 1 (softpool)",
+         downpool + ["shrink", str(photos), "-o", str(results / "photos_j1"), "-j", "1",
                      *common]),
     ]
+    if args.processes:
+        rows.append((f"{label}: downpool shrink -j {os.cpu_count()} --processes (softpool)",
+                     downpool + ["shrink", str(photos), "-o", str(results / "photos_p"),
+                                 "-j", str(os.cpu_count()), "--processes", *common]))
     for key, (path, side, bands) in files.items():
         kind = f"{side}x{side} {'RGB TIFF' if bands == 3 else 'RGBA PNG'}"
         rows.append((f"{kind}: pyvips script (shrink(2, 2))",
@@ -220,6 +225,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small images: a smoke test")
     parser.add_argument("--suite", choices=("photos", "files", "all"), default="all")
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
+    parser.add_argument("--processes", action="store_true",
+                        help="files suite: also run the batch with -j CPUs --processes "
+                             "(a checkout before the threaded batch has no such flag)")
     parser.add_argument("--downpool", help="the downpool command to measure (default: this "
                         "Python's), e.g. another checkout's venv/bin/downpool")
     args = parser.parse_args()

@@ -1002,9 +1002,11 @@ def _check_template(template: str | None) -> None:
 @click.option("--linear", is_flag=True, help="Pool in linear light (decode sRGB, pool, encode).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to compute.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff"], case_sensitive=False),
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff", "avif", "heic"],
+                                                 case_sensitive=False),
               help="Output format.  [default: the -o file's extension, else the input's]")
-@click.option("--quality", type=click.IntRange(1, 100), help="JPEG and WebP quality. [default: 90]")
+@click.option("--quality", type=click.IntRange(1, 100),
+              help="JPEG, WebP, AVIF and HEIC quality. [default: 90]")
 @click.option("--strip", is_flag=True,
               help="Write no metadata (ICC profile, EXIF, XMP, IPTC, resolution, PNG text and gamma).")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
@@ -1072,7 +1074,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
 
     # Without --format, each file's format follows its output's extension
     # (so `-o small.webp` writes WebP), else the input's own format.
-    output_format = fmt.upper() if fmt else None
+    output_format = {"HEIC": "HEIF"}.get(fmt.upper(), fmt.upper()) if fmt else None
     tasks, refused, warnings = plan_tasks(list(inputs), out, recursive, name, method, output_format)
     for warning in warnings:
         click.echo(f"downpool: warning: {warning}", err=True)

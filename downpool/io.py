@@ -77,16 +77,17 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 1_000_000_000
 
 #: Output formats that can be asked for, by Pillow name.
-FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
+FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF", "HEIF")
 
 #: The extension a file of each format gets when the format changes.
 FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif",
-                     "BMP": ".bmp", "GIF": ".gif"}
+                     "BMP": ".bmp", "GIF": ".gif", "AVIF": ".avif", "HEIF": ".heic"}
 
 #: The format each image extension implies (lower case, with the dot).
 EXTENSION_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
                      ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
-                     ".gif": "GIF"}
+                     ".gif": "GIF", ".avif": "AVIF", ".heic": "HEIF", ".heif": "HEIF",
+                     ".hif": "HEIF"}
 
 #: Extensions picked up when walking a folder; files named on the command line
 #: are read whatever their name.
@@ -94,9 +95,14 @@ IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 
 # Formats whose files hold an alpha channel (GIF only one bit of it, which
 # Pillow's quantiser manages).
-_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "AVIF", "HEIF"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-_METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
+_METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF", "AVIF", "HEIF"}
+# Formats whose encoders take a quality; AVIF and HEIF are read and written
+# 8 bits per sample.
+_QUALITY_FORMATS = {"JPEG", "WEBP", "AVIF", "HEIF"}
+#: ISO media brands of HEIF files (HEVC-coded: read and written by pillow-heif).
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 _DPI_FORMATS = {"PNG", "JPEG", "TIFF", "BMP"}
 
 _EXIF_ORIENTATION = 0x0112
@@ -304,6 +310,8 @@ def open_image(
     with _seekable_file(path) as stream:
         head = stream.read(64)
         stream.seek(0)
+        if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+            _register_heif()
         # Pillow's limit is process-wide and raises only far above its warning
         # level; ours is per call and checked on the header, before decoding.
         saved_limit = Image.MAX_IMAGE_PIXELS
@@ -328,7 +336,7 @@ def open_image(
             if fmt not in FORMATS:
                 raise UnsupportedImageError(
                     f"{im.format or 'unknown'} files are not supported "
-                    f"(PNG, JPEG, TIFF, WebP, BMP and GIF are)"
+                    f"(PNG, JPEG, TIFF, WebP, BMP, GIF, AVIF and HEIC are)"
                 )
             scan = None
             if fmt == "PNG":
@@ -594,7 +602,7 @@ _ISO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC
 
 def _unidentified(head: bytes) -> str:
     """Why Pillow could not identify a file, in a user's words."""
-    supported = "PNG, JPEG, TIFF, WebP, BMP and GIF are"
+    supported = "PNG, JPEG, TIFF, WebP, BMP, GIF, AVIF and HEIC are"
     if not head:
         return "empty file (0 bytes)"
     known = _signature_format(head)
@@ -640,13 +648,29 @@ def _decode_failure(exc: BaseException, fmt: str) -> OSError:
     return OSError(message)
 
 
-def _refuse_reduced_samples(im: Any, fmt: str) -> None:
-    """Refuse a TIFF whose 16-bit colour samples Pillow would reduce to 8 bits.
+def _register_heif() -> None:
+    """Let Pillow open and save HEIF/HEIC (pillow-heif: libheif with its HEVC codecs)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise UnsupportedImageError(
+            "HEIC files need pillow-heif: pip install pillow-heif (a dependency of downpool)"
+        ) from None
+    pillow_heif.register_heif_opener()
 
-    Only TIFF can hold them among the formats read here (16-bit colour PNG
+
+def _refuse_reduced_samples(im: Any, fmt: str) -> None:
+    """Refuse a TIFF or HEIF whose samples above 8 bits Pillow would reduce to 8 bits.
+
+    Among the formats read here only TIFF and HEIF hold them (16-bit colour PNG
     has its own reader); a 16-bit BMP packs a whole pixel in 16 bits (RGB565),
     at most 6 bits a channel, which Pillow decodes without loss.
     """
+    if fmt == "HEIF" and (im.info.get("bit_depth") or 8) > 8:
+        raise UnsupportedImageError(
+            f"{im.info['bit_depth']}-bit HEIF: pillow-heif decodes it for Pillow reduced to 8 "
+            "bits per channel, and downpool does not drop bits silently"
+        )
     if fmt != "TIFF":
         return
     bits = im.tag_v2.get(258, (1,))
@@ -1002,7 +1026,7 @@ def encode_image(
 
 def _checked_format(pixels: np.ndarray, format: str) -> str:
     """The format's name, once it is known that ``pixels`` can be written in it."""
-    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(format.upper(), format.upper())
+    fmt = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}.get(format.upper(), format.upper())
     if fmt not in FORMATS:
         raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
                                     f"choose one of {', '.join(FORMATS)}")
@@ -1029,9 +1053,19 @@ def _encode_into(buffer: IO[bytes], pixels: np.ndarray, fmt: str, like: LoadedIm
         png.write_png16(buffer, pixels, meta.icc, meta.exif, chunks)
         return
     image = _to_pillow(pixels, fmt)
+    if fmt == "HEIF":
+        _register_heif()
     options: dict[str, Any] = {}
-    if fmt in ("JPEG", "WEBP") or (fmt == "TIFF" and _tiff_compression(like, pixels) == "jpeg"):
+    if fmt in _QUALITY_FORMATS or (fmt == "TIFF" and _tiff_compression(like, pixels) == "jpeg"):
         options["quality"] = _DEFAULT_QUALITY if quality is None else int(quality)
+    if fmt in ("AVIF", "HEIF"):
+        # Full chroma from quality 90 up, as libvips' heifsave does ("auto"):
+        # halved chroma is what costs most at high quality.
+        full = options["quality"] >= 90
+        if fmt == "AVIF":
+            options["subsampling"] = "4:4:4" if full else "4:2:0"
+        else:
+            options["chroma"] = 444 if full else 420
     if meta.icc:
         options["icc_profile"] = meta.icc
     if meta.dpi:
@@ -1047,7 +1081,7 @@ def _encode_into(buffer: IO[bytes], pixels: np.ndarray, fmt: str, like: LoadedIm
     if meta.xmp:
         if fmt == "JPEG" and len(meta.xmp) > _JPEG_XMP_BYTES:
             _dropped("XMP metadata", f"its {len(meta.xmp):,} bytes do not fit in a JPEG segment")
-        elif fmt in ("JPEG", "WEBP"):
+        elif fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
             options["xmp"] = meta.xmp
     if fmt == "JPEG" and meta.iptc:
         try:
