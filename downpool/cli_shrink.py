@@ -78,6 +78,7 @@ class Settings:
     height: int | None = None
     device: str = "auto"
     linear: bool = False
+    to_srgb: bool = False
     format: str | None = None
     quality: int | None = None
     strip: bool = False
@@ -198,7 +199,7 @@ def _import_numba_without_scipy() -> None:
 _KERNELS_LOADING: threading.Thread | None = None
 
 
-def load_kernels_in_background(settings: Settings | None = None) -> None:
+def load_kernels_in_background() -> None:
     """Start importing NumPy's and Numba's kernels on a thread, while the first file decodes.
 
     Importing Numba and loading the cached kernels is most of a small job's
@@ -207,24 +208,17 @@ def load_kernels_in_background(settings: Settings | None = None) -> None:
     """
     global _KERNELS_LOADING
     if _KERNELS_LOADING is None and "downpool.stream" not in sys.modules:
-        _KERNELS_LOADING = threading.Thread(target=_import_kernels, args=(settings,),
-                                            name="downpool-numba", daemon=True)
+        _KERNELS_LOADING = threading.Thread(target=_import_kernels, name="downpool-numba",
+                                            daemon=True)
         _KERNELS_LOADING.start()
 
 
-def _import_kernels(settings: Settings | None) -> None:
+def _import_kernels() -> None:
+    # Only the modules: loading a guessed kernel from Numba's cache as well
+    # cost a batch of small files more than it saved (benchmarks/results.md).
     try:
         _import_numba_without_scipy()
         importlib.import_module("downpool.stream")  # api, cpu, the kernels' modules
-        if settings is not None and settings.device == "auto":
-            # The kernels of the most common file (8-bit RGB) for this method,
-            # loaded from Numba's cache on a tiny image.
-            import numpy as np
-
-            from .api import downscale
-
-            downscale(np.zeros((8, 8, 3), np.uint8), settings.method, device="cpu",
-                      **settings.params, **settings.geometry((8, 8)))
     except BaseException:  # noqa: BLE001 - the pooling step imports again, and says why
         pass
 
@@ -253,8 +247,8 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
                           "or --skip-existing to skip it)")
     try:
         with image_io.open_image(task.source, max_pixels=settings.max_pixels,
-                                 before_decode=lambda header: _check_header(header, settings)
-                                 ) as source:
+                                 before_decode=lambda header: _check_header(header, settings),
+                                 to_srgb=settings.to_srgb) as source:
             if source.streamed:
                 outcome = _pool_streamed(source, settings)
             else:
@@ -884,7 +878,7 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
     stream = None
     try:
         if tasks and (jobs <= 1 or not settings.processes):
-            load_kernels_in_background(settings)
+            load_kernels_in_background()
         _remove_stale_temporaries(tasks)
         bar = _progress_bar(len(tasks), quiet)
         workers = min(jobs, len(tasks))
@@ -1007,6 +1001,10 @@ def _check_template(template: str | None) -> None:
               help="Output format.  [default: the -o file's extension, else the input's]")
 @click.option("--quality", type=click.IntRange(1, 100),
               help="JPEG, WebP, AVIF and HEIC quality. [default: 90]")
+@click.option("--to-srgb", is_flag=True,
+              help="Convert from the embedded ICC profile to sRGB before pooling, and tag the "
+                   "output sRGB (as vipsthumbnail --export-profile srgb).  [default: keep the "
+                   "profile]")
 @click.option("--strip", is_flag=True,
               help="Write no metadata (ICC profile, EXIF, XMP, IPTC, resolution, PNG text and gamma).")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
@@ -1028,7 +1026,8 @@ def _check_template(template: str | None) -> None:
 def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str | None,
            method: str, kernel_size: int | None, stride: int | None, scale: float | None,
            size: tuple[int, int] | None, width: int | None, height: int | None, linear: bool,
-           device: str, fmt: str | None, quality: int | None, strip: bool, max_pixels: int,
+           device: str, fmt: str | None, quality: int | None, to_srgb: bool, strip: bool,
+           max_pixels: int,
            max_memory: str, skip_existing: bool, overwrite: bool, jobs: int | None,
            processes: bool, quiet: bool, **kwargs: Any) -> None:
     """Downscale image files and folders.
@@ -1083,7 +1082,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, processes)
     settings = Settings(
         method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
-        size=size, width=width, height=height, device=device, linear=linear,
+        size=size, width=width, height=height, device=device, linear=linear, to_srgb=to_srgb,
         format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
         overwrite=overwrite, skip_existing=skip_existing, max_memory=memory_limit,
         memory_is_auto=memory_is_auto, jobs=jobs, processes=processes,

@@ -235,14 +235,15 @@ def read_image(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     before_decode: Callable[[ImageHeader], None] | None = None,
+    to_srgb: bool = False,
 ) -> LoadedImage:
     """Read an image file into a NumPy array, keeping its bit depth and metadata.
 
     Parameters
     ----------
     path : str or path-like
-        A PNG, JPEG, TIFF, WebP, BMP or GIF file (GIF: the first frame).  A
-        pipe (``/dev/stdin``) is read into memory first.
+        A PNG, JPEG, TIFF, WebP, BMP, GIF (the first frame), AVIF or HEIC
+        file.  A pipe (``/dev/stdin``) is read into memory first.
     max_pixels : int or None
         Refuse images with more pixels than this (width x height), before
         decoding them.  This replaces Pillow's decompression-bomb limit.
@@ -251,6 +252,13 @@ def read_image(
         Called with the :class:`ImageHeader` once the header is read and
         before any pixel is decoded; what it raises stops the read (the
         command's memory check).
+    to_srgb : bool
+        Convert the pixels from the embedded ICC profile to sRGB (libvips,
+        relative colorimetric intent; a gray image with a profile becomes
+        RGB) and carry libvips' sRGB profile instead.  An RGB image without
+        a profile is taken as sRGB and tagged so; gray without one is left
+        as it is.  CMYK is converted to RGB as without it (its profile
+        dropped).
 
     Returns
     -------
@@ -278,7 +286,7 @@ def read_image(
     >>> img.pixels.shape, img.pixels.dtype, img.mode        # doctest: +SKIP
     ((3000, 4000, 3), dtype('uint8'), 'RGB')
     """
-    with open_image(path, max_pixels, before_decode) as image:
+    with open_image(path, max_pixels, before_decode, to_srgb) as image:
         return image.read()
 
 
@@ -287,6 +295,7 @@ def open_image(
     path: str | os.PathLike,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     before_decode: Callable[[ImageHeader], None] | None = None,
+    to_srgb: bool = False,
 ) -> Iterator[ImageFile]:
     """Open an image file and read its header and metadata, its pixels not yet.
 
@@ -344,11 +353,13 @@ def open_image(
                 scan = png.scan_png(stream, keep_idat=False)
                 stream.seek(position)
             plain = _plain_metadata(im, fmt, head, scan)
+            if plain is not None and width * height * _sample_bytes(plain.mode) < STREAM_MIN_BYTES:
+                plain = None  # small: decoded whole, where libvips' set-up costs more than it saves
             header = _header(im, fmt, head, streamed=plain is not None)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
-            yield ImageFile(im, fmt, head, stream, scan, header, plain, source)
+            yield ImageFile(im, fmt, head, stream, scan, header, plain, source, to_srgb)
 
 
 class ImageFile:
@@ -368,15 +379,20 @@ class ImageFile:
     """
 
     def __init__(self, im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any,
-                 header: ImageHeader, plain: LoadedImage | None, source: str | bytes) -> None:
+                 header: ImageHeader, plain: LoadedImage | None, source: str | bytes,
+                 to_srgb: bool = False) -> None:
         self._im, self._fmt, self._head, self._stream, self._scan = im, fmt, head, stream, scan
         self._plain, self._source = plain, source
         self.header = header
         self.streamed = plain is not None
         self._used = False
+        self._to_srgb = to_srgb
+        self._convert = to_srgb and plain is not None and plain.icc_profile is not None
         if plain is not None:
-            self._like = plain
+            self._like = _srgb_metadata(plain) if to_srgb else plain
             channels = header.channels
+            if self._convert and channels in (1, 2):
+                channels += 2  # gray with a profile becomes RGB
             self.dtype = np.dtype(np.uint16 if header.bytes_per_sample == 2 else np.uint8)
             self.shape = (header.height, header.width) + ((channels,) if channels > 1 else ())
             self.has_alpha = plain.has_alpha
@@ -417,6 +433,8 @@ class ImageFile:
         if (image.format, image.bands, image.width, image.height) != expected:
             raise OSError(f"libvips reads this {self._fmt} file as {image.width}x{image.height} "
                           f"{image.format} x {image.bands}, not as its header says")
+        if self._convert:
+            image = libvips.to_srgb(image)
         flat = len(self.shape) == 2
         for band in libvips.bands(image, rows, self._fmt):
             yield band[:, :, 0] if flat else band
@@ -430,9 +448,48 @@ class ImageFile:
     def _read_whole(self) -> LoadedImage:
         loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan)
         self._im.close()  # Pillow's copy of the pixels goes before they are pooled
+        if self._to_srgb:
+            loaded = _in_srgb(loaded)
         self._like = dataclasses.replace(loaded, pixels=np.empty((0,), loaded.pixels.dtype))
         self.shape, self.dtype, self.has_alpha = loaded.pixels.shape, loaded.pixels.dtype, loaded.has_alpha
         return loaded
+
+
+#: Images with fewer bytes of samples than this are decoded whole even where
+#: libvips could stream them (``benchmarks/results.md``: a batch of small
+#: JPEGs).
+STREAM_MIN_BYTES = 2 << 20
+
+
+def _sample_bytes(mode: str) -> int:
+    """Bytes of samples per pixel in a :class:`LoadedImage` mode."""
+    channels = {"L": 1, "I;16": 1, "LA": 2, "RGB": 3, "RGBA": 4}.get(mode.removesuffix(";16"), 1)
+    return channels * (2 if mode.endswith(";16") or mode == "I;16" else 1)
+
+
+_SRGB_MODES = {"L": "RGB", "LA": "RGBA", "I;16": "RGB;16", "LA;16": "RGBA;16"}
+
+
+def _srgb_metadata(loaded: LoadedImage) -> LoadedImage:
+    """The metadata of ``loaded`` once its pixels are in sRGB (:func:`read_image`'s ``to_srgb``)."""
+    from . import libvips
+
+    if loaded.icc_profile is not None:
+        return dataclasses.replace(loaded, mode=_SRGB_MODES.get(loaded.mode, loaded.mode),
+                                   icc_profile=libvips.srgb_profile())
+    if loaded.mode in _SRGB_MODES:  # gray without a profile: no RGB profile fits it
+        return loaded
+    return dataclasses.replace(loaded, icc_profile=libvips.srgb_profile())
+
+
+def _in_srgb(loaded: LoadedImage) -> LoadedImage:
+    """A decoded image converted from its ICC profile to sRGB."""
+    from . import libvips
+
+    pixels = loaded.pixels
+    if loaded.icc_profile is not None:
+        pixels = libvips.array_to_srgb(pixels, loaded.icc_profile, loaded.has_alpha)
+    return dataclasses.replace(_srgb_metadata(loaded), pixels=pixels)
 
 
 def _plain_metadata(im: Any, fmt: str, head: bytes, scan: Any) -> LoadedImage | None:

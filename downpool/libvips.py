@@ -111,3 +111,45 @@ def decode_error(exc: Any, fmt: str = "image") -> OSError:
 #: libvips' loader names, as its messages begin, and the libraries they speak for.
 _DECODERS = {"tiff2vips": "libtiff", "VipsJpeg": "libjpeg", "vipspng": "libpng",
              "spng": "libspng", "webp": "libwebp", "VipsForeignLoad": "libvips"}
+
+
+def srgb_profile() -> bytes:
+    """libvips' own sRGB ICC profile, the one :func:`to_srgb` tags its results with."""
+    global _SRGB
+    if _SRGB is None:
+        pyvips = _pyvips()
+        lab = pyvips.Image.black(1, 1, bands=3).copy(interpretation="lab")
+        _SRGB = bytes(lab.icc_export(output_profile="srgb").get("icc-profile-data"))
+    return _SRGB
+
+
+_SRGB: bytes | None = None
+
+
+def to_srgb(image: Any) -> Any:
+    """``image`` converted from its embedded ICC profile to sRGB, in its own sample depth.
+
+    Relative colorimetric intent, as vipsthumbnail's ``--export-profile
+    srgb``; gray becomes RGB, alpha is kept as it is.  The caller has checked
+    that the image has a profile.
+    """
+    pyvips = _pyvips()
+    depth = 16 if image.format == "ushort" else 8
+    try:
+        return image.icc_transform("srgb", embedded=True, intent="relative", depth=depth)
+    except pyvips.Error as exc:
+        raise OSError(f"cannot convert to sRGB: {' '.join(str(exc).split())}") from None
+
+
+def array_to_srgb(pixels: np.ndarray, icc: bytes, has_alpha: bool) -> np.ndarray:
+    """An (H, W[, C]) uint8/uint16 array with the ICC profile ``icc``, converted to sRGB."""
+    pyvips = _pyvips()
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    colour = channels - (1 if has_alpha else 0)
+    sixteen = pixels.dtype == np.uint16
+    interpretation = ({1: "grey16", 3: "rgb16"} if sixteen else {1: "b-w", 3: "srgb"})[colour]
+    image = pyvips.Image.new_from_array(np.ascontiguousarray(pixels)).copy(
+        interpretation=interpretation)
+    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    converted = to_srgb(image).numpy()
+    return converted if converted.ndim == 3 else converted[:, :, None]

@@ -195,8 +195,16 @@ def test_sigterm_mid_batch_drops_files_in_flight_and_leaves_nothing_running(tmp_
     written = sorted(p.name for p in out.iterdir())
     assert 2 <= len(written) < 12
     [summary] = [line for line in stderr.splitlines() if " done, " in line]
-    assert summary.startswith(f"downpool: {len(written)} done, 0 skipped, 0 failed in ")
-    assert summary.endswith(f"; interrupted, {12 - len(written)} not processed")
+    done = int(summary.split()[1])
+    if "--processes" in jobs:
+        # Known race of worker processes: a worker stopped between putting its
+        # output in place and sending its result leaves a whole file that the
+        # summary does not count (README, "-j").  Threads check before the rename.
+        assert len(written) - 1 <= done <= len(written), summary
+    else:
+        assert done == len(written), summary
+    assert summary.startswith(f"downpool: {done} done, 0 skipped, 0 failed in ")
+    assert summary.endswith(f"; interrupted, {12 - done} not processed")
     for name in written:
         assert load(out / name)[0].shape == (120, 120, 3)  # each whole
 

@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 import downpool
 from cli_helpers import (downpool_command, exif_block, load, png_chunks, random_image, read_png,
-                         run_downpool, save, temp_files, write_bmp565, write_png, write_tiff)
+                         run_downpool, save, temp_files, write_bmp565, write_tiff)
 from downpool.exif import photoshop_app13
 
 

@@ -69,6 +69,7 @@ def test_streamed_file_equals_downscale_on_the_whole_image(tmp_path_factory, mon
     pixels = random_image((height, width, *channels), dtype=dtype, seed=seed)
     source = folder / f"in.{ext}"
     _write(source, pixels)
+    monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
     with image_io.open_image(source) as opened:
         assert opened.streamed
     row_bytes = pixels[0].nbytes
@@ -95,7 +96,8 @@ def _settings_geometry(geometry):
     return {"kernel_size": geometry["kernel_size"], "stride": geometry["stride"]}
 
 
-def test_read_image_and_open_image_bands_agree_and_bands_are_read_once(tmp_path):
+def test_read_image_and_open_image_bands_agree_and_bands_are_read_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
     pixels = random_image((37, 21, 4), seed=2)
     save(tmp_path / "a.png", pixels)
     np.testing.assert_array_equal(image_io.read_image(tmp_path / "a.png").pixels, pixels)
@@ -149,13 +151,16 @@ def test_a_big_file_through_the_command_in_several_bands(tmp_path):
 def test_truncated_jpeg_and_png_in_a_batch_are_errors_and_leave_no_file(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    photo = random_image((480, 640, 3), seed=3)
+    photo = random_image((768, 1024, 3), seed=3)  # above STREAM_MIN_BYTES: libvips decodes
     Image.fromarray(photo).save(folder / "whole.jpg", quality=90)
     data = (folder / "whole.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(data[:len(data) * 2 // 3])
     save(folder / "whole.png", photo)
     data = (folder / "whole.png").read_bytes()
     (folder / "cut.png").write_bytes(data[:len(data) // 2])
+    for name in ("whole.jpg", "whole.png"):
+        with image_io.open_image(folder / name) as opened:
+            assert opened.streamed
     result = run_downpool("shrink", folder, "-o", tmp_path / "out", "--method", "avg")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -175,7 +180,7 @@ def test_a_streamed_image_keeps_its_metadata(tmp_path):
 
     exif = Image.Exif()
     exif[0x010F] = "Camera maker"
-    pixels = random_image((64, 48, 3), seed=5)
+    pixels = random_image((1024, 768, 3), seed=5)
     icc = srgb_icc_profile()
     Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95, icc_profile=icc, dpi=(300, 300),
                                  exif=exif.tobytes())
@@ -184,15 +189,16 @@ def test_a_streamed_image_keeps_its_metadata(tmp_path):
     result = run_downpool("shrink", tmp_path / "a.jpg", "-o", tmp_path / "b.jpg")
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "b.jpg") as out:
-        assert out.size == (24, 32)
+        assert out.size == (384, 512)
         assert out.info.get("icc_profile") == icc
         assert out.info.get("dpi") == (300, 300)
         assert out.getexif().get(0x010F) == "Camera maker"
 
 
-def test_interlaced_16_bit_colour_png_written_by_libvips_is_read_exactly(tmp_path):
+def test_interlaced_16_bit_colour_png_written_by_libvips_is_read_exactly(tmp_path, monkeypatch):
     import pyvips
 
+    monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
     pixels = random_image((37, 21, 3), dtype=np.uint16, seed=5)
     image = pyvips.Image.new_from_array(pixels).copy(interpretation="rgb16")
     image.pngsave(str(tmp_path / "interlaced.png"), interlace=True)
@@ -201,3 +207,15 @@ def test_interlaced_16_bit_colour_png_written_by_libvips_is_read_exactly(tmp_pat
         loaded = opened.read()
     assert loaded.mode == "RGB;16"
     np.testing.assert_array_equal(loaded.pixels, pixels)
+
+
+def test_small_images_are_decoded_whole_where_libvips_costs_more_than_it_saves(tmp_path):
+    """A batch of small JPEGs went 2 ms a file slower through libvips (benchmarks/results.md)."""
+    limit = image_io.STREAM_MIN_BYTES
+    side = int((limit / 3) ** 0.5)
+    save(tmp_path / "small.png", random_image((side - 1, side, 3), seed=1))
+    save(tmp_path / "large.png", random_image((side + 1, side, 3), seed=1))
+    with image_io.open_image(tmp_path / "small.png") as small:
+        assert not small.streamed
+    with image_io.open_image(tmp_path / "large.png") as large:
+        assert large.streamed
