@@ -25,14 +25,16 @@ Decisions (SPEC section 4):
   (:mod:`downpool.exif`).
 - Every chunk of a PNG is checked (:func:`downpool.png.scan_png`): a bad
   checksum or a chunk that runs past the end of the file is an error.
+- AVIF is read and written by Pillow's own codec, HEIC/HEIF by pillow-heif
+  (registered with Pillow when a HEIF file is met), 8 bits per channel.
 - Writes go through :func:`downpool.files.put_file`: atomic for regular
   files, into FIFOs and character devices, through symbolic links.
 - :func:`open_image` reads the header first.  A file whose pixels libvips
   decodes exactly as Pillow would (8- and 16-bit PNG without palette or key
   colour, baseline or progressive JPEG in L or RGB, WebP, uncompressed /
   LZW / Deflate / PackBits TIFF in L, LA, RGB, RGBA or 16-bit gray, no EXIF
-  rotation) is decoded by libvips (:mod:`downpool.libvips`) in bands of rows
-  with sequential access, so that a caller can pool it without holding the
+  rotation), from 2 MiB of samples up (:data:`STREAM_MIN_BYTES`), is decoded
+  by libvips (:mod:`downpool.libvips`) in bands of rows with sequential access, so that a caller can pool it without holding the
   whole image; every other file is decoded whole by Pillow, as before.  Either
   way a damaged or truncated file is an error, never a partly grey image.
 """
