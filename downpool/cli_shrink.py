@@ -144,7 +144,7 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     from .core import NUMBA_SCOPE_WARNING
     from .native_stderr import capture
 
-    if _THREAD.__dict__.get("warnings") is not None:  # a batch thread (_run_in_threads)
+    if _THREAD.__dict__.get("stop") is not None:  # a batch thread (_shrink_in_thread)
         caught = _THREAD.warnings = []
         native = _THREAD.native = []
         try:
@@ -298,11 +298,7 @@ def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
 
     from .api import downscale
 
-    _load_kernels()
-    geometry = settings.geometry(image.pixels.shape[:2])
-    too_large = _larger_than_input(geometry, image.pixels.shape[:2])
-    if too_large:
-        raise _PoolingFailed(too_large)
+    geometry = _pooling_geometry(image.pixels.shape, settings)
     try:
         pooled = downscale(
             image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
@@ -312,6 +308,16 @@ def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
         raise _PoolingFailed(_describe(exc)) from None
     # Only the input's metadata are needed now: its pixels can go before encoding.
     return pooled, dc.replace(image, pixels=pooled)
+
+
+def _pooling_geometry(shape: tuple[int, ...], settings: Settings) -> dict[str, Any]:
+    """The geometry keywords for an image of ``shape``, once the kernels are loaded."""
+    _load_kernels()
+    geometry = settings.geometry(shape[:2])
+    too_large = _larger_than_input(geometry, shape[:2])
+    if too_large:
+        raise _PoolingFailed(too_large)
+    return geometry
 
 
 #: Input rows fetched from libvips at a time, in bytes of samples.
@@ -332,12 +338,8 @@ def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
 
     from .stream import RowDownscaler
 
-    _load_kernels()
     shape = source.shape
-    geometry = settings.geometry(shape[:2])
-    too_large = _larger_than_input(geometry, shape[:2])
-    if too_large:
-        raise _PoolingFailed(too_large)
+    geometry = _pooling_geometry(shape, settings)
     try:
         pooler = RowDownscaler(shape, source.dtype, settings.method, device=settings.device,
                                has_alpha=source.has_alpha, linear=settings.linear,
@@ -712,13 +714,13 @@ class _ThreadWarnings:
 
 def _shrink_in_thread(task: Task, settings: Settings, stop: threading.Event) -> FileResult | None:
     """:func:`shrink_file` on a batch thread; None where the file was dropped."""
-    _THREAD.stop, _THREAD.warnings = stop, []
+    _THREAD.stop = stop
     try:
         return shrink_file(task, settings)
     except _Dropped:
         return None
     finally:
-        _THREAD.stop = _THREAD.warnings = None
+        _THREAD.stop = None
 
 
 def _run_in_threads(tasks: list[Task], settings: Settings, jobs: int) -> Iterator[FileResult]:
@@ -727,6 +729,12 @@ def _run_in_threads(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
     stop = threading.Event()
     futures: dict[Any, Task] = {}
     reported = set()
+
+    def drop() -> None:
+        stop.set()
+        interrupts.ignore_stop_signals()  # while the threads remove their temporaries
+        wait(futures)
+
     with _ThreadWarnings():
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="downpool-file")
         try:
@@ -736,23 +744,8 @@ def _run_in_threads(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
                 reported.add(future)
                 yield future.result()
         except interrupts.INTERRUPTS as stopped:
-            for future in futures:
-                future.cancel()
-            finish = _finishes_in_flight(stopped)
-            if finish:
-                try:
-                    wait(futures)  # the files being pooled now are finished and written whole
-                except interrupts.INTERRUPTS:  # a second signal: drop them after all
-                    finish = False
-            if not finish:
-                stop.set()
-                interrupts.ignore_stop_signals()  # while the threads remove their temporaries
-                wait(futures)
-            finished = [f.result() for f in futures
-                        if f not in reported and f.done() and not f.cancelled()
-                        and f.exception() is None and f.result() is not None]
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise _Interrupted(finished, stopped) from None
+            raise _stop_pool(pool, futures, reported, stopped, drop,
+                             lambda future, task: future.result()) from None
         pool.shutdown(wait=True)
 
 
@@ -777,7 +770,7 @@ def _finishes_in_flight(stop: BaseException) -> bool:
 
 def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterator[FileResult]:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     def outcome(future: Any, task: Task) -> FileResult:
         try:
@@ -813,21 +806,34 @@ def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
             reported.add(future)
             yield outcome(future, futures[future])
     except interrupts.INTERRUPTS as stop:
-        for future in futures:
-            future.cancel()
-        finish = _finishes_in_flight(stop)
-        if finish:
-            try:
-                wait(futures)  # the files being pooled now are finished and written whole
-            except interrupts.INTERRUPTS:  # a second signal: drop them after all
-                finish = False
-        if not finish:
-            terminate_workers()
-        finished = [outcome(f, task) for f, task in futures.items()
-                    if f not in reported and f.done() and not f.cancelled() and f.exception() is None]
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise _Interrupted(finished, stop) from None
+        raise _stop_pool(pool, futures, reported, stop, terminate_workers, outcome) from None
     pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: Any, futures: dict[Any, Task], reported: set, stop: BaseException,
+               drop: Any, result_of: Any) -> "_Interrupted":
+    """Stop a batch's pool: cancel the files not started, finish or ``drop()`` those in flight.
+
+    Ctrl-C lets the files in flight finish; SIGTERM, SIGHUP or a second
+    Ctrl-C drops them.  ``result_of(future, task)`` gives a finished file's
+    result (None: dropped).  Returns what :func:`run_batch` is to be told.
+    """
+    from concurrent.futures import wait
+
+    for future in futures:
+        future.cancel()
+    finish = _finishes_in_flight(stop)
+    if finish:
+        try:
+            wait(futures)  # the files being pooled now are finished and written whole
+        except interrupts.INTERRUPTS:  # a second signal: drop them after all
+            finish = False
+    if not finish:
+        drop()
+    finished = [result_of(f, task) for f, task in futures.items()
+                if f not in reported and f.done() and not f.cancelled() and f.exception() is None]
+    pool.shutdown(wait=True, cancel_futures=True)
+    return _Interrupted([result for result in finished if result is not None], stop)
 
 
 def _progress_bar(total: int, quiet: bool) -> Any:

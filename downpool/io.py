@@ -34,8 +34,9 @@ Decisions (SPEC section 4):
   colour, baseline or progressive JPEG in L or RGB, WebP, uncompressed /
   LZW / Deflate / PackBits TIFF in L, LA, RGB, RGBA or 16-bit gray, no EXIF
   rotation), from 2 MiB of samples up (:data:`STREAM_MIN_BYTES`), is decoded
-  by libvips (:mod:`downpool.libvips`) in bands of rows with sequential access, so that a caller can pool it without holding the
-  whole image; every other file is decoded whole by Pillow, as before.  Either
+  by libvips (:mod:`downpool.libvips`) in bands of rows with sequential
+  access, so that a caller can pool it without holding the whole image;
+  every other file is decoded whole by Pillow, as before.  Either
   way a damaged or truncated file is an error, never a partly grey image.
 """
 
@@ -354,10 +355,13 @@ def open_image(
                 position = stream.tell()
                 scan = png.scan_png(stream, keep_idat=False)
                 stream.seek(position)
-            plain = _plain_metadata(im, fmt, head, scan)
-            if plain is not None and width * height * _sample_bytes(plain.mode) < STREAM_MIN_BYTES:
-                plain = None  # small: decoded whole, where libvips' set-up costs more than it saves
-            header = _header(im, fmt, head, streamed=plain is not None)
+            header = _header(im, fmt, head)
+            plain = None
+            # A small image is decoded whole: libvips' set-up would cost more than it saves.
+            if header.pixels * header.channels * header.bytes_per_sample >= STREAM_MIN_BYTES:
+                plain = _plain_metadata(im, fmt, head, scan)
+                if plain is not None:
+                    header = _header(im, fmt, head, streamed=True)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
@@ -463,12 +467,6 @@ class ImageFile:
 STREAM_MIN_BYTES = 2 << 20
 
 
-def _sample_bytes(mode: str) -> int:
-    """Bytes of samples per pixel in a :class:`LoadedImage` mode."""
-    channels = {"L": 1, "I;16": 1, "LA": 2, "RGB": 3, "RGBA": 4}.get(mode.removesuffix(";16"), 1)
-    return channels * (2 if mode.endswith(";16") or mode == "I;16" else 1)
-
-
 _SRGB_MODES = {"L": "RGB", "LA": "RGBA", "I;16": "RGB;16", "LA;16": "RGBA;16"}
 
 
@@ -533,20 +531,24 @@ def _plain_metadata(im: Any, fmt: str, head: bytes, scan: Any) -> LoadedImage | 
     orientation, exif_bytes = _exif_of(exif_block or None, im if fmt == "TIFF" else None)
     if orientation in range(2, 9):  # turned upright only once whole
         return None
-    metadata = _metadata(im, fmt, scan)
-    xmp = metadata.pop("xmp")
-    if xmp is not None:
-        xmp = exif_blocks.patch_xmp(xmp, orientation=1)
     if sixteen_bit_png:
         channels = {2: 3, 4: 2, 6: 4}[scan.colour_type]
         pixel_mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
     else:
         pixel_mode = "I;16" if mode.startswith("I;16") else mode
-    return LoadedImage(
-        pixels=np.empty((0,), np.uint8), has_alpha=pixel_mode in ("LA", "RGBA", "LA;16", "RGBA;16"),
-        mode=pixel_mode, icc_profile=icc, exif=exif_bytes, format=fmt, size=im.size, xmp=xmp,
-        **metadata,
-    )
+    return _loaded(np.empty((0,), np.uint8), pixel_mode, icc, exif_bytes, fmt, im.size,
+                   _metadata(im, fmt, scan))
+
+
+def _loaded(pixels: np.ndarray, mode: str, icc: bytes | None, exif: bytes | None, fmt: str,
+            size: tuple[int, int], metadata: dict[str, Any]) -> LoadedImage:
+    """The :class:`LoadedImage` of upright ``pixels``: its XMP says orientation 1 too."""
+    xmp = metadata.pop("xmp")
+    if xmp is not None:
+        xmp = exif_blocks.patch_xmp(xmp, orientation=1)
+    return LoadedImage(pixels=pixels, has_alpha=mode in ("LA", "RGBA", "LA;16", "RGBA;16"),
+                       mode=mode, icc_profile=icc, exif=exif, format=fmt, size=size, xmp=xmp,
+                       **metadata)
 
 
 def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any) -> LoadedImage:
@@ -574,13 +576,7 @@ def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan:
         pixels, mode, icc = _pixels_and_mode(im, icc, head)
     orientation, exif_bytes = exif
     pixels = _apply_orientation(pixels, orientation)
-    xmp = metadata.pop("xmp")
-    if xmp is not None:
-        xmp = exif_blocks.patch_xmp(xmp, orientation=1)
-    return LoadedImage(
-        pixels=pixels, has_alpha=mode in ("LA", "RGBA", "LA;16", "RGBA;16"), mode=mode,
-        icc_profile=icc, exif=exif_bytes, format=fmt, size=(width, height), xmp=xmp, **metadata,
-    )
+    return _loaded(pixels, mode, icc, exif_bytes, fmt, (width, height), metadata)
 
 
 def _header(im: Any, fmt: str, head: bytes, streamed: bool = False) -> ImageHeader:

@@ -14,6 +14,7 @@ truncation or a corrupt block.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Iterator
 
@@ -24,6 +25,7 @@ __all__ = ["open_rows", "bands", "decode_error"]
 _SAMPLE_TYPES = {"uchar": np.uint8, "ushort": np.uint16}
 
 
+@functools.cache
 def _pyvips() -> Any:
     import pyvips
 
