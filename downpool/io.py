@@ -48,6 +48,7 @@ import errno
 import io
 import os
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -326,17 +327,20 @@ def open_image(
             _register_heif()
         # Pillow's limit is process-wide and raises only far above its warning
         # level; ours is per call and checked on the header, before decoding.
-        saved_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(stream)
-        except UnidentifiedImageError:
-            raise OSError(_unidentified(head)) from None
-        except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError, ValueError,
-                OSError) as exc:
-            raise _decode_failure(exc, _signature_format(head) or "image") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved_limit
+        # Threads opening files at once (a batch) take turns: else one's
+        # restoring the limit lands inside another's open.
+        with _PILLOW_LIMIT_LOCK:
+            saved_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                im = Image.open(stream)
+            except UnidentifiedImageError:
+                raise OSError(_unidentified(head)) from None
+            except (SyntaxError, EOFError, struct.error, zlib.error, IndexError, KeyError,
+                    ValueError, OSError) as exc:
+                raise _decode_failure(exc, _signature_format(head) or "image") from None
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved_limit
         with im:
             width, height = im.size
             if max_pixels is not None and width * height > max_pixels:
@@ -460,6 +464,8 @@ class ImageFile:
         self.shape, self.dtype, self.has_alpha = loaded.pixels.shape, loaded.pixels.dtype, loaded.has_alpha
         return loaded
 
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 #: Images with fewer bytes of samples than this are decoded whole even where
 #: libvips could stream them (``benchmarks/results.md``: a batch of small

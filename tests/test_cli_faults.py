@@ -471,3 +471,29 @@ def test_stop_signals_never_leave_stderr_captured():
     stops, restored = result.stdout.split()
     assert int(stops) > 100  # the signals did land
     assert restored == "True"
+
+
+def test_threads_opening_files_at_once_never_meet_pillows_pixel_limit(tmp_path):
+    """open_image lifts Pillow's process-wide limit around its open: two threads once
+    interleaved, and one opened a huge declared image under the limit the other restored
+    (a DecompressionBombError, reported as an internal error, in a threaded batch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from downpool import io as image_io
+
+    huge = _declared_png(tmp_path / "huge.png", 20000, 20000)  # 400 MP, above Pillow's 179 MP
+    small = save(tmp_path / "small.png", random_image((8, 8, 3)))
+
+    def open_header(path: Path) -> tuple[int, int]:
+        with image_io.open_image(path, max_pixels=None) as opened:
+            return opened.header.width, opened.header.height
+
+    paths = [huge, small] * 1000
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns inside the few lines that matter
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(open_header, paths))
+    finally:
+        sys.setswitchinterval(switch)
+    assert sizes == [(20000, 20000), (8, 8)] * 1000
