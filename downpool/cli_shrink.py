@@ -848,10 +848,20 @@ def _progress_bar(total: int, quiet: bool) -> Any:
 
 
 def _say(message: str, bar: Any) -> None:
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        click.echo(message, err=True)
+    from .native_stderr import LOCK
+
+    with LOCK:  # not while a batch thread has descriptor 2 pointed at its capture
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+
+def _advance(bar: Any) -> None:
+    from .native_stderr import LOCK
+
+    with LOCK:
+        bar.update()
 
 
 def _remove_stale_temporaries(tasks: list[Task]) -> None:
@@ -901,7 +911,7 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
             if result.status == "failed":
                 _say(f"downpool: error: {result.source}: {result.message}", bar)
             if bar is not None:
-                bar.update()
+                _advance(bar)
     except _Interrupted as stop:
         stopped = stop.stop
         results.extend(stop.finished)
