@@ -9,7 +9,10 @@ The image is a real photograph (``sample_images/astronaut.png``) tiled to the
 requested size, so timings are not those of noise.  MP/s counts input
 megapixels per second; each figure is the best of ``--repeat`` runs after a
 warm-up call, and each method's ratio is to Pillow runs interleaved with its
-own, so that a shared machine's drift does not bias it.  The table also
+own, so that a shared machine's drift does not bias it.  Label methods
+(``mode``) pool a single-channel label image instead (50 labels in regions,
+as a segmentation map), next to Pillow's reduce of that image.  The
+cases are those of ``tests/cases.py`` (each method at its defaults).  The table also
 gives a plain copy of the image's bytes (the memory-bandwidth ceiling) and
 each method's first-call time in a fresh process with an empty Numba cache
 and with a warm one.
@@ -34,17 +37,28 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_images" / "astronaut.png"
 
+sys.path.insert(0, str(ROOT / "tests"))
+from cases import DEFAULT_CASES  # noqa: E402
+
 # (label, method, params)
-CASES = [
-    ("avg", "avg", {}),
-    ("max", "max", {}),
-    ("lp", "lp", {}),
-    ("softpool", "softpool", {}),
-    ("stochastic sample", "stochastic", {"mode": "sample"}),
-    ("stochastic expectation", "stochastic", {"mode": "expectation"}),
-    ("dpp", "dpp", {}),
-    ("dpid", "dpid", {}),
-]
+CASES = [(c.id, c.method, c.params) for c in DEFAULT_CASES]
+
+
+def make_labels(megapixels: float, dtype: str, odd: bool = False, labels: int = 50) -> np.ndarray:
+    """A single-channel label image of the same size as :func:`make_image`'s: ``labels``
+    values in regions of about 40x30 pixels (nearest-neighbour blocks of a random map),
+    as a segmentation map is."""
+    width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
+    height = int(round(megapixels * 1e6 / width))
+    if odd:
+        width, height = width + 1, height + 1
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, labels, size=(-(-height // 30), -(-width // 40)))
+    rows = np.minimum(np.arange(height) * coarse.shape[0] // height, coarse.shape[0] - 1)
+    cols = np.minimum(np.arange(width) * coarse.shape[1] // width, coarse.shape[1] - 1)
+    values = coarse[rows[:, None], cols[None, :]]
+    step = {"uint8": 5, "uint16": 1300, "float32": 1, "float64": 1}[dtype]
+    return np.ascontiguousarray((values * step).astype(dtype))
 
 
 def make_image(megapixels: float, dtype: str, odd: bool = False) -> np.ndarray:
@@ -223,11 +237,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| Pillow `Image.reduce({factor})` (uint8, 1 thread) | {mp / t_pillow:.0f} | 1.00 | | |{blank}")
     print(f"| copy of the image's bytes | {mp / t_copy:.0f} | {t_pillow / t_copy:.2f} | | |{blank}")
     rows = []
+    labels = pil_labels = None
     for label, method, params in cases:
+        source, base = img, pil
+        if downpool.METHODS[method].labels:
+            if labels is None:
+                labels = make_labels(args.megapixels, args.dtype, args.odd)
+                pil_labels = Image.fromarray(make_labels(args.megapixels, "uint8", args.odd))
+            source, base = labels, pil_labels
+            label += " (1-channel labels)"
         # Pillow is timed again, interleaved with each method: the ratio is that
         # of the two best runs taken side by side.
-        t_base, t = best_times([lambda: pil.reduce(factor),
-                                lambda: downpool.downscale(img, method, **geometry, **params)],
+        t_base, t = best_times([lambda: base.reduce(factor),
+                                lambda: downpool.downscale(source, method, **geometry, **params)],
                                args.repeat)
         c, w = cold.get(label), warm.get(label)
         mem = ""

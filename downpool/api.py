@@ -121,12 +121,13 @@ def downscale(
     Parameters
     ----------
     image : array_like, shape (H, W) or (H, W, C)
-        Channels last; dtype uint8, uint16, float32 or float64.  Integer
-        images are pooled as values in [0, 1]; float images as they are.
+        Channels last; dtype uint8, uint16, float32 or float64 (``mode``:
+        uint32 too).  Integer images are pooled as values in [0, 1]; float
+        images as they are.
         The array is never modified.
     method : str
         One of ``downpool.METHODS``: ``avg``, ``max``, ``lp``, ``softpool``,
-        ``stochastic``, ``dpp``, ``dpid``.
+        ``stochastic``, ``dpp``, ``dpid``, ``mode``.
     kernel_size : int or (int, int), optional
         Integer pooling window; windows at the bottom and right edges may be
         partial.  For ``dpid``, k means ``size=(ceil(H/k), ceil(W/k))``.
@@ -175,7 +176,7 @@ def downscale(
     array([[ 5,  7],
            [13, 15]], dtype=uint8)
     """
-    arr, value_range = check_image(image)
+    arr, value_range = check_image(image, labels=get_method(method).labels)
     img = np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, np.newaxis])
     pooling = Pooling(method, img.shape, img.dtype, value_range, kernel_size=kernel_size,
                       stride=stride, size=size, scale=scale, device=device,
@@ -232,6 +233,10 @@ class Pooling:
         self.rows, self.cols = plan_windows(spec.name, spec.area_only, (height, width),
                                             kernel_size, stride, size, scale)
         kernels = _kernels(device)
+        if spec.labels and (has_alpha or linear):
+            raise ValueError(f"{spec.name}: pools labels, which have no "
+                             f"{'alpha' if has_alpha else 'linear light'}: "
+                             f"{'has_alpha' if has_alpha else 'linear'} does not apply")
         if has_alpha and channels < 2:
             raise ValueError(f"{spec.name}: has_alpha needs at least 2 channels, got {channels}")
         if spec.needs_nonnegative and value_range[0] < 0:

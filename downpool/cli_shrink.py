@@ -92,6 +92,11 @@ class Settings:
     jobs: int = 1
     processes: bool = False
 
+    def pools_alpha(self, has_alpha: bool) -> bool:
+        """Whether an image's alpha channel is pooled as alpha: a label method (mode)
+        takes it as one more channel of labels."""
+        return has_alpha and not get_method(self.method).labels
+
     def geometry(self, shape: tuple[int, int]) -> dict[str, Any]:
         """The geometry keywords of :func:`downpool.downscale` for an image of ``shape`` (H, W)."""
         if self.width is not None or self.height is not None:
@@ -301,8 +306,9 @@ def _pool_whole(image: Any, settings: Settings) -> tuple[Any, Any]:
     geometry = _pooling_geometry(image.pixels.shape, settings)
     try:
         pooled = downscale(
-            image.pixels, settings.method, device=settings.device, has_alpha=image.has_alpha,
-            linear=settings.linear, **geometry, **settings.params,
+            image.pixels, settings.method, device=settings.device,
+            has_alpha=settings.pools_alpha(image.has_alpha), linear=settings.linear, **geometry,
+            **settings.params,
         )
     except Exception as exc:  # noqa: BLE001 - ValueError for a bad geometry, and the unexpected
         raise _PoolingFailed(_describe(exc)) from None
@@ -342,7 +348,8 @@ def _pool_streamed(source: Any, settings: Settings) -> tuple[Any, Any]:
     geometry = _pooling_geometry(shape, settings)
     try:
         pooler = RowDownscaler(shape, source.dtype, settings.method, device=settings.device,
-                               has_alpha=source.has_alpha, linear=settings.linear,
+                               has_alpha=settings.pools_alpha(source.has_alpha),
+                               linear=settings.linear,
                                max_bytes=STREAM_STRIP_BYTES, **geometry, **settings.params)
     except Exception as exc:  # noqa: BLE001
         raise _PoolingFailed(_describe(exc)) from None
@@ -378,7 +385,8 @@ def memory_needed(header: Any, settings: Settings) -> int:
     if header.streamed:
         held = min(held, 2 * STREAM_STRIP_BYTES + BAND_BYTES)
     return (header.decoded_bytes + held
-            + working_bytes(shape, header.bytes_per_sample, out_size, has_alpha=header.has_alpha,
+            + working_bytes(shape, header.bytes_per_sample, out_size,
+                            has_alpha=settings.pools_alpha(header.has_alpha),
                             linear=settings.linear))
 
 
@@ -1080,6 +1088,9 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
         raise click.UsageError("--stride goes with -k")
     if stride is not None and spec.area_only:
         raise click.UsageError(f"--stride is not accepted by {method} (it always uses area geometry)")
+    if spec.labels and (linear or to_srgb):
+        raise click.UsageError(f"{'--linear' if linear else '--to-srgb'} does not apply to "
+                               f"{method}: it pools labels, whose values must stay as they are")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other")
     _check_template(name)

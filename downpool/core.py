@@ -14,7 +14,7 @@ import numpy as np
 
 from .geometry import AxisWindows
 
-__all__ = ["SUPPORTED_DTYPES", "dtype_max", "check_image", "float_range", "PoolJob",
+__all__ = ["SUPPORTED_DTYPES", "LABEL_DTYPES", "dtype_max", "check_dtype", "check_image", "float_range", "PoolJob",
            "as_rows", "quantize", "NUMBA_SCOPE_WARNING"]
 
 #: The message of a pedantic Numba self-check ("variable ... is not in scope")
@@ -28,6 +28,9 @@ NUMBA_SCOPE_WARNING = r".*variable '.*' is not in scope"
 #: Input dtypes downpool accepts; the result has the same dtype.
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32),
                     np.dtype(np.float64))
+#: What the label methods (``mode``) accept besides: label images often hold
+#: more than 65535 labels.
+LABEL_DTYPES = SUPPORTED_DTYPES + (np.dtype(np.uint32),)
 
 
 def dtype_max(dtype: np.dtype) -> float:
@@ -35,24 +38,33 @@ def dtype_max(dtype: np.dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
-def check_image(image) -> tuple[np.ndarray, tuple[float, float]]:
+def check_dtype(dtype: np.dtype, labels: bool = False) -> None:
+    """``TypeError`` for a dtype downpool does not pool (``labels``: a label method's)."""
+    if dtype not in (LABEL_DTYPES if labels else SUPPORTED_DTYPES):
+        also = " (uint32 with mode)" if dtype in LABEL_DTYPES else ""
+        raise TypeError(
+            f"image dtype {dtype} is not supported: use uint8, uint16, float32 or float64{also}"
+        )
+
+
+def check_image(image, labels: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
     """Return ``image`` as an ndarray of a supported dtype in native byte order,
     with the range of its working values: (0, 1) for integers, (min, max) for floats.
+
+    ``labels``: the method pools labels (``mode``), which may be uint32 as well.
 
     Raises
     ------
     TypeError
-        For a dtype other than uint8, uint16, float32, float64.
+        For a dtype other than uint8, uint16, float32, float64 (and uint32
+        with ``labels``).
     ValueError
         For anything but 2-D or 3-D, an empty axis, or NaN/inf values.
     """
     arr = np.asarray(image)
     if arr.dtype.kind in "uf" and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if arr.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"image dtype {arr.dtype} is not supported: use uint8, uint16, float32 or float64"
-        )
+    check_dtype(arr.dtype, labels)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"image must be 2-D (H, W) or 3-D (H, W, C), got a {arr.ndim}-D array of shape {arr.shape}"

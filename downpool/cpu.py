@@ -47,6 +47,7 @@ from numba import njit
 
 from . import cpu_blocks as blocks
 from .core import PoolJob
+from .methods.mode import pool as pool_mode
 from .windows import (DPP_EPS2, dpid_window, draw_base, dpp_window, lp_window, power, sample_window,
                       selection_value, softpool_window, stored, uniform_draw,
                       uniform_draw_after)
@@ -60,6 +61,7 @@ __all__ = [
     "pool_stochastic",
     "pool_dpp",
     "pool_dpid",
+    "pool_mode",
     "uniform_draw",
 ]
 

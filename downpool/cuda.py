@@ -48,6 +48,7 @@ from numba.cuda.core.errors import NumbaPerformanceWarning
 
 from . import windows
 from .core import PoolJob
+from .methods import mode as mode_method
 from .strips import plan_strips, strip_span
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "pool_stochastic",
     "pool_dpp",
     "pool_dpid",
+    "pool_mode",
 ]
 
 #: True when Numba's CUDA simulator stands in for a GPU.
@@ -146,6 +148,7 @@ _uniform_draw = _shared(windows.uniform_draw)
 _sample_window = _shared(windows.sample_window)
 _dpp_window = _shared(windows.dpp_window)
 _dpid_window = _shared(windows.dpid_window)
+_mode_window = _shared(mode_method.mode_window)
 
 
 # --- kernels --------------------------------------------------------------------
@@ -259,6 +262,15 @@ def kernels(channels: int) -> SimpleNamespace:
                 out[i, j, c] = _stored(res[c], out_max, out_int)
 
     @cuda.jit
+    def mode(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int, yu, xu):
+        # The stored value itself: out has the input's dtype.
+        j, i = cuda.grid(2)
+        if i < out.shape[0] and j < out.shape[1]:
+            for c in range(channels):
+                out[i, j, c] = _mode_window(img, ys[i] - y_shift, yn[i], yu, i, xs[j], xn[j],
+                                            xu, j, c)
+
+    @cuda.jit
     def smooth(guide, guide_row0, first_row, n_rows, smoothed):
         """``cpu_blocks.smooth_row`` for output rows ``first_row + i``.
 
@@ -285,7 +297,7 @@ def kernels(channels: int) -> SimpleNamespace:
                 smoothed[i, j, c] = acc
 
     return SimpleNamespace(avg=avg, max=max_, lp=lp, softpool=softpool, expectation=expectation,
-                           sample=sample, dpp=dpp, dpid=dpid, smooth=smooth)
+                           sample=sample, dpp=dpp, dpid=dpid, mode=mode, smooth=smooth)
 
 
 @cuda.jit(device=True)
@@ -322,7 +334,7 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
     """Run window kernel ``name`` over ``job``, strip by strip, with trailing arguments ``params``.
 
     A ``params`` entry ``_FIRST_ROW`` is replaced by the strip's first output
-    row.  ``name == "dpid"`` first makes each strip's smoothed guide.  Where
+    row, ``_ROW_UNITS`` by the strip's rows of the row windows' coverage units.  ``name == "dpid"`` first makes each strip's smoothed guide.  Where
     ``job.image`` and ``job.out`` are CUDA device arrays already, nothing is
     copied and the job runs as one strip.
     """
@@ -341,6 +353,7 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
     # Window tables first: they stay on the device for every strip.
     ys, yn, yw = (cuda.to_device(a) for a in (gy.start, gy.count, gy.weight))
     xs, xn, xw = (cuda.to_device(a) for a in (gx.start, gx.count, gx.weight))
+    yu = cuda.to_device(gy.units) if any(p is _ROW_UNITS for p in params) else None
     if resident:  # on the device already, so it fits
         strips = [(0, out_h)]
     else:
@@ -387,7 +400,8 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
                 stop - first, out_w, channels)
             _launch(kernel_set.smooth, stop - first, out_w, d_guide, top, first, out_h, d_smooth)
             args.append(d_smooth)
-        args.extend(job.first_row + first if p is _FIRST_ROW else p for p in params)
+        args.extend(job.first_row + first if p is _FIRST_ROW
+                    else yu[first:stop] if p is _ROW_UNITS else p for p in params)
         _launch(getattr(kernel_set, name), stop - first, out_w, *args)
         if not resident:
             d_out_rows.copy_to_host(out_rows_host[first:stop])
@@ -404,8 +418,10 @@ def _device_array(value):
     return None
 
 
-# Placeholder in ``params`` for the strip's first output row (stochastic sampling's draw index).
+# Placeholders in ``params`` for the strip's first output row (stochastic sampling's draw
+# index) and its rows' coverage units (mode's).
 _FIRST_ROW = object()
+_ROW_UNITS = object()
 
 
 # --- entry points ---------------------------------------------------------------
@@ -448,6 +464,13 @@ def pool_dpp(job: PoolJob, alpha: float, lam: float, variant: str, *,
              max_bytes: float | None = None) -> None:
     """Detail-preserving pooling (DPP Lite), ``variant`` ``"sym"`` or ``"asym"``."""
     _run(job, "dpp", (float(alpha), float(lam), variant == "asym"), max_bytes)
+
+
+def pool_mode(job: PoolJob, *, max_bytes: float | None = None) -> None:
+    """The most frequent value of each window (stored values, in the input's dtype)."""
+    if job.out.dtype != job.image.dtype:
+        raise ValueError("mode copies stored values: its output has the input's dtype")
+    _run(job, "mode", (_ROW_UNITS, cuda.to_device(job.cols.units)), max_bytes)
 
 
 def pool_dpid(job: PoolJob, lam: float, *, max_bytes: float | None = None) -> None:

@@ -33,11 +33,17 @@ class AxisWindows:
     weight : ndarray of float64, shape (n_out, max(count))
         ``weight[i, t]`` is the coverage of input ``start[i] + t``, divided by
         the window's total coverage; zero past ``count[i]``.
+    units : ndarray of int64, shape (n_out, max(count))
+        The same coverages as exact integers, in units shared by every window
+        of the axis (1 per pixel for integer pooling, ``1/n_out`` of a pixel
+        for area windows); zero past ``count[i]``.  For ``mode``, which
+        compares total coverages: a tie is a tie, not a matter of rounding.
     """
 
     start: np.ndarray
     count: np.ndarray
     weight: np.ndarray
+    units: np.ndarray
 
     @property
     def size(self) -> int:
@@ -60,7 +66,7 @@ def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     count = np.minimum(start + k, n_in) - start
     inside = np.arange(int(count.max())) < count[:, None]
     weight = np.where(inside, 1.0 / count[:, None], 0.0)
-    return AxisWindows(start, count, weight)
+    return AxisWindows(start, count, weight, inside.astype(np.int64))
 
 
 def area_axis(n_in: int, n_out: int) -> AxisWindows:
@@ -78,8 +84,9 @@ def area_axis(n_in: int, n_out: int) -> AxisWindows:
     q = start[:, None] + offset  # input index of every window slot
     overlap = np.minimum(hi[:, None], (q + 1) * n_out) - np.maximum(lo[:, None], q * n_out)
     # overlap / n_out, normalised by n_in / n_out; zero past each window's count
-    weight = np.where(offset < count[:, None], overlap / n_in, 0.0)
-    return AxisWindows(start, count, weight)
+    inside = offset < count[:, None]
+    weight = np.where(inside, overlap / n_in, 0.0)
+    return AxisWindows(start, count, weight, np.where(inside, overlap, 0))
 
 
 def block_length(axis: AxisWindows) -> int | None:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from . import api
-from .core import SUPPORTED_DTYPES, float_range
+from .core import check_dtype, float_range
+from .methods import get_method
 
 __all__ = ["RowDownscaler"]
 
@@ -62,9 +63,7 @@ class RowDownscaler:
                  value_range: tuple[float, float] | None = None, max_bytes: int | None = None,
                  **options: Any) -> None:
         dtype = np.dtype(dtype)
-        if dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"image dtype {dtype} is not supported: use uint8, uint16, float32 "
-                            "or float64")
+        check_dtype(dtype, labels=get_method(method).labels)
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"shape must be (H, W) or (H, W, C) of positive sizes, got {shape}")
         if dtype.kind == "f":

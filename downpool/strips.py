@@ -84,4 +84,5 @@ def strip_span(gy, first: int, stop: int, halo: int) -> tuple[int, int, int, int
 
 def rows_between(gy: AxisWindows, top: int, bottom: int, in_start: int) -> AxisWindows:
     """Row windows ``[top, bottom)`` of ``gy``, for an image whose row 0 is input row ``in_start``."""
-    return AxisWindows(gy.start[top:bottom] - in_start, gy.count[top:bottom], gy.weight[top:bottom])
+    return AxisWindows(gy.start[top:bottom] - in_start, gy.count[top:bottom], gy.weight[top:bottom],
+                       gy.units[top:bottom])

@@ -32,6 +32,7 @@ DEFAULTS = {
     "stochastic": {"mode": "sample", "seed": 0},
     "dpp": {"alpha": 0.0, "lam": 1.0, "variant": "sym"},
     "dpid": {"lam": 1.0},
+    "mode": {},
 }
 
 
@@ -76,11 +77,13 @@ def srgb_encode(y: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------- geometry --
 
 class Axis:
-    """Windows of one axis: ``idx[i]`` input indices and ``cov[i]`` their coverages."""
+    """Windows of one axis: ``idx[i]`` input indices and ``cov[i]`` their coverages
+    (floats; ``exact[i]`` the same as Fractions)."""
 
-    def __init__(self, idx, cov):
+    def __init__(self, idx, cov, exact):
         self.idx = idx
         self.cov = cov
+        self.exact = exact
 
     def __len__(self):
         return len(self.idx)
@@ -101,7 +104,7 @@ def pooling_axis(n: int, k: int, s: int) -> Axis:
         assert q.size > 0
         idx.append(q)
         cov.append(np.ones(q.size))
-    return Axis(idx, cov)
+    return Axis(idx, cov, [[Fraction(1)] * len(q) for q in idx])
 
 
 def area_axis(n: int, n_out: int) -> Axis:
@@ -110,7 +113,7 @@ def area_axis(n: int, n_out: int) -> Axis:
     The coverage of input pixel q is the length of ``[q, q+1)`` inside the box,
     computed with exact fractions; pixels with zero overlap are left out.
     """
-    idx, cov = [], []
+    idx, cov, exact = [], [], []
     for i in range(n_out):
         lo, hi = Fraction(i * n, n_out), Fraction((i + 1) * n, n_out)
         qs, cs = [], []
@@ -118,10 +121,11 @@ def area_axis(n: int, n_out: int) -> Axis:
             overlap = min(hi, Fraction(q + 1)) - max(lo, Fraction(q))
             if overlap > 0:
                 qs.append(q)
-                cs.append(float(overlap))
+                cs.append(overlap)
         idx.append(np.array(qs))
-        cov.append(np.array(cs))
-    return Axis(idx, cov)
+        cov.append(np.array([float(c) for c in cs]))
+        exact.append(cs)
+    return Axis(idx, cov, exact)
 
 
 def _pair(v):
@@ -299,6 +303,30 @@ def pool_window(method: str, a, c, params) -> np.ndarray:
     if method == "dpp":
         return pool_dpp(a, c, params["alpha"], params["lam"], params["variant"])
     raise ValueError(method)
+
+
+def mode_downscale(image, *, kernel_size=None, stride=None, size=None, scale=None) -> np.ndarray:
+    """SPEC 3's ``mode``, in the image's own dtype and shape: per channel, the value whose
+    pixels' total coverage (exact fractions) is the largest, the smallest on a tie.
+
+    Values are compared as stored (no working values): the result is always one
+    of the window's values.
+    """
+    a = np.asarray(image)
+    img = a if a.ndim == 3 else a[:, :, None]
+    rows, cols = plan("mode", img.shape[:2], kernel_size, stride, size, scale)
+    out = np.zeros((len(rows), len(cols), img.shape[2]), dtype=img.dtype)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            for ch in range(img.shape[2]):
+                totals = {}
+                for r, cy in zip(rows.idx[i], rows.exact[i]):
+                    for q, cx in zip(cols.idx[j], cols.exact[j]):
+                        v = img[r, q, ch].item()
+                        totals[v] = totals.get(v, 0) + cy * cx
+                best = max(totals.values())
+                out[i, j, ch] = min(v for v, t in totals.items() if t == best)
+    return out if a.ndim == 3 else out[:, :, 0]
 
 
 def pool_work(method, work, rows, cols, params, n_colour):

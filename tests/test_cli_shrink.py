@@ -74,6 +74,8 @@ def test_help_shows_every_method_parameter_with_its_default_and_imports_no_numba
     (["--beta", "-1"], "beta"),
     (["--format", "gif"], "--format"),
     (["--quality", "0"], "--quality"),
+    (["--method", "mode", "--linear"], "--linear does not apply to mode: it pools labels"),
+    (["--method", "mode", "--to-srgb"], "--to-srgb does not apply to mode"),
 ])
 def test_usage_errors_exit_2_and_touch_nothing(tmp_path, args, message):
     source = save(tmp_path / "a.png", random_image((8, 8, 3)))
@@ -85,6 +87,25 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path, args, message):
 
 
 # --- modes, formats, bit depth -------------------------------------------------------------
+
+
+def test_mode_keeps_the_labels_of_grey_16_bit_and_rgba_label_images(tmp_path):
+    """A label image through --method mode: every output value is a label of the input,
+    16-bit labels stay 16-bit, and an RGBA file's alpha is pooled as one more label
+    channel (not premultiplied), streamed or not, as the API computes it."""
+    rng = np.random.default_rng(3)
+    grey = (rng.integers(0, 7, (41, 37)) * 9000).astype(np.uint16)
+    rgba = np.repeat(rng.integers(0, 3, (41, 37, 1)) * 120, 4, axis=2).astype(np.uint8)
+    rgba[..., 3] = np.where(rgba[..., 0] == 0, 0, 255)
+    sources = [save(tmp_path / "grey.png", grey), save(tmp_path / "rgba.png", rgba, "RGBA")]
+    out = tmp_path / "out"
+    result = run_downpool("shrink", *sources, "-o", out, "--method", "mode", "--size", "9x8")
+    assert result.returncode == 0, result.stderr
+    for source, pixels in zip(sources, [grey, rgba]):
+        written, im = load(out / source.name)
+        assert written.dtype == pixels.dtype
+        np.testing.assert_array_equal(written, downpool.downscale(pixels, "mode", size=(8, 9)))
+        assert set(np.unique(written)) <= set(np.unique(pixels))
 
 
 def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):

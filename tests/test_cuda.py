@@ -32,6 +32,9 @@ from downpool.geometry import plan_windows
 from downpool.methods import get_method, resolve_params
 from downpool.strips import plan_strips
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cases import CASES  # noqa: E402
+
 HAS_NUMBA_CUDA = find_spec("numba_cuda") is not None
 
 
@@ -50,28 +53,12 @@ needs_numba_cuda = pytest.mark.skipif(not HAS_NUMBA_CUDA, reason="numba-cuda is 
 
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 
-#: (method, params): defaults and the ends of every parameter range of SPEC section 3.
-METHOD_CASES = [
-    ("avg", {}),
-    ("max", {}),
-    ("lp", {}),
-    ("lp", {"p": 0.3}),
-    ("lp", {"p": 1000.0}),
-    ("softpool", {}),
-    ("softpool", {"beta": 0.0}),
-    ("softpool", {"beta": 1e4}),
-    ("stochastic", {"mode": "expectation"}),
-    ("stochastic", {"mode": "sample", "seed": 0}),
-    ("stochastic", {"mode": "sample", "seed": 2**63 + 12345}),
-    ("dpp", {}),
-    ("dpp", {"alpha": 0.0, "lam": 0.0}),
-    ("dpp", {"alpha": 0.5, "lam": 100.0, "variant": "asym"}),
-    ("dpp", {"alpha": 1e6, "lam": 2.0}),
-    ("dpid", {}),
-    ("dpid", {"lam": 0.0}),
-    ("dpid", {"lam": 60.0}),
-]
-CASE_IDS = [m + "".join(f"-{k}={v}" for k, v in p.items()) for m, p in METHOD_CASES]
+#: (method, params): every case of tests/cases.py, the ends of every parameter range
+#: of SPEC section 3 among them.
+METHOD_CASES = [(c.method, c.params) for c in CASES]
+CONVERTED_CASES = [(c.method, c.params) for c in CASES if not c.labels]
+CONVERTED_IDS = [c.id for c in CASES if not c.labels]
+CASE_IDS = [c.id for c in CASES]
 
 #: Geometries on a 12x11 image: integer kernels, rectangular, overlapping
 #: strides, strides larger than the kernel, partial edge windows, area sizes.
@@ -98,9 +85,10 @@ def _applies(method: str, geometry: dict) -> bool:
 
 
 def _job(image: np.ndarray, method: str, geometry: dict, has_alpha: bool = False) -> PoolJob:
-    """The job :func:`downpool.downscale` would make, writing float64 working values."""
+    """The job :func:`downpool.downscale` would make, writing float64 working values (a
+    label method: stored values, in the image's dtype)."""
     spec = get_method(method)
-    arr, value_range = check_image(image)
+    arr, value_range = check_image(image, labels=spec.labels)
     rows, cols = plan_windows(spec.name, spec.area_only, arr.shape[:2], **geometry)
     img = np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, np.newaxis])
     channels = img.shape[2]
@@ -115,7 +103,10 @@ def _job(image: np.ndarray, method: str, geometry: dict, has_alpha: bool = False
 
 def _pool(module, job: PoolJob, method: str, params: dict, **options) -> np.ndarray:
     """Run ``module``'s kernel for ``method`` on a fresh output; return it."""
-    run = job.with_output(np.full(job.out.shape, np.nan))
+    if get_method(method).labels:
+        run = dataclasses.replace(job, out=np.zeros(job.out.shape, job.image.dtype), out_int=False)
+    else:
+        run = job.with_output(np.full(job.out.shape, np.nan))
     values = resolve_params(get_method(method), params)
     getattr(module, f"pool_{method}")(run, **values, **options)
     return run.out
@@ -143,7 +134,7 @@ def test_working_values_equal_the_cpu(gpu, method, params, geometry, dtype):
     expected = _pool(cpu, job, method, params)
     result = _pool(gpu, job, method, params)
     assert np.isfinite(result).all()
-    if method == "stochastic" and params["mode"] == "sample":
+    if get_method(method).labels or (method == "stochastic" and params["mode"] == "sample"):
         # Same draw, same pixel: the copied values are the same numbers.
         np.testing.assert_array_equal(result, expected)
     else:
@@ -164,14 +155,16 @@ def test_downscale_on_cuda_equals_cpu(method, params, dtype):
         expected = downpool.downscale(image, method, kernel_size=3, device="cpu", **params)
         result = downpool.downscale(image, method, kernel_size=3, device="cuda", **params)
         assert result.dtype == expected.dtype and result.shape == expected.shape
-        if np.dtype(dtype).kind == "u":
+        if get_method(method).labels:
+            np.testing.assert_array_equal(result, expected)
+        elif np.dtype(dtype).kind == "u":
             assert np.abs(result.astype(np.int64) - expected.astype(np.int64)).max() <= 1
         else:
             np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
 
 
 @needs_gpu
-@pytest.mark.parametrize(("method", "params"), METHOD_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("method", "params"), CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_alpha_and_linear_light_on_cuda_equal_cpu(method, params):
     image = _image((10, 9, 4), np.float32, seed=3)
     for has_alpha, linear in [(True, False), (False, True), (True, True)]:
@@ -211,6 +204,20 @@ def test_float_extremes_equal_the_cpu(gpu, method):
     result = _pool(gpu, job, method, params)
     assert np.isfinite(result).all()
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=0)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.float32])
+def test_mode_on_label_images_equals_the_cpu(dtype):
+    """Few labels, so that windows tie (uint32 labels past 65535 too); area windows weigh
+    their pixels by exact coverage on the GPU as on the CPU."""
+    rng = np.random.default_rng(5)
+    labels = (rng.integers(0, 3, size=(12, 11, 2)) * 70_000).astype(dtype)
+    for geometry in [{"kernel_size": 2}, {"kernel_size": (3, 2), "stride": (2, 3)},
+                     {"size": (5, 4)}, {"size": (2, 2)}, {"kernel_size": 6}]:
+        np.testing.assert_array_equal(
+            downpool.downscale(labels, "mode", device="cuda", **geometry),
+            downpool.downscale(labels, "mode", device="cpu", **geometry))
 
 
 @needs_gpu
@@ -265,6 +272,7 @@ def _strip_count(gpu, job: PoolJob, method: str, max_bytes: float) -> int:
 @pytest.mark.parametrize(("method", "params"), [
     ("avg", {}), ("max", {}), ("softpool", {}), ("stochastic", {"mode": "sample", "seed": 5}),
     ("stochastic", {"mode": "expectation"}), ("dpp", {}), ("dpid", {}), ("dpid", {"lam": 0.0}),
+    ("mode", {}),
 ], ids=lambda v: v if isinstance(v, str) else "")
 @pytest.mark.parametrize("geometry", [
     {"kernel_size": 3, "stride": 2},  # overlapping windows span strip edges
@@ -411,7 +419,8 @@ _PTX_SCRIPT = textwrap.dedent(r"""
     for channels, dtypes in [(3, [np.uint8, np.uint16, np.float32, np.float64]), (1, [np.uint8])]:
         kernels = vars(gpu.kernels(channels))
         assert sorted(kernels) == sorted(
-            ["avg", "max", "lp", "softpool", "expectation", "sample", "dpp", "dpid", "smooth"])
+            ["avg", "max", "lp", "softpool", "expectation", "sample", "dpp", "dpid", "mode",
+             "smooth"])
         for dtype in dtypes:
             table, count, weight = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros((2, 2))
             out = np.zeros((2, 2, channels), dtype)
@@ -421,6 +430,7 @@ _PTX_SCRIPT = textwrap.dedent(r"""
                 "avg": [], "max": [], "lp": [2.0], "softpool": [4.4], "expectation": [1.0],
                 "sample": [0, np.uint64(1), 1, channels], "dpp": [0.0, 1.0, False],
                 "dpid": [np.zeros((2, 2, channels)), channels, 1.0],
+                "mode": [np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)],
             }
             for name, extra in trailing.items():
                 args = lead + extra
@@ -433,6 +443,11 @@ _PTX_SCRIPT = textwrap.dedent(r"""
                         subprocess.run([ptxas, "-arch=sm_80", src, "-o", src + ".cubin"],
                                        check=True, capture_output=True)
                 print(name, np.dtype(dtype).name, channels, len(ptx))
+        # uint32: label images, for mode alone.
+        lead[0], lead[9] = np.zeros((4, 4, channels), np.uint32), np.zeros((2, 2, channels), np.uint32)
+        args = lead + trailing["mode"]
+        cuda.compile_ptx(kernels["mode"].py_func, tuple(typeof(a) for a in args), cc=(8, 0))
+        print("mode uint32", channels)
         guide = np.zeros((3, 2, channels))
         cuda.compile_ptx(kernels["smooth"].py_func,
                          tuple(typeof(a) for a in [guide, 0, 0, 3, guide]), cc=(8, 0))
@@ -457,7 +472,7 @@ def test_every_kernel_compiles_to_ptx_for_a_real_gpu():
     if result.returncode == 77:
         pytest.skip("numba-cuda finds no NVVM (CUDA toolkit)")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("\n") == 5 * 8 + 1
+    assert result.stdout.count("\n") == 5 * 9 + 2 + 1
 
 
 @needs_gpu

@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import downpool  # noqa: E402
+from cases import REFERENCE_CASES  # noqa: E402
 from reference import (  # noqa: E402
     area_axis,
     assert_matches,
     dtype_max,
+    mode_downscale,
     reference_downscale,
     to_work,
 )
@@ -38,21 +40,13 @@ SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 LAYOUTS = ["2d", 1, 3, 4]  # (H, W) or (H, W, C)
 
-#: (method, params) for the deterministic methods; stochastic sample mode is
-#: tested statistically in test_limits.py.
-METHOD_CASES = [
-    ("avg", {}),
-    ("max", {}),
-    ("lp", {}),
-    ("lp", {"p": 0.5}),
-    ("softpool", {}),
-    ("stochastic", {"mode": "expectation"}),
-    ("dpp", {}),
-    ("dpp", {"alpha": 0.3, "lam": 2.0, "variant": "asym"}),
-    ("dpid", {}),
-    ("dpid", {"lam": 0.5}),
-]
-CASE_IDS = [m + "".join(f"-{k}={v}" for k, v in p.items()) for m, p in METHOD_CASES]
+#: (method, params) of the deterministic cases (tests/cases.py); stochastic
+#: sample mode is tested statistically in test_limits.py.
+METHOD_CASES = [(c.method, c.params) for c in REFERENCE_CASES]
+CASE_IDS = [c.id for c in REFERENCE_CASES]
+#: The cases that pool intensities, which alpha and linear light apply to.
+CONVERTED_CASES = [(c.method, c.params) for c in REFERENCE_CASES if not c.labels]
+CONVERTED_IDS = [c.id for c in REFERENCE_CASES if not c.labels]
 
 #: Geometry keyword sets on a 13x17 image: identity, integer kernels, a
 #: rectangular one, overlapping strides, strides larger than the kernel (gaps),
@@ -106,10 +100,18 @@ def random_image(rng, shape, dtype, layout=None, lo=0.0, hi=1.0):
 
 
 def check(image, method, params, geom, *, data_scale=1.0, has_alpha=False, linear=False, tol=None):
-    """Run the kernel and the reference and compare them."""
+    """Run the kernel and the reference and compare them (a label method bit for bit)."""
     before = image.copy()
     out = downscale(image, method, has_alpha=has_alpha, linear=linear, **geom, **params)
     assert np.array_equal(image, before), "the input was modified"
+    if downpool.METHODS[method].labels:
+        expected = mode_downscale(image, **geom)
+        assert out.dtype == image.dtype and out.shape == expected.shape
+        bad = np.argwhere(out.view(np.uint8) != expected.view(np.uint8)) if out.dtype.kind == "f" \
+            else np.argwhere(out != expected)
+        assert bad.size == 0, (f"{method} {geom} {image.dtype} {image.shape}: {len(bad)} values "
+                               f"differ; first at {tuple(bad[0])}")
+        return out, expected
     ref = reference_downscale(image, method, has_alpha=has_alpha, linear=linear, **geom, **params)
     extra = {} if tol is None else {"tol": tol}
     assert_matches(out, ref, image.dtype, data_scale=data_scale,
@@ -449,7 +451,9 @@ def test_sample_images(crop, dtype):
     for method, params in METHOD_CASES:
         for geom in REAL_GEOMS:
             if geometry_ok(method, geom):
-                check(img, method, params, geom, has_alpha=has_alpha)
+                # A label method takes alpha as one more channel of labels.
+                check(img, method, params, geom,
+                      has_alpha=has_alpha and not downpool.METHODS[method].labels)
 
 
 # ------------------------------------------------------ alpha and linear light --
@@ -470,7 +474,7 @@ def alpha_image(rng, dtype, channels):
 
 @pytest.mark.parametrize("channels", [2, 4])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("method,params", CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_premultiplied_alpha(method, params, dtype, channels):
     rng = np.random.default_rng(6)
     img = alpha_image(rng, dtype, channels)
@@ -483,7 +487,7 @@ def test_premultiplied_alpha(method, params, dtype, channels):
 
 @pytest.mark.parametrize("has_alpha", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("method,params", CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_linear_light(method, params, dtype, has_alpha):
     rng = np.random.default_rng(7)
     img = alpha_image(rng, dtype, 4) if has_alpha else random_image(rng, (10, 13), dtype, 3)
@@ -547,7 +551,19 @@ PARAMS = {
                                   "variant": st.sampled_from(["sym", "asym"])}),
     "dpid": st.fixed_dictionaries({"lam": st.one_of(st.just(0.0), st.floats(0.0, 5.0),
                                                     st.floats(5.0, 100.0))}),
+    "mode": st.just({}),
 }
+
+
+def as_labels(img, n_labels, wide=False):
+    """``img`` reduced to ``n_labels`` values of its dtype (uint32 labels with ``wide``)."""
+    rank = np.floor(to_work(img).reshape(img.shape) / max(float(np.abs(to_work(img)).max()), 1e-300)
+                    * (n_labels - 0.5)).astype(np.int64)
+    if wide:
+        return (rank * 1_000_003).astype(np.uint32)
+    if img.dtype.kind == "f":
+        return (rank * 0.37 - 0.5).astype(img.dtype)
+    return (rank * (int(dtype_max(img.dtype)) // max(n_labels, 1))).astype(img.dtype)
 
 
 @pytest.mark.parametrize("method", list(PARAMS))
@@ -559,6 +575,11 @@ def test_hypothesis_against_reference(method, data):
     img = data.draw(images(nonneg=nonneg))
     geom = data.draw(geometries(img.shape[:2], area_only=method == "dpid"))
     params = data.draw(PARAMS[method])
+    if downpool.METHODS[method].labels:
+        # Few labels, so that windows tie; uint32 too.
+        img = as_labels(img, data.draw(st.integers(1, 5)), data.draw(st.booleans()))
+        check(img, method, params, geom)
+        return
     has_alpha = img.ndim == 3 and img.shape[2] >= 2 and data.draw(st.booleans())
     scale = float(np.abs(to_work(img)).max()) if img.dtype.kind == "f" else 1.0
     scale = scale or 1.0
@@ -650,3 +671,69 @@ def test_column_taps_sum_each_window_in_order(width, channels, data):
                 acc += float(cols.weight[j, s]) * float(row[(cols.start[j] + s) * channels + c])
             expected[j * channels + c] = acc
     assert np.array_equal(pooled, expected)
+
+
+# ------------------------------------------------------ mode: label images --
+
+def label_image(rng, shape, dtype, n_labels, channels=None):
+    """Labels ``0 .. n_labels - 1`` spread over the dtype's range (uint32 past 65535)."""
+    if channels is not None:
+        shape = (*shape, channels)
+    rank = rng.integers(0, n_labels, size=shape)
+    dtype = np.dtype(dtype)
+    if dtype == np.uint32:
+        return (rank * 40_000_000 + 7).astype(dtype)
+    if dtype.kind == "u":
+        return (rank * (int(dtype_max(dtype)) // n_labels)).astype(dtype)
+    return (rank * -1.5e3 + 0.25).astype(dtype)
+
+
+LABEL_DTYPES = DTYPES + [np.uint32]
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ["2d", 1, 3, 4], ids=lambda v: f"C{v}")
+def test_mode_on_label_images(dtype, layout):
+    """Few labels, so that windows tie: every geometry, the block kernels (k=2 on 1 and
+    3 channels with constant sizes, their partial edges), and windows large enough
+    for the sorted form."""
+    rng = np.random.default_rng(11)
+    channels = None if layout == "2d" else layout
+    for n_labels in (2, 3, 50):
+        for shape in [(13, 17), (12, 16)]:
+            image = label_image(rng, shape, dtype, n_labels, channels)
+            for geom in GEOMETRIES + [{"kernel_size": 5}, {"kernel_size": (7, 4)},
+                                      {"size": (2, 3)}]:
+                if geom.get("size", (0, 0))[0] <= shape[0]:
+                    check(image, "mode", {}, geom)
+
+
+def test_mode_ties_are_exact_on_area_coverage():
+    """size (2, 2) of a 3x3 image weighs window (0, 0)'s pixels 4, 2, 2 and 1 ninths."""
+    image = np.array([[5, 7, 0], [7, 9, 0], [0, 0, 0]], np.uint8)
+    assert downscale(image, "mode", size=(2, 2))[0, 0] == 5  # 4/9 against 2/9 + 2/9: the smaller
+    image[0, 0] = 8
+    assert downscale(image, "mode", size=(2, 2))[0, 0] == 7
+    image[1, 1] = 7  # 5/9
+    image[0, 0] = 2
+    assert downscale(image, "mode", size=(2, 2))[0, 0] == 7
+
+
+def test_mode_takes_signed_zeros_as_one_value():
+    """-0.0 == 0.0: one value, given as its first pixel in row-major order."""
+    image = np.array([[-0.0, 0.0], [1.0, 2.0]], np.float32)
+    out = downscale(image, "mode", kernel_size=2)
+    assert out[0, 0] == 0.0 and np.signbit(out[0, 0])
+    check(np.tile(image, (3, 5)), "mode", {}, {"size": (2, 3)})
+
+
+def test_mode_refuses_alpha_linear_and_takes_uint32_alone():
+    image = np.zeros((4, 4, 2), np.uint8)
+    with pytest.raises(ValueError, match="mode: pools labels.*has_alpha does not apply"):
+        downscale(image, "mode", has_alpha=True)
+    with pytest.raises(ValueError, match="mode: pools labels.*linear does not apply"):
+        downscale(image, "mode", linear=True)
+    labels = np.arange(16, dtype=np.uint32).reshape(4, 4) * 300_000
+    assert downscale(labels, "mode").dtype == np.uint32
+    with pytest.raises(TypeError, match=r"uint32 is not supported.*\(uint32 with mode\)"):
+        downscale(labels, "avg")

@@ -70,6 +70,9 @@ def test_bands_give_the_whole_image(dtype, height, width, channels, method, geom
     shape = (height, width) if channels is None else (height, width, channels)
     image = _image(shape, dtype, seed)
     params = {"seed": seed} if method == "stochastic" else {}
+    if downpool.METHODS[method].labels:
+        options = {}  # labels: no alpha or linear light
+        image = image // 5 * 5 if image.dtype.kind == "u" else np.round(image * 3)  # ties
     if method in ("lp", "stochastic") and image.dtype.kind == "f":
         image = np.abs(image)
     kw = {**geometry, **options, **params}
@@ -83,7 +86,8 @@ def test_every_method_on_a_real_image_in_bands(method):
 
     with Image.open("sample_images/astronaut.png") as im:
         image = np.asarray(im.convert("RGBA"))[:101, :77].copy()
-    for options in [{}, {"has_alpha": True, "linear": True}]:
+    for options in [{}] if downpool.METHODS[method].labels else [{}, {"has_alpha": True,
+                                                                     "linear": True}]:
         kw = {"kernel_size": 2, **options}
         expected = downpool.downscale(image, method, device="cpu", **kw)
         np.testing.assert_array_equal(_streamed(image, method, [5, 16, 1], 20000, **kw), expected)

@@ -2,9 +2,8 @@
 
 This module is pure Python (no NumPy, no Numba) so that the command line can
 list methods and build its options without paying for the kernel imports.
-Adding a method means adding one :class:`MethodSpec` to ``_SPECS`` and its
-``pool_<name>`` entry points in :mod:`downpool.cpu` and :mod:`downpool.cuda`,
-built on a window function in :mod:`downpool.windows`.
+Each method's kernels live in the module of its name in this package
+(``downpool.methods.mode``...), which only the kernel backends import.
 """
 
 from __future__ import annotations
@@ -110,6 +109,10 @@ class MethodSpec:
         Output rows above and below that an output row's value depends on
         (``dpid``'s guide smoothing: 1), which a strip of the image is pooled
         with (:mod:`downpool.strips`).
+    labels : bool
+        True for methods whose result is one of the window's values, compared
+        exactly (``mode``): values are labels, not intensities, so alpha and
+        linear light do not apply, and ``uint32`` is accepted as well.
     """
 
     name: str
@@ -119,6 +122,7 @@ class MethodSpec:
     area_only: bool = False
     needs_nonnegative: bool = False
     halo_rows: int = 0
+    labels: bool = False
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -200,6 +204,14 @@ _SPECS = (
         _params(Param("lam", 1.0, "float", "a finite number >= 0", _LAM_DOC, minimum=0.0)),
         area_only=True,
         halo_rows=1,
+    ),
+    MethodSpec(
+        "mode",
+        "mode pooling: the most frequent value of the window, for label images",
+        "per channel, the value whose pixels have the largest total coverage c in the "
+        "window; a tie goes to the smallest value. The result always occurs in the window: "
+        "no label is invented. Takes uint32 too; not with alpha or linear light.",
+        labels=True,
     ),
 )
 

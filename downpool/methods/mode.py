@@ -1,0 +1,174 @@
+"""``mode``: the most frequent value of each window, for label images (SPEC section 3).
+
+Per channel, among the window's pixels, the value whose pixels have the
+largest total coverage wins; a tie goes to the smallest value.  Coverages
+are the geometry's exact integer units (:attr:`downpool.geometry.AxisWindows.units`),
+so totals are exact and a tie is a tie, never a matter of rounding.  The
+result is a stored value of the input, copied as it is: no scaling, no
+rounding, and any dtype, ``uint32`` included.
+
+The layers, from the formula up:
+
+- :func:`mode_window`: one window, no scratch memory, quadratic in the
+  window's size.  The reference form: the CPU uses it for small windows and
+  :mod:`downpool.cuda` compiles it as a device function (a GPU thread has no
+  room for a sort's scratch).
+- :func:`mode_window_sorted`: the same result in ``n log n``, from the
+  window's values sorted stably into per-thread scratch, for large windows
+  on the CPU.  Equal values (``-0.0`` and ``0.0`` too) are one value, whose
+  first pixel in row-major order gives the result in both forms.
+- :func:`mode_block_kernel`: windows that tile the image in blocks whose
+  sizes are compile-time constants (k=2 on 1 or 3 channels, any dtype),
+  where every pixel weighs the same and a value's total is a count.
+- :func:`pool`: the plan, which picks the kernels for a job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import cpu_blocks
+from ..core import PoolJob, as_rows
+
+__all__ = ["mode_window", "mode_window_sorted", "mode_kernel", "mode_block_kernel", "pool",
+           "SORTED_FROM"]
+
+#: Windows of at least this many pixels take the sorted form on the CPU.
+SORTED_FROM = 25
+
+#: Block sides and channel counts compiled as constants (a pyramid's k=2 of
+#: grey or RGB labels).
+CONSTANT_BLOCK = 2
+CONSTANT_CHANNELS = (1, 3)
+
+
+@njit(cache=True)
+def mode_window(img, y0, ny, yu, i, x0, nx, xu, j, c):
+    """The mode of channel ``c`` of window ``(i, j)``: rows ``y0`` to ``y0 + ny`` with
+    coverage units ``yu[i]``, columns likewise (``xu[j]``)."""
+    best = img[y0, x0, c]
+    best_total = np.int64(-1)
+    for r in range(ny):
+        for s in range(nx):
+            v = img[y0 + r, x0 + s, c]
+            if best_total >= 0 and v == best:
+                continue  # its total is the best one already
+            total = np.int64(0)
+            for r2 in range(ny):
+                for s2 in range(nx):
+                    if img[y0 + r2, x0 + s2, c] == v:
+                        total += yu[i, r2] * xu[j, s2]
+            if total > best_total or (total == best_total and v < best):
+                best = v
+                best_total = total
+    return best
+
+
+@njit(cache=True)
+def mode_window_sorted(img, y0, ny, yu, i, x0, nx, xu, j, c, values, units):
+    """:func:`mode_window` through a stable sort of the window's values, in ``values``
+    and ``units`` (at least ``ny * nx`` long each)."""
+    n = 0
+    for r in range(ny):
+        for s in range(nx):
+            values[n] = img[y0 + r, x0 + s, c]
+            units[n] = yu[i, r] * xu[j, s]
+            n += 1
+    order = np.argsort(values[:n], kind="mergesort")  # stable: a run starts at its first pixel
+    best = values[order[0]]
+    best_total = np.int64(-1)
+    k = 0
+    while k < n:
+        v = values[order[k]]
+        total = np.int64(0)
+        while k < n and values[order[k]] == v:
+            total += units[order[k]]
+            k += 1
+        if total > best_total:  # ascending values: a tie keeps the smaller
+            best = v
+            best_total = total
+    return best
+
+
+@njit(cache=True, nogil=True)
+def mode_kernel(img, ys, yn, yu, xs, xn, xu, out, j0, i0, i1):
+    """The mode of every window of output rows ``i0`` to ``i1``, from column ``j0`` on."""
+    if i0 >= i1:
+        return
+    largest = yu.shape[1] * xu.shape[1]
+    scratch = largest if largest >= SORTED_FROM else 0
+    values = np.empty(scratch, dtype=img.dtype)
+    units = np.empty(scratch, dtype=np.int64)
+    for i in range(i0, i1):
+        for j in range(j0, out.shape[1]):
+            for c in range(img.shape[2]):
+                if yn[i] * xn[j] >= SORTED_FROM:
+                    out[i, j, c] = mode_window_sorted(img, ys[i], yn[i], yu, i, xs[j], xn[j], xu,
+                                                      j, c, values, units)
+                else:
+                    out[i, j, c] = mode_window(img, ys[i], yn[i], yu, i, xs[j], xn[j], xu, j, c)
+
+
+@njit(cache=True, inline="always")
+def _block_mode(rows, y0, x0, block_h, block_w, channels, c):
+    """The mode of one block whose pixels weigh the same: each value's count, the
+    best chosen with selects rather than branches."""
+    best = rows[y0, x0 * channels + c]
+    best_count = 0
+    for r in range(block_h):
+        for t in range(block_w):
+            v = rows[y0 + r, (x0 + t) * channels + c]
+            count = 0
+            for r2 in range(block_h):
+                for t2 in range(block_w):
+                    count += rows[y0 + r2, (x0 + t2) * channels + c] == v
+            better = (count > best_count) | ((count == best_count) & (v < best))
+            best = v if better else best
+            best_count = count if better else best_count
+    return best
+
+
+@njit(cache=True, nogil=True)
+def mode_block_kernel(rows, out_rows, kh_dims, kw_dims, c_dims, i0, i1):
+    """The full blocks of output rows ``i0`` to ``i1``; the block's sides and the channel
+    count are the lengths of ``kh_dims``, ``kw_dims`` and ``c_dims``, so that they are
+    compile-time constants (:mod:`downpool.cpu_blocks` says why)."""
+    block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
+    i1 = min(i1, rows.shape[0] // block_h)
+    full_cols = rows.shape[1] // channels // block_w
+    for i in range(i0, i1):
+        o = out_rows[i]
+        for j in range(full_cols):
+            for c in range(channels):
+                o[j * channels + c] = _block_mode(rows, i * block_h, j * block_w, block_h,
+                                                  block_w, channels, c)
+
+
+def pool(job: PoolJob) -> None:
+    """``mode`` of ``job`` on the CPU: constant blocks where the windows are k=2 blocks of
+    1 or 3 channels, the window kernel for everything else (and the blocks' partial
+    edges)."""
+    if job.out.dtype != job.image.dtype:
+        raise ValueError("mode copies stored values: its output has the input's dtype")
+    gy, gx = job.rows, job.cols
+    plan = cpu_blocks.block_plan(job)
+    channels = job.image.shape[2]
+    j0 = 0
+    if plan is not None and plan[1] == (CONSTANT_BLOCK, CONSTANT_BLOCK) and channels in CONSTANT_CHANNELS:
+        dims = (0,) * CONSTANT_BLOCK
+        cpu_blocks.run_rows(mode_block_kernel, job.out, as_rows(job.image), as_rows(job.out),
+                            dims, dims, (0,) * channels)
+        full_rows = job.image.shape[0] // CONSTANT_BLOCK
+        j0 = job.image.shape[1] // CONSTANT_BLOCK
+        if full_rows < job.out.shape[0]:  # the partial last row of windows
+            mode_kernel(job.image, gy.start, gy.count, gy.units, gx.start, gx.count, gx.units,
+                        job.out, 0, full_rows, job.out.shape[0])
+        if j0 >= job.out.shape[1]:
+            return
+        # The partial last column, of the rows of full blocks.
+        mode_kernel(job.image, gy.start, gy.count, gy.units, gx.start, gx.count, gx.units,
+                    job.out, j0, 0, min(full_rows, job.out.shape[0]))
+        return
+    cpu_blocks.run_rows(mode_kernel, job.out, job.image, gy.start, gy.count, gy.units,
+                        gx.start, gx.count, gx.units, job.out, 0)
