@@ -160,7 +160,7 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
         return _with_words(result, messages, native)
     with warnings.catch_warnings(record=True) as caught, capture() as native:
         warnings.simplefilter("always")
-        # "always" replaces the filter downpool.cpu_blocks sets for Numba's
+        # "always" replaces the filter downpool.numba_idioms sets for Numba's
         # pedantic self-check, which compiling a kernel can raise: set it again.
         warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
         result = _shrink_file(task, settings)

@@ -19,7 +19,7 @@ __all__ = ["SUPPORTED_DTYPES", "LABEL_DTYPES", "dtype_max", "check_dtype", "chec
 
 #: The message of a pedantic Numba self-check ("variable ... is not in scope")
 #: that compiling the block kernels raises; the code is right, so it is
-#: filtered (:mod:`downpool.cpu_blocks`, and ``shrink``'s per-file capture).
+#: filtered (:mod:`downpool.numba_idioms`, and ``shrink``'s per-file capture).
 #: The leading ``.*``: where colorama is installed, Numba wraps its messages in
 #: terminal markup ("\x1b[1m..."), and a warnings filter matches from the
 #: message's start.
@@ -87,11 +87,11 @@ def float_range(image: np.ndarray) -> tuple[float, float] | None:
     """``(min, max)`` of a float array, or None where it holds a NaN or an inf.
 
     Large C-contiguous images take one threaded pass
-    (:func:`downpool.cpu.float_range`); others NumPy's ``min`` and ``max``,
+    (:func:`downpool.value_range.float_range`); others NumPy's ``min`` and ``max``,
     which propagate NaN and show inf, without a full-size temporary.
     """
     if image.size >= _ONE_PASS_RANGE and image.flags.c_contiguous:
-        from .cpu import float_range as one_pass_range
+        from .value_range import float_range as one_pass_range
 
         return one_pass_range(image)
     lo, hi = image.min(), image.max()

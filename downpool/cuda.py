@@ -2,9 +2,10 @@
 
 The same entry points as :mod:`downpool.cpu`, so that the API picks a device
 by picking a module.  Every kernel runs one thread per output pixel and calls
-the per-window functions of :mod:`downpool.windows` -- the functions the CPU
-kernels call -- which Numba compiles as CUDA device functions: the formulas
-exist once, for every device.
+its method's window function (``downpool.methods.<name>``, and the shared
+window statistics of :mod:`downpool.numba_idioms`) -- the functions the CPU's
+general kernels call -- which Numba compiles as CUDA device functions: the
+formulas exist once, for every device.
 
 Data movement per call: the input is copied to the GPU once, in its own dtype
 (8- and 16-bit images travel as integers and are scaled by ``in_scale`` in
@@ -46,9 +47,9 @@ from numba import cuda, float64
 from numba.cuda.core.config import ENABLE_CUDASIM
 from numba.cuda.core.errors import NumbaPerformanceWarning
 
-from . import windows
+from . import numba_idioms
 from .core import PoolJob
-from .methods import mode as mode_method
+from .methods import dpid, dpp, lp, mode, softpool, stochastic
 from .strips import plan_strips, strip_span
 
 __all__ = [
@@ -138,17 +139,17 @@ else:
         return function
 
 
-_stored = _shared(windows.stored)
-_window_max = _shared(windows.window_max)
-_window_mean = _shared(windows.window_mean)
-_lp_window = _shared(windows.lp_window)
-_softpool_window = _shared(windows.softpool_window)
-_expectation_window = _shared(windows.expectation_window)
-_uniform_draw = _shared(windows.uniform_draw)
-_sample_window = _shared(windows.sample_window)
-_dpp_window = _shared(windows.dpp_window)
-_dpid_window = _shared(windows.dpid_window)
-_mode_window = _shared(mode_method.mode_window)
+_stored = _shared(numba_idioms.stored)
+_window_max = _shared(numba_idioms.window_max)
+_window_mean = _shared(numba_idioms.window_mean)
+_lp_window = _shared(lp.lp_window)
+_softpool_window = _shared(softpool.softpool_window)
+_expectation_window = _shared(stochastic.expectation_window)
+_uniform_draw = _shared(stochastic.uniform_draw)
+_sample_window = _shared(stochastic.sample_window)
+_dpp_window = _shared(dpp.dpp_window)
+_dpid_window = _shared(dpid.dpid_window)
+_mode_window = _shared(mode.mode_window)
 
 
 # --- kernels --------------------------------------------------------------------
@@ -272,13 +273,13 @@ def kernels(channels: int) -> SimpleNamespace:
 
     @cuda.jit
     def smooth(guide, guide_row0, first_row, n_rows, smoothed):
-        """``cpu_blocks.smooth_row`` for output rows ``first_row + i``.
+        """``downpool.methods.dpid.smooth_row`` for output rows ``first_row + i``.
 
         ``guide`` holds the unsmoothed guide's rows from ``guide_row0`` on
         (the strip's rows and the existing neighbours above and below);
         ``n_rows`` is the height of the whole output, whose top and bottom
         rows have no outer neighbour.  The weights are those of
-        ``cpu_blocks.smooth_row``'s two passes -- 1/4 2/4 1/4, or 2/3 1/3 at an
+        ``downpool.methods.dpid.smooth_row``'s two passes -- 1/4 2/4 1/4, or 2/3 1/3 at an
         edge, or 1 along an axis of length 1 -- multiplied out.
         """
         j, i = cuda.grid(2)

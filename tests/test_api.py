@@ -241,12 +241,12 @@ _SPECIAL_FLOATS = [0.0, -0.0, 1.0, -1.0, 5e-324, -5e-324, 1e-310, 1.1754944e-38,
                                  st.sampled_from(_SPECIAL_FLOATS)), min_size=1, max_size=40),
        threads=st.integers(1, 3))
 def test_one_pass_float_range_matches_numpy(dtype, values, threads):
-    """downpool.cpu.float_range (one pass over the bits, split between threads)
+    """downpool.value_range.float_range (one pass over the bits, split between threads)
     against NumPy's min, max and isfinite: every sign, zero, subnormal,
     extreme, NaN and inf, in float32 and float64."""
     import warnings
 
-    from downpool.cpu import float_range
+    from downpool.value_range import float_range
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # float64 values beyond float32

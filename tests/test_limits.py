@@ -147,7 +147,7 @@ def test_sample_independent_of_thread_count():
 
 @functools.cache
 def _block_exp():
-    from downpool.cpu_blocks import _exp_nonpositive
+    from downpool.methods.softpool import _exp_nonpositive
 
     return numba.njit(lambda v: _exp_nonpositive(v))
 
@@ -170,7 +170,7 @@ def test_exp2_of_float32_softpool_within_2_2e_7():
     relative of 2^x on a dense grid of the exponents it takes (|x| <= 8 / ln 2),
     at the ends of its stated range |x| <= 126, and at the rounding boundaries
     x = n +- 1/2."""
-    from downpool.cpu_blocks import _exp2_f32
+    from downpool.methods.softpool import _exp2_f32
 
     @numba.njit
     def powers(xs):
@@ -191,9 +191,9 @@ def test_exp2_of_float32_softpool_within_2_2e_7():
 def _general_kernel_sample(image, seed, geometry, max_values=None):
     """Stochastic sample by the general kernel, in the image's own values: the kernel
     that every geometry can take.  ``max_values`` caps its buffer of selection
-    values (default ``cpu.SAMPLE_VALUES``); jobs whose windows need more take
-    ``windows.sample_window``."""
-    from downpool import cpu
+    values (default ``stochastic.SAMPLE_VALUES``); jobs whose windows need more take
+    ``stochastic.sample_window``."""
+    from downpool.methods import stochastic
     from downpool.core import PoolJob, check_image
     from downpool.geometry import plan_windows
 
@@ -205,9 +205,10 @@ def _general_kernel_sample(image, seed, geometry, max_values=None):
                   out=np.full((rows.size, cols.size, channels), np.nan), out_max=1.0,
                   out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
                   value_range=value_range)
-    cpu.stochastic_sample_kernel(*job.kernel_args(), cpu._draw_base(job, seed), job.value_mode,
-                                 job.n_colour, cpu.sample_kernel_form(job, max_values),
-                                 0, rows.size)  # every output row
+    stochastic.stochastic_sample_kernel(*job.kernel_args(), stochastic.job_draws(job, seed),
+                                        job.value_mode, job.n_colour,
+                                        stochastic.sample_kernel_form(job, max_values),
+                                        0, rows.size)  # every output row
     return job.out.reshape(job.out.shape[:2] + arr.shape[2:])
 
 
@@ -246,7 +247,7 @@ def test_sample_general_kernel_buffered_values_pick_as_sample_window(dtype, chan
                                                                       fraction, zeros, seed,
                                                                       data):
     """The general kernel's selection values made once per output row (its pick over
-    them) and computed per window (``windows.sample_window``, taken where the
+    them) and computed per window (``stochastic.sample_window``, taken where the
     windows' rows would not fit the buffer) pick the same pixels, on area windows
     with fractional coverages."""
     if channels is not None:

@@ -293,19 +293,19 @@ def test_softpool_float32_kernel_within_its_bounds(case, monkeypatch):
     """softpool's float32 block kernel (weights centred on the range's middle, no window
     maximum) against the float64 reference, at and past the bounds where it is
     taken, and that it is taken exactly there."""
-    from downpool import cpu_blocks
+    from downpool.methods import softpool
 
     _, image, beta, scale, used = case
-    methods = []
-    pool_blocks = cpu_blocks.pool_blocks
+    variants = []
+    run_blocks = softpool.run_blocks
 
-    def spy(plan, method, *args):
-        methods.append(method)
-        return pool_blocks(plan, method, *args)
+    def spy(plan, kernel, image, out, params, variant=0, **options):
+        variants.append(variant)
+        return run_blocks(plan, kernel, image, out, params, variant, **options)
 
-    monkeypatch.setattr(cpu_blocks, "pool_blocks", spy)
+    monkeypatch.setattr(softpool, "run_blocks", spy)
     check(image, "softpool", {"beta": beta}, {"kernel_size": 2}, data_scale=scale)
-    assert (methods == [cpu_blocks.SOFTPOOL_F32]) == used, methods
+    assert (variants == [softpool.FLOAT32]) == used, variants
 
 
 NONNEG_CASES = [c for c in RANGE_CASES if c[0] in ("f64-unit", "f32-unit", "u8", "u16", "f64-tiny")]
@@ -642,12 +642,12 @@ def test_dpid_values_near_float64_max():
 @given(width=st.integers(1, 40), channels=st.sampled_from([1, 2, 3, 4]), data=st.data())
 def test_column_taps_sum_each_window_in_order(width, channels, data):
     """The horizontal pass of the separable kernels and of dpp's and dpid's general kernels
-    (``PoolJob.column_taps`` and ``cpu._pool_columns``) gives each window's
+    (``PoolJob.column_taps`` and ``separable.pool_columns``) gives each window's
     coverage-weighted sum with its columns added in order: the bits of a plain
     float64 loop over the window, for area windows, overlapping and gapped ones
     and partial windows at the edge (whose taps past the count are clamped to the
     image and add exact zeros)."""
-    from downpool import cpu, geometry
+    from downpool import geometry, separable
     from downpool.core import PoolJob
 
     if data.draw(st.booleans()):
@@ -662,7 +662,7 @@ def test_column_taps_sum_each_window_in_order(width, channels, data):
     rng = np.random.default_rng(width * 10 + channels)
     row = rng.random(width * channels) * 2 - 0.5
     pooled = np.empty(cols.size * channels)
-    cpu._pool_columns(row, *job.column_taps(), pooled)
+    separable.pool_columns(row, *job.column_taps(), pooled)
     expected = np.empty_like(pooled)
     for j in range(cols.size):
         for c in range(channels):

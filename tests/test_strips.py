@@ -18,7 +18,7 @@ import downpool
 from downpool import api
 from downpool.geometry import area_axis, pooling_axis
 from downpool.strips import plan_strips, rows_between, strip_span
-from downpool.windows import draw_base, uniform_draw, uniform_draw_after
+from downpool.methods.stochastic import draw_base, uniform_draw, uniform_draw_after
 
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 OPTIONS = [{"has_alpha": True}, {"linear": True}, {"has_alpha": True, "linear": True}]

@@ -26,10 +26,11 @@ The layers, from the formula up:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from .. import cpu_blocks
+from ..blocks import block_plan
 from ..core import PoolJob, as_rows
+from ..numba_idioms import jit
+from ..threads import run_rows
 
 __all__ = ["mode_window", "mode_window_sorted", "mode_kernel", "mode_block_kernel", "pool",
            "SORTED_FROM"]
@@ -43,7 +44,7 @@ CONSTANT_BLOCK = 2
 CONSTANT_CHANNELS = (1, 3)
 
 
-@njit(cache=True)
+@jit
 def mode_window(img, y0, ny, yu, i, x0, nx, xu, j, c):
     """The mode of channel ``c`` of window ``(i, j)``: rows ``y0`` to ``y0 + ny`` with
     coverage units ``yu[i]``, columns likewise (``xu[j]``)."""
@@ -65,7 +66,7 @@ def mode_window(img, y0, ny, yu, i, x0, nx, xu, j, c):
     return best
 
 
-@njit(cache=True)
+@jit
 def mode_window_sorted(img, y0, ny, yu, i, x0, nx, xu, j, c, values, units):
     """:func:`mode_window` through a stable sort of the window's values, in ``values``
     and ``units`` (at least ``ny * nx`` long each)."""
@@ -91,7 +92,7 @@ def mode_window_sorted(img, y0, ny, yu, i, x0, nx, xu, j, c, values, units):
     return best
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def mode_kernel(img, ys, yn, yu, xs, xn, xu, out, j0, i0, i1):
     """The mode of every window of output rows ``i0`` to ``i1``, from column ``j0`` on."""
     if i0 >= i1:
@@ -110,7 +111,7 @@ def mode_kernel(img, ys, yn, yu, xs, xn, xu, out, j0, i0, i1):
                     out[i, j, c] = mode_window(img, ys[i], yn[i], yu, i, xs[j], xn[j], xu, j, c)
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _block_mode(rows, y0, x0, block_h, block_w, channels, c):
     """The mode of one block whose pixels weigh the same: each value's count, the
     best chosen with selects rather than branches."""
@@ -129,11 +130,11 @@ def _block_mode(rows, y0, x0, block_h, block_w, channels, c):
     return best
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def mode_block_kernel(rows, out_rows, kh_dims, kw_dims, c_dims, i0, i1):
     """The full blocks of output rows ``i0`` to ``i1``; the block's sides and the channel
     count are the lengths of ``kh_dims``, ``kw_dims`` and ``c_dims``, so that they are
-    compile-time constants (:mod:`downpool.cpu_blocks` says why)."""
+    compile-time constants (:mod:`downpool.numba_idioms` says why)."""
     block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
     i1 = min(i1, rows.shape[0] // block_h)
     full_cols = rows.shape[1] // channels // block_w
@@ -152,12 +153,12 @@ def pool(job: PoolJob) -> None:
     if job.out.dtype != job.image.dtype:
         raise ValueError("mode copies stored values: its output has the input's dtype")
     gy, gx = job.rows, job.cols
-    plan = cpu_blocks.block_plan(job)
+    plan = block_plan(job)
     channels = job.image.shape[2]
     j0 = 0
     if plan is not None and plan[1] == (CONSTANT_BLOCK, CONSTANT_BLOCK) and channels in CONSTANT_CHANNELS:
         dims = (0,) * CONSTANT_BLOCK
-        cpu_blocks.run_rows(mode_block_kernel, job.out, as_rows(job.image), as_rows(job.out),
+        run_rows(mode_block_kernel, job.out, as_rows(job.image), as_rows(job.out),
                             dims, dims, (0,) * channels)
         full_rows = job.image.shape[0] // CONSTANT_BLOCK
         j0 = job.image.shape[1] // CONSTANT_BLOCK
@@ -170,5 +171,5 @@ def pool(job: PoolJob) -> None:
         mode_kernel(job.image, gy.start, gy.count, gy.units, gx.start, gx.count, gx.units,
                     job.out, j0, 0, min(full_rows, job.out.shape[0]))
         return
-    cpu_blocks.run_rows(mode_kernel, job.out, job.image, gy.start, gy.count, gy.units,
+    run_rows(mode_kernel, job.out, job.image, gy.start, gy.count, gy.units,
                         gx.start, gx.count, gx.units, job.out, 0)

@@ -1,0 +1,481 @@
+"""``stochastic``: stochastic pooling (Zeiler & Fergus 2013; SPEC section 3).
+
+``mode="sample"`` draws one pixel per window with probability proportional to
+its coverage times its selection value (the value, luma of RGB(A), or the mean
+of the colour channels) and copies all its channels; ``mode="expectation"`` is
+the deterministic ``sum c a^2 / sum c a`` per channel.
+
+- Draws: SplitMix64 of ``(seed, output pixel index)`` (:func:`uniform_draw`),
+  so that the result does not depend on threads, strips or device.
+- :func:`sample_window` and :func:`expectation_window`: the formulas, which
+  :mod:`downpool.cuda` compiles.  Every kernel picks, step for step, the pixel
+  :func:`sample_window` picks for the same draw.
+- :func:`stochastic_sample_kernel` for any geometry, with each output row's
+  selection values made once (:func:`_pick`); over blocks,
+  :func:`stochastic_blocks`: the picks made in passes that vectorise
+  (:func:`_sample_row`), and the expectation over constant blocks.
+- The expectation otherwise takes the separable passes (:mod:`downpool.separable`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..blocks import block_column, block_layout, block_plan, block_row, run_blocks
+from ..core import PoolJob
+from ..numba_idioms import inlined, jit, store, store_pixel, stored
+from ..separable import MODE_SQUARES, run_separable
+from ..threads import run_rows
+
+__all__ = ["expectation_window", "uniform_draw", "draw_base", "uniform_draw_after",
+           "selection_value", "sample_window", "stochastic_sample_kernel", "sample_kernel_form",
+           "SAMPLE_VALUES", "StochasticParams", "stochastic_blocks", "job_draws", "pool"]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@jit
+def expectation_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, unit, res):
+    """Stochastic pooling's expectation ``sum c a^2 / sum c a`` per channel (0 where the sum is 0).
+
+    The formula is homogeneous of degree 1: values are pooled divided by
+    ``unit`` (the image's largest value), whose squares cannot overflow, and
+    the result is multiplied back, as the CPU's separable path does.
+    """
+    scale = in_scale / unit
+    for c in range(res.shape[0]):
+        num = 0.0
+        den = 0.0
+        for r in range(ny):
+            for s in range(nx):
+                a = img[y0 + r, x0 + s, c] * scale
+                w = yw[i, r] * xw[j, s]
+                num += w * a * a
+                den += w * a
+        res[c] = unit * num / den if den > 0.0 else 0.0
+
+
+@jit
+def _splitmix64(z):
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@jit
+def uniform_draw(seed, index):
+    """A uniform number in [0, 1) that depends only on ``(seed, index)``.
+
+    SplitMix64 (Steele, Lea & Flood 2014) of the seed's own hash plus the
+    index times the golden-ratio increment: a counter-based generator, so
+    the draw for an output pixel does not depend on which thread makes it.
+    """
+    return uniform_draw_after(draw_base(seed, 0), index)
+
+
+@jit
+def draw_base(seed, first_index):
+    """What :func:`uniform_draw_after` takes for the draws of ``seed`` from index ``first_index`` on.
+
+    ``uniform_draw_after(draw_base(seed, f), n) == uniform_draw(seed, f + n)``
+    (integer arithmetic modulo 2^64): a strip of output rows draws with the
+    indices of its own rows, and its pixels get the draws of the whole image.
+    """
+    return _splitmix64(np.uint64(seed)) + np.uint64(first_index) * _GOLDEN
+
+
+@jit
+def uniform_draw_after(base, index):
+    """Draw ``index`` after a :func:`draw_base`."""
+    z = base + (np.uint64(index) + np.uint64(1)) * _GOLDEN
+    return np.float64(_splitmix64(z) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@jit
+def selection_value(img, y, x, value_mode, n_colour):
+    """``v`` of SPEC's stochastic pooling: luma of RGB(A) or the mean of the colour channels."""
+    if value_mode == 1:
+        return 0.2126 * img[y, x, 0] + 0.7152 * img[y, x, 1] + 0.0722 * img[y, x, 2]
+    acc = 0.0
+    for c in range(n_colour):
+        acc += img[y, x, c]
+    return acc / n_colour
+
+
+@jit
+def sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, res):
+    total = 0.0
+    for r in range(ny):
+        for s in range(nx):
+            total += yw[i, r] * xw[j, s] * selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
+    uniform = total <= 0.0  # all weights zero: draw by coverage alone
+    target = u * (1.0 if uniform else total)
+    cum = 0.0
+    pick_y = -1
+    pick_x = -1
+    for r in range(ny):
+        for s in range(nx):
+            w = yw[i, r] * xw[j, s]
+            if not uniform:
+                w *= selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
+            if w > 0.0:
+                # The last pixel with weight is the fallback if rounding
+                # leaves ``cum`` just short of ``target`` at the end.
+                pick_y = y0 + r
+                pick_x = x0 + s
+                cum += w
+                if cum > target:
+                    break
+        if cum > target:
+            break
+    for c in range(res.shape[0]):
+        res[c] = img[pick_y, pick_x, c] * in_scale
+
+
+
+# The selection value, compiled again to be inlined into the passes below.
+_selection_value = inlined(selection_value)
+
+
+@jit(inline="always")
+def _pick(values, ny, yw, i, x0, nx, xw, j, u):
+    """``(r, x)`` of the pixel drawn from window ``(i, j)``: row ``r`` of the window, column
+    ``x`` of the image.
+
+    :func:`sample_window`'s pick, step for step, so that every
+    kernel and device picks the same pixel for the same draw, but with the
+    selection values read from ``values[r, x]`` (made once per output row)
+    instead of computed twice per pixel.
+    """
+    total = 0.0
+    for r in range(ny):
+        for s in range(nx):
+            total += yw[i, r] * xw[j, s] * values[r, x0 + s]
+    uniform = total <= 0.0  # all weights zero: draw by coverage alone
+    target = u * (1.0 if uniform else total)
+    cum = 0.0
+    pick_r = -1
+    pick_x = -1
+    for r in range(ny):
+        for s in range(nx):
+            w = yw[i, r] * xw[j, s]
+            if not uniform:
+                w *= values[r, x0 + s]
+            if w > 0.0:
+                # The last pixel with weight is the fallback if rounding
+                # leaves ``cum`` just short of ``target`` at the end.
+                pick_r = r
+                pick_x = x0 + s
+                cum += w
+                if cum > target:
+                    return pick_r, pick_x
+    return pick_r, pick_x
+
+
+@jit(nogil=True)
+def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
+                             draws, value_mode, n_colour, buffered_dims, i0, i1):
+    """Stochastic sample of output rows ``i0`` to ``i1``, copying every channel of the
+    pixel drawn from each window; ``draws`` is the job's
+    :func:`draw_base`.
+
+    Where ``buffered_dims`` is ``(0,)``, the selection values of each output
+    row's window rows are made first, in a pass along them, and each window
+    picks from them (:func:`_pick`).  Where it is ``()`` (windows so tall
+    that their rows' values would take more than :data:`SAMPLE_VALUES`
+    float64s: thumbnails a few pixels high of a large image), each window
+    computes its values as it goes, in :func:`sample_window`,
+    which picks the same pixels.  The form is the length of a tuple, so that
+    Numba compiles one of them (:mod:`downpool.numba_idioms`).
+    """
+    if i0 >= i1:
+        return
+    width, channels = img.shape[1], img.shape[2]
+    n_cols = out.shape[1]
+    values = np.empty((yw.shape[1] if len(buffered_dims) > 0 else 0, width))
+    res = np.empty(channels)
+    for i in range(i0, i1):
+        y0 = ys[i]
+        ny = yn[i]
+        if len(buffered_dims) == 0:
+            for j in range(n_cols):
+                sample_window(img, in_scale, y0, ny, yw, i, xs[j], xn[j], xw, j,
+                              uniform_draw_after(draws, i * n_cols + j), value_mode, n_colour, res)
+                store_pixel(out, i, j, res, out_max, out_int)
+            continue
+        for r in range(ny):
+            for x in range(width):
+                values[r, x] = _selection_value(img, y0 + r, x, value_mode, n_colour)
+        for j in range(n_cols):
+            r, x = _pick(values, ny, yw, i, xs[j], xn[j], xw, j,
+                         uniform_draw_after(draws, i * n_cols + j))
+            for c in range(channels):
+                out[i, j, c] = stored(img[y0 + r, x, c] * in_scale, out_max, out_int)
+
+
+#: Most selection values (float64) a thread of the general stochastic sample
+#: kernel keeps, 8 MB: jobs with taller windows compute them as they go.
+SAMPLE_VALUES = 1 << 20
+
+
+def sample_kernel_form(job: PoolJob, max_values: int | None = None) -> tuple:
+    """``buffered_dims`` of :func:`stochastic_sample_kernel` for ``job``: ``(0,)`` where a
+    thread's selection values of one output row's windows take at most ``max_values``
+    float64s (default :data:`SAMPLE_VALUES`)."""
+    limit = SAMPLE_VALUES if max_values is None else max_values
+    return (0,) if job.rows.weight.shape[1] * job.image.shape[1] <= limit else ()
+
+
+
+class StochasticParams(NamedTuple):
+    """The parameters :func:`stochastic_blocks` takes: the expectation's ``unit`` (the
+    image's largest value; ``in_scale`` is then divided by it), and the sample's
+    selection value, draws and coverages."""
+
+    in_scale: float
+    out_max: float
+    unit: float
+    n_colour: int
+    value_mode: int
+    draws: np.uint64
+    yw: np.ndarray
+    xw: np.ndarray
+
+
+# The variants of stochastic_blocks.
+SAMPLE = 1
+EXPECTATION = 2
+
+
+@jit(inline="always")
+def _expectation_block(rows, y0, ny, x0, nx, channels, c, scale, unit):
+    """sum a^2 / sum a (0 where the sum is 0), values pooled as ``v * scale`` times ``unit``."""
+    num = 0.0
+    den = 0.0
+    for r in range(ny):
+        src = rows[y0 + r]
+        for t in range(nx):
+            a = src[(x0 + t) * channels + c] * scale
+            num += a * a
+            den += a
+    return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
+
+
+@jit(inline="always")
+def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
+    """The pixel drawn from a window: as :func:`sample_window`, step for step.
+
+    ``weight`` is the coverage every pixel of the window has (the product of
+    the normalised row and column coverages, as the general kernel
+    multiplies them), so both kernels pick the same pixel for the same draw.
+    """
+    total = 0.0
+    for r in range(ny):
+        for s in range(nx):
+            total += weight * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
+    uniform = total <= 0.0  # all weights zero: draw by coverage alone
+    target = u * (1.0 if uniform else total)
+    cum = 0.0
+    pick_y = -1
+    pick_x = -1
+    for r in range(ny):
+        for s in range(nx):
+            w = weight
+            if not uniform:
+                w *= _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
+            if w > 0.0:
+                pick_y = y0 + r
+                pick_x = x0 + s
+                cum += w
+                if cum > target:
+                    return pick_y, pick_x
+    return pick_y, pick_x
+
+
+@jit(inline="always")
+def _uniform_pick(u, weight, n):
+    """The pick of a window whose pixels all have selection value 0 and coverage ``weight``:
+    :func:`_sample_pixel`'s draw by coverage alone (target ``u * 1.0``), counted as
+    :func:`_sample_row` counts."""
+    cum = 0.0
+    below = 0
+    last = 0
+    for q in range(n):
+        cum += weight
+        below += cum <= u
+        last = q if weight > 0.0 else last
+    return below if below < n else last
+
+
+@jit(inline="always")
+def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels, o, params,
+                scratch):
+    """Stochastic sample of the row's full windows from ``first`` on; returns the
+    first window not made (the kernel makes the partial ones).
+
+    The same picks as :func:`_sample_pixel`, made in passes that LLVM can
+    vectorise: the selection values of the block's rows, the draws, the
+    picks (counted, without the early exit on a random draw that is
+    mispredicted about every other window), then the copy of the picked
+    pixels. 2.5x faster on 24 MP RGB uint8 at k=2. ``scratch`` has
+    ``block_h + 1`` rows of at least the image's width.
+    """
+    n_colour, value_mode, draw_from, yw, xw = (params.n_colour, params.value_mode, params.draws,
+                                               params.yw, params.xw)
+    end = min(img.shape[1] // block_w, n_cols)
+    if ny < block_h or first >= end:
+        return first
+    n_windows = end - first
+    width = n_windows * block_w
+    start = first * block_w * channels
+    draws = scratch[block_h, :n_windows]
+    # Integers, which the copy below indexes with as they are; a buffer of its own
+    # (a view of a scratch row as integers added 1.4 s to the first call).
+    picks = np.empty(n_windows, np.int64)
+    row_length = o.shape[0] // channels
+    for r in range(block_h):
+        # selection_value, from the contiguous row (views from 0: see the module).
+        src = rows[y0 + r, start:start + width * channels]
+        values = scratch[r, :width]
+        if value_mode == 1:
+            for x in range(width):
+                px = x * channels
+                values[x] = 0.2126 * src[px] + 0.7152 * src[px + 1] + 0.0722 * src[px + 2]
+        else:
+            for x in range(width):
+                total = 0.0
+                for c in range(n_colour):
+                    total += src[x * channels + c]
+                values[x] = total / n_colour
+    for j in range(n_windows):
+        draws[j] = uniform_draw_after(draw_from, i * row_length + first + j)
+    # Every full block has the same coverages (geometry.block_length), so the
+    # column weight is read once: read per window from the (n, k) weight
+    # array, a load of stride k kept LLVM from vectorising this loop (about
+    # 6 ms of 57 on 24 MP RGB).
+    weight = yw[i, 0] * xw[first, 0]
+    n = block_h * block_w
+    for j in range(n_windows):
+        x0 = j * block_w
+        total = 0.0
+        for r in range(block_h):
+            for s in range(block_w):
+                total += weight * scratch[r, x0 + s]
+        target = draws[j] * total
+        # The general kernel picks the first pixel with weight whose running
+        # sum passes the target. Weights are >= 0, so the running sum never
+        # falls and the first sum past the target is one that a pixel with
+        # weight raised: the pick is the number of sums not past it. If
+        # rounding leaves every sum short, the last pixel with weight.
+        cum = 0.0
+        below = 0
+        last = 0
+        for r in range(block_h):
+            for s in range(block_w):
+                w = weight * scratch[r, x0 + s]
+                cum += w
+                below += cum <= target
+                last = r * block_w + s if w > 0.0 else last
+        # All weights zero: drawn by coverage alone, in the copy below. Rare, so
+        # not made here, where every window would pay for both forms (the loop
+        # is vectorised across windows): about 4 ms of 47 on 24 MP RGB.
+        picks[j] = -1 if total <= 0.0 else (below if below < n else last)
+    for j in range(n_windows):
+        k = picks[j]
+        if k < 0:
+            k = _uniform_pick(draws[j], weight, n)
+        src = rows[y0 + k // block_w]
+        x = (first + j) * block_w + k % block_w
+        for c in range(channels):
+            o[(first + j) * channels + c] = src[x * channels + c]
+    return end
+
+
+@jit(inline="always")
+def _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, base, params):
+    """Stochastic sample of one window: the drawn pixel's stored values, copied as for max."""
+    n_colour, value_mode, draw_from, yw, xw = (params.n_colour, params.value_mode, params.draws,
+                                               params.yw, params.xw)
+    y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
+                         uniform_draw_after(draw_from, i * (o.shape[0] // channels) + j), value_mode,
+                         n_colour)
+    for c in range(channels):
+        o[base + c] = img[y, x, c]
+
+
+
+@jit(nogil=True, error_model="numpy")
+def stochastic_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, variant_dims,
+                      params, j0, i0, i1):
+    """stochastic pooling over blocks (:func:`downpool.blocks.run_blocks`), variant
+    ``len(variant_dims)``: :data:`SAMPLE` (the full windows in passes, but in the edge
+    kernel; the rest window by window) or :data:`EXPECTATION`."""
+    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
+                                                          sizes, i1)
+    constant = len(kh_dims) > 0
+    variant = len(variant_dims)
+    if i0 >= i1:
+        return
+    sampled = variant == SAMPLE and len(edge_dims) == 0
+    scratch = np.empty((block_h + 1 if sampled else 0, img.shape[1] if sampled else 0))
+    for i in range(i0, i1):
+        o = out_rows[i]
+        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        if variant == SAMPLE:
+            if len(edge_dims) == 0:
+                first = _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w,
+                                    channels, o, params, scratch)
+            if len(kh_dims) == 0:  # constant kernels make every window in passes
+                for j in range(first, n_cols):
+                    x0, nx = block_column(j, block_w, img.shape[1], constant)
+                    _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, j * channels,
+                                 params)
+            continue
+        for j in range(first, n_cols):
+            x0, nx = block_column(j, block_w, img.shape[1], constant)
+            for c in range(channels):
+                o[j * channels + c] = store(_expectation_block(rows, y0, ny, x0, nx, channels, c,
+                                                               params.in_scale, params.unit),
+                                            params.out_max, o)
+
+
+def job_draws(job: PoolJob, seed: int) -> np.uint64:
+    """The stochastic draws of ``job``'s output rows: those of rows ``job.first_row`` on."""
+    # Numba returns a uint64 to Python as an int: typed again as one here.
+    return np.uint64(draw_base(np.uint64(seed), job.first_row * job.cols.size))
+
+
+
+def pool(job: PoolJob, mode: str, seed: int) -> None:
+    """stochastic pooling of ``job`` on the CPU."""
+    plan = block_plan(job)
+    if mode == "sample":
+        draws = job_draws(job, seed)
+        if plan is not None:
+            run_blocks(plan, stochastic_blocks, job.image, job.out,
+                       StochasticParams(float(job.in_scale), float(job.out_max), 0.0,
+                                        int(job.n_colour), int(job.value_mode), draws,
+                                        job.rows.weight, job.cols.weight), SAMPLE)
+        else:
+            run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(), draws,
+                     job.value_mode, job.n_colour, sample_kernel_form(job))
+        return
+    # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
+    # overflow when squared, and multiply back.
+    top = job.value_range[1]
+    unit = top if top > 0.0 else 1.0
+    if plan is not None and plan.constant:
+        run_blocks(plan, stochastic_blocks, job.image, job.out,
+                   StochasticParams(float(job.in_scale / unit), float(job.out_max), float(unit),
+                                    int(job.n_colour), int(job.value_mode), job_draws(job, 0),
+                                    job.rows.weight, job.cols.weight), EXPECTATION)
+    else:
+        run_separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
