@@ -10,12 +10,11 @@ out of every formula.  Each method has a block kernel of its own in its module
 The commonest block (:data:`CONSTANT_BLOCKS`, halving) of the commonest
 images (:data:`CONSTANT_CHANNELS`, :data:`CONSTANT_DTYPES`) is compiled with
 its sizes as *compile-time constants* (:func:`downpool.numba_idioms.known`):
-LLVM then unrolls the window loops and vectorises across windows (avg about
-five times faster than with run-time sizes, dpp about three times).  Every
+LLVM then unrolls the window loops and vectorises across windows.  Every
 other block and channel count shares one kernel with run-time values (empty
 tuples); the partial windows at the bottom and right edges of a constant
 kernel's image get a run-time kernel that makes them one by one, so that the
-kernels to compile stay few: each costs seconds of compiling on first use.
+kernels to compile stay few: each costs compiling on first use.
 
 Integer images keep integer arithmetic where the result allows it (the sums
 of avg and of every window mean, max), and a block kernel writes stored values
@@ -63,7 +62,7 @@ class BlockPlan(tuple):
 
 
 def block_plan(job: PoolJob) -> BlockPlan | None:
-    """The block geometry of ``job`` for :func:`pool_kernel`, or None where it does not apply.
+    """The block geometry of ``job`` for a block kernel, or None where it does not apply.
 
     None where the windows are not consecutive blocks on both axes, or an
     integer image is not written to its own dtype (the kernels keep integer
@@ -90,8 +89,7 @@ def constant_plan(job: PoolJob) -> BlockPlan | None:
 
     Methods with a separable path take the block kernels only then: with
     run-time sizes the block kernel's window loops do not vectorise, and
-    the separable passes, along the contiguous W*C axis, are 2-6x faster
-    (avg and max at k=4 and at scale 0.1).
+    the separable passes, along the contiguous W*C axis, are faster.
     """
     plan = block_plan(job)
     return plan if plan is not None and plan.constant else None
@@ -144,30 +142,32 @@ def run_blocks(plan: BlockPlan, kernel, image: np.ndarray, out: np.ndarray, para
 
 @jit(inline="always")
 def block_layout(img, out_rows, kh_dims, kw_dims, c_dims, sizes, i1):
-    """``(block_h, block_w, channels, n_cols, i1)`` of a block kernel's call: the constant
-    sizes where the dims give them, and a constant kernel's rows and columns of full
-    blocks alone."""
+    """``(block_h, block_w, channels, n_cols, i1, constant)`` of a block kernel's call: the
+    constant sizes where the dims give them, a constant kernel's rows and columns of
+    full blocks alone, and whether the sizes are constants."""
     block_h = known(kh_dims, sizes[0])
     block_w = known(kw_dims, sizes[1])
     channels = known(c_dims, img.shape[2])
     if len(kh_dims) > 0:
-        return block_h, block_w, channels, img.shape[1] // block_w, min(i1, img.shape[0] // block_h)
-    return block_h, block_w, channels, out_rows.shape[1] // channels, i1
+        return (block_h, block_w, channels, img.shape[1] // block_w,
+                min(i1, img.shape[0] // block_h), True)
+    return block_h, block_w, channels, out_rows.shape[1] // channels, i1, False
 
 
 @jit(inline="always")
-def block_row(i, block_h, height, constant, j0):
-    """``(y0, ny, first)`` of output row ``i``: its first input row and row count (a
-    constant kernel's stay constants), and its first window to make (``j0`` in rows of
-    full height, else 0)."""
+def block_row(out_rows, i, block_h, height, constant, j0):
+    """``(o, y0, ny, first)`` of output row ``i``: the row of ``out_rows``, its first
+    input row and row count (a constant kernel's stay constants), and its first window
+    to make (``j0`` in rows of full height, else 0)."""
     y0 = i * block_h
     ny = block_h if constant else min(block_h, height - y0)
     first = 0 if constant or ny < block_h else j0
-    return y0, ny, first
+    return out_rows[i], y0, ny, first
 
 
 @jit(inline="always")
-def block_column(j, block_w, width, constant):
-    """``(x0, nx)`` of window ``j``: its first input column and column count."""
+def block_column(j, block_w, width, constant, channels):
+    """``(x0, nx, base)`` of window ``j``: its first input column and column count, and
+    the index of its first value in the output row."""
     x0 = j * block_w
-    return x0, (block_w if constant else min(block_w, width - x0))
+    return x0, (block_w if constant else min(block_w, width - x0)), j * channels

@@ -104,8 +104,8 @@ def as_rows(a: np.ndarray) -> np.ndarray:
     """A C-contiguous (H, W, C) array as (H, W*C) rows: a view, which kernels take
     beside the array.
 
-    Made here rather than in the kernels: Numba's ``reshape`` compiles in
-    about 0.4 s of every kernel's first call.
+    Made here rather than in the kernels: Numba's ``reshape`` adds to every
+    kernel's first call.
     """
     if not a.flags.c_contiguous:
         raise ValueError("kernels take C-contiguous arrays")
@@ -175,8 +175,8 @@ class PoolJob:
         count, where the index is clamped to the image).
 
         Made once per call, so that the kernels' horizontal pass is one loop over
-        the output row's values that LLVM vectorises (about 2x faster than a loop
-        per window), summing each window's columns in the same order.  Their size
+        the output row's values that LLVM vectorises (a loop per window does
+        not), summing each window's columns in the same order.  Their size
         is 16 bytes per tap: for windows that do not overlap, about
         ``(W + out_w) * C * 16`` bytes (under 0.5 MB for a 6000-pixel-wide RGB
         image at k=2); overlapping windows (stride s < kernel k) take about k/s

@@ -184,11 +184,6 @@ class LoadedImage:
     png_chunks: tuple[tuple[bytes, bytes], ...] = ()
     compression: str | None = None
 
-    @property
-    def bits(self) -> int:
-        """Bits per sample: 8 or 16."""
-        return 16 if self.pixels.dtype == np.uint16 else 8
-
 
 @dataclasses.dataclass(frozen=True)
 class ImageHeader:

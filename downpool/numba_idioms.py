@@ -15,7 +15,7 @@
   unrolls and vectorises loops of constant length.  Only tests in the kernel's
   own body are pruned, not those in an inlined function.
 - No slice assignment (``a[:] = v``) in kernels: it compiles shape checks with
-  string messages, seconds of a first call (:func:`fill`).
+  string messages, which lengthen a first call (:func:`fill`).
 - Loops run over views from index 0: Numba wraps negative indices, and a loop
   from a run-time start keeps LLVM from proving that an index never is one.
 - Selects (``v if v > m else m``) instead of ``max`` and ``min`` in loops that
@@ -72,7 +72,7 @@ def known(dims, value):
 @jit
 def fill(values, value):
     """``values[:] = value`` as a loop: a slice assignment compiles shape checks
-    with string messages, seconds of a kernel's first call."""
+    with string messages, which lengthen a kernel's first call."""
     for x in range(values.shape[0]):
         values[x] = value
 
@@ -161,8 +161,8 @@ def block_max(rows, y0, ny, x0, nx, channels, c):
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
-            # A select, as max(m, v) picks (m unless v > m): Numba's ``max`` kept
-            # LLVM from vectorising the kernel's loop (2.6x slower on 24 MP RGB).
+            # A select, as max(m, v) picks (m unless v > m): Numba's ``max`` keeps
+            # LLVM from vectorising the kernel's loop.
             v = src[(x0 + t) * channels + c]
             m = v if v > m else m
     return m
@@ -176,7 +176,7 @@ def block_mean(rows, y0, ny, x0, nx, channels, c, in_scale):
 def _block_mean_impl(rows, y0, ny, x0, nx, channels, c, in_scale):
     if isinstance(rows.dtype, types.Integer):
         def impl(rows, y0, ny, x0, nx, channels, c, in_scale):
-            # Integer sums, exact and about three times faster than float ones.
+            # Integer sums: exact, and faster than float ones.
             return block_sum(rows, y0, ny, x0, nx, channels, c, 0) * (in_scale / (ny * nx))
         return impl
 

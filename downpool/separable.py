@@ -102,7 +102,7 @@ def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_in
     out_num = np.empty(out_rows.shape[1])
     out_den = np.empty(out_rows.shape[1] if uses_den else 1)
     for i in range(i0, i1):
-        fill(num, 0.0)  # not ``num[:] =``: shape checks, seconds of compiling
+        fill(num, 0.0)  # not ``num[:] =`` (downpool.numba_idioms)
         fill(den, 0.0)
         for r in range(yn[i]):
             _accumulate_row(rows[ys[i] + r], yw[i, r], in_scale, mode_dims, num_table,

@@ -42,9 +42,8 @@ def float_range(image: np.ndarray, threads: int | None = None) -> tuple[float, f
     split between ``threads`` threads (default: Numba's, at most one per 2^20
     values); None where it holds a NaN or an inf.
 
-    Every float method needs the range, and SPEC 1 refuses NaN and inf: on a
-    24 MP RGB float32 image NumPy's ``min`` and ``max`` took 30 ms, more than
-    ``avg``'s kernel itself.
+    Every float method needs the range, and SPEC 1 refuses NaN and inf:
+    NumPy's ``min`` and ``max`` took longer than ``avg``'s kernel itself.
     """
     import numba
 

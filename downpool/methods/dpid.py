@@ -115,8 +115,7 @@ def smooth_row(ring, i, n_rows, channels, vert, gs):
     down = ring[(i + 1) % 3]
     side = _smooth_weight(i, n_rows)
     # One pass per case: the row's scratch does not fit in L1, so passes cost.
-    # Loops, not slice assignments: those compile shape checks with string
-    # messages, which took 4 s of dpid's first call.
+    # Loops, not slice assignments (downpool.numba_idioms).
     if n_rows == 1:
         for x in range(vert.shape[0]):
             vert[x] = mid[x]
@@ -145,8 +144,8 @@ def smooth_row(ring, i, n_rows, channels, vert, gs):
 
 
 @jit(inline="always")
-def _dpid_direct_row_taps(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, channels, n_colour,
-                     gs, values, den, sums):
+def _dpid_direct_row_taps(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, channels,
+                          n_colour, gs, values, den, sums):
     """dpid with lam = 1 as the SPEC writes it, weights ``c |a - Gs|``, for every window
     of an output row: ``den[j]`` the sum of window j's weights, ``sums[j*C + c]`` of
     its weighted values.
@@ -158,8 +157,7 @@ def _dpid_direct_row_taps(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight
     The windows' pixels come from the column taps (:meth:`PoolJob.column_taps`):
     for each row and column offset, the pixels are gathered into ``values``
     first, and the weights' arithmetic (a square root per pixel) then runs over
-    contiguous values, across windows, which LLVM vectorises (20% faster on
-    6001x4001 at k=2). Each window still sums its pixels row by row, column by
+    contiguous values, across windows, which LLVM vectorises. Each window still sums its pixels row by row, column by
     column, with zeros past its count: the order, and the bits, of a window at a
     time.
     """
@@ -209,7 +207,7 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
     The form is the length of a tuple, so that Numba prunes the other form
     before typing (as in :func:`dpid_blocks`) and compiles
     one window function, not both; the direct form's channel count is then a
-    constant, and its tests of it fold away (about 13% faster on RGB).
+    constant, and its tests of it fold away.
     ``rows`` is ``img`` as rows, ``taps_*`` the guide's horizontal pass
     (:meth:`PoolJob.column_taps`), which the direct form reads too.
     """
@@ -233,7 +231,7 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
         gs = ring[4]
         if len(direct_dims) > 0:
             _dpid_direct_row_taps(rows, in_scale, ys[i], yn[i], yw, i, taps_index, taps_weight,
-                             len(direct_dims), n_colour, gs, values, den, sums)
+                                  len(direct_dims), n_colour, gs, values, den, sums)
             for j in range(n_cols):
                 # A window whose weights all are 0 has every pixel at Gs, its output.
                 some = den[j] > 0.0
@@ -282,13 +280,13 @@ def _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale, des
         for j in range(full):
             for c in range(channels):
                 dest[j * channels + c] = block_mean(rows, y0, block_h, j * block_w, block_w,
-                                                      channels, c, in_scale)
+                                                    channels, c, in_scale)
         edge = full
     for j in range(edge, n_cols):
         nx = min(block_w, width - j * block_w)
         for c in range(channels):
             dest[j * channels + c] = block_mean(rows, y0, ny, j * block_w, nx, channels, c,
-                                                  in_scale)
+                                                in_scale)
 
 
 @jit(inline="always")
@@ -312,14 +310,13 @@ def _guide_row_passes(rows, g, block_h, block_w, channels, height, width, in_sca
         nx = width - j * block_w
         for c in range(channels):
             dest[j * channels + c] = block_mean(rows, y0, ny, j * block_w, nx, channels, c,
-                                                  in_scale)
+                                                in_scale)
 
 
 @jit(inline="always")
-def _dpid_direct_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam,
-                        out_max, o, acc):
-    """dpid with lam = 1 (``lam`` is not read) as the SPEC writes it, weights ``|a - Gs|``,
-    into ``o[base:]``.
+def _dpid_direct_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, out_max,
+                       o):
+    """dpid with lam = 1 as the SPEC writes it, weights ``|a - Gs|``, into ``o[base:]``.
 
     The caller has checked that no weight can overflow, and that a window
     whose weights all vanish has every pixel at Gs.  For kernels with a
@@ -439,24 +436,43 @@ def _dpid_direct_row(rows, img, y0, ny, first, n_cols, block_h, block_w, channel
 
 
 @jit(inline="always")
-def _dpid_direct_block_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam, out_max,
-                     o, acc):
-    """:func:`_dpid_direct_block` for any channel count, summing in ``acc``."""
-    den = 0.0
+def _distance2(src, px, gs, base, n_colour, in_scale, inv_big):
+    """The squared colour distance to Gs of the pixel whose values start at ``src[px]``,
+    the differences scaled by ``inv_big`` (1: as they are, the same bits)."""
+    d2 = 0.0
+    for c in range(n_colour):
+        d = (src[px + c] * in_scale - gs[base + c]) * inv_big
+        d2 += d * d
+    return d2
+
+
+@jit(inline="always")
+def _clear(acc, channels):
+    """``acc[:channels] = 0``, without a view per window."""
     for c in range(channels):
         acc[c] = 0.0
+
+
+@jit(inline="always")
+def _add_pixel(acc, src, px, w, channels):
+    """``acc[c] += w * src[px + c]`` for every channel."""
+    for c in range(channels):
+        acc[c] += w * src[px + c]
+
+
+@jit(inline="always")
+def _dpid_direct_block_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
+                           out_max, o, acc):
+    """:func:`_dpid_direct_block` for any channel count, summing in ``acc``."""
+    den = 0.0
+    _clear(acc, channels)
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
             px = (x0 + t) * channels
-            d2 = 0.0
-            for c in range(n_colour):
-                d = src[px + c] * in_scale - gs[base + c]
-                d2 += d * d
-            w = math.sqrt(d2)
+            w = math.sqrt(_distance2(src, px, gs, base, n_colour, in_scale, 1.0))
             den += w
-            for c in range(channels):
-                acc[c] += w * src[px + c]
+            _add_pixel(acc, src, px, w, channels)
     some = den > 0.0
     inv_den = in_scale / den if some else 0.0
     for c in range(channels):
@@ -465,7 +481,7 @@ def _dpid_direct_block_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base, i
 
 @jit(inline="always")
 def _dpid_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam, out_max,
-                 o, acc):
+                o, acc):
     """:func:`dpid_window` with equal coverages, stored into ``o[base:]``.
 
     Distances relative to the window's largest, so that no exponent or
@@ -487,31 +503,23 @@ def _dpid_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, la
         for r in range(ny):
             src = rows[y0 + r]
             for t in range(nx):
-                d2 = 0.0
-                for c in range(n_colour):
-                    d = (src[(x0 + t) * channels + c] * in_scale - gs[base + c]) * inv_big
-                    d2 += d * d
-                top2 = max(top2, d2)
+                top2 = max(top2, _distance2(src, (x0 + t) * channels, gs, base, n_colour,
+                                            in_scale, inv_big))
     half_lam = 0.5 * lam
     inv_top2 = 1.0 / top2 if top2 > 0.0 else 0.0
     den = 0.0
     inv_n = 1.0 / (ny * nx)
-    for c in range(channels):
-        acc[c] = 0.0
+    _clear(acc, channels)
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
             px = (x0 + t) * channels
             w = inv_n  # normalised like coverages: sums near float64's maximum stay finite
             if lam != 0.0:
-                d2 = 0.0
-                for c in range(n_colour):
-                    d = (src[px + c] * in_scale - gs[base + c]) * inv_big
-                    d2 += d * d
-                w *= power_inlined(d2 * inv_top2, half_lam)
+                w *= power_inlined(_distance2(src, px, gs, base, n_colour, in_scale, inv_big)
+                                   * inv_top2, half_lam)
             den += w
-            for c in range(channels):
-                acc[c] += w * src[px + c]
+            _add_pixel(acc, src, px, w, channels)
     for c in range(channels):
         o[base + c] = store(acc[c] * in_scale / den, out_max, o)
 
@@ -555,9 +563,8 @@ def dpid_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes,
     each row's Gs first (:func:`_dpid_guide`), then its windows: the direct form over
     run-time RGB blocks a row's full windows in passes along it (but in the edge
     kernel), the rest window by window."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     variant = len(variant_dims)
     height, width = img.shape[0], img.shape[1]
     n_rows = out_rows.shape[0]
@@ -573,23 +580,21 @@ def dpid_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes,
     for i in range(i0, i1):
         _dpid_guide(rows, i, i0, n_rows, kh_dims, kw_dims, c_dims, sizes, height, width,
                     in_scale, scratch, row_scratch[2])
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, height, constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, height, constant, j0)
         if len(kh_dims) == 0 and len(edge_dims) == 0 and variant == DIRECT:
             first = _dpid_direct_row_jit(rows, img, y0, ny, first, n_cols, block_h, block_w,
                                          channels, o, gs, params, row_scratch)
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, width, constant)
-            base = j * channels
+            x0, nx, base = block_column(j, block_w, width, constant, channels)
             if variant == RELATIVE:
                 _dpid_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale, lam,
                             out_max, o, acc)
             elif len(c_dims) > 0 and len(c_dims) <= 4:  # channels in scalars
                 _dpid_direct_block(rows, y0, ny, x0, nx, channels, n_colour, gs, base, in_scale,
-                                   lam, out_max, o, acc)
+                                   out_max, o)
             else:
                 _dpid_direct_block_any(rows, y0, ny, x0, nx, channels, n_colour, gs, base,
-                                       in_scale, lam, out_max, o, acc)
+                                       in_scale, out_max, o, acc)
 
 
 def pool(job: PoolJob, lam: float) -> None:

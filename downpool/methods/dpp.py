@@ -101,8 +101,8 @@ _dpp_scaling_inlined = inlined(dpp_scaling)
 
 
 @jit(inline="always")
-def _dpp_direct_row_taps(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, means, alpha, asym,
-                    values, num, den):
+def _dpp_direct_row_taps(rows, in_scale, y0, ny, yw, i, taps_index, taps_weight, means, alpha,
+                         asym, values, num, den):
     """dpp with lam = 1 as the SPEC writes it, weights ``c (alpha + sqrt((a - g)^2 + eps^2))``
     around each window's mean ``g`` (``means``), for every value ``k = j*C + c`` of an
     output row: ``num[k]`` the sum of window j's weighted values of channel c, ``den[k]``
@@ -156,8 +156,8 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
     for i in range(i0, i1):
         if len(direct_dims) > 0:
             mean_row(rows, i, ys, yn, yw, taps_index, taps_weight, in_scale, column, means)
-            _dpp_direct_row_taps(rows, in_scale, ys[i], yn[i], yw, i, taps_index, taps_weight, means,
-                            alpha, asym, values, num, den)
+            _dpp_direct_row_taps(rows, in_scale, ys[i], yn[i], yw, i, taps_index, taps_weight,
+                                 means, alpha, asym, values, num, den)
             for j in range(n_cols):
                 for c in range(channels):
                     res[c] = num[j * channels + c] / den[j * channels + c]
@@ -323,8 +323,8 @@ def _dpp_block(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
 
 
 # The row passes for run-time sizes are compiled on their own and called, not
-# inlined: Numba's typing of the kernel with their bodies inlined grew
-# superlinearly, and their first call took 4-8 s longer. Their sizes are
+# inlined: Numba's typing of the kernel with their bodies inlined grows
+# superlinearly, and lengthens their first call. Their sizes are
 # run-time values anyway, so inlining bought no constants; a call per output
 # row costs nothing measurable.
 _dpp_direct_row_jit = jit(nogil=True, error_model="numpy")(_dpp_direct_row)
@@ -336,9 +336,8 @@ def dpp_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, 
     """dpp over blocks (:func:`downpool.blocks.run_blocks`), variant ``len(variant_dims)``:
     the direct forms over run-time blocks make a row's full windows in passes along it
     first (but in the edge kernel), the rest window by window."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     variant = len(variant_dims)
     if i0 >= i1:
         return
@@ -346,32 +345,24 @@ def dpp_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, 
                                                        or variant == ASYM_DIRECT)
     scratch = np.empty((2, rows.shape[1] if passes else 0))
     in_scale, out_max, alpha = params.in_scale, params.out_max, params.alpha
+    # Constants of the variant, which LLVM folds.
+    direct = variant == SYM_DIRECT or variant == ASYM_DIRECT
+    asym = variant == ASYM or variant == ASYM_DIRECT
     for i in range(i0, i1):
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
         if len(kh_dims) == 0 and len(edge_dims) == 0 and (variant == SYM_DIRECT
                                                           or variant == ASYM_DIRECT):
             first = _dpp_direct_row_jit(variant_dims, rows, img, y0, ny, first, n_cols, block_h,
                                         block_w, channels, o, params, scratch)
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, img.shape[1], constant)
-            base = j * channels
-            if variant == SYM_DIRECT:
-                for c in range(channels):
-                    o[base + c] = store(_dpp_direct_block(rows, y0, ny, x0, nx, channels, c,
-                                                          in_scale, alpha, False), out_max, o)
-            elif variant == ASYM_DIRECT:
-                for c in range(channels):
-                    o[base + c] = store(_dpp_direct_block(rows, y0, ny, x0, nx, channels, c,
-                                                          in_scale, alpha, True), out_max, o)
-            elif variant == SYM:
-                for c in range(channels):
-                    o[base + c] = store(_dpp_block(rows, y0, ny, x0, nx, channels, c, in_scale,
-                                                   alpha, params.lam, False), out_max, o)
-            else:
-                for c in range(channels):
-                    o[base + c] = store(_dpp_block(rows, y0, ny, x0, nx, channels, c, in_scale,
-                                                   alpha, params.lam, True), out_max, o)
+            x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
+            for c in range(channels):
+                if direct:
+                    v = _dpp_direct_block(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, asym)
+                else:
+                    v = _dpp_block(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, params.lam,
+                                   asym)
+                o[base + c] = store(v, out_max, o)
 
 
 def pool(job: PoolJob, alpha: float, lam: float, variant: str) -> None:

@@ -111,17 +111,14 @@ def lp_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, v
               params, j0, i0, i1):
     """lp over blocks (:func:`downpool.blocks.run_blocks`), variant ``len(variant_dims)``:
     :data:`RMS`, :data:`TABLE` or :data:`RELATIVE` (to the window's maximum)."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     variant = len(variant_dims)
     in_scale, out_max, p = params.in_scale, params.out_max, params.p
     for i in range(i0, i1):
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, img.shape[1], constant)
-            base = j * channels
+            x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
             if variant == RMS:
                 for c in range(channels):
                     o[base + c] = store(_rms_block(rows, y0, ny, x0, nx, channels, c, in_scale),

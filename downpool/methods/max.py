@@ -25,20 +25,24 @@ class MaxParams(NamedTuple):
     """The parameters :func:`max_blocks` takes: none (a record, as every block kernel takes)."""
 
 
+@jit(inline="always")
+def _max_window(rows, o, y0, ny, j, block_w, width, channels, constant):
+    """Window ``j`` of a row, into ``o``."""
+    x0, nx, base = block_column(j, block_w, width, constant, channels)
+    for c in range(channels):
+        o[base + c] = block_max(rows, y0, ny, x0, nx, channels, c)
+
+
 @jit(nogil=True, error_model="numpy")
 def max_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, variant_dims,
                params, j0, i0, i1):
     """max over blocks (:func:`downpool.blocks.run_blocks`), on stored values."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     for i in range(i0, i1):
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, img.shape[1], constant)
-            for c in range(channels):
-                o[j * channels + c] = block_max(rows, y0, ny, x0, nx, channels, c)
+            _max_window(rows, o, y0, ny, j, block_w, img.shape[1], channels, constant)
 
 
 @jit(nogil=True)
@@ -51,7 +55,7 @@ def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int, r
     top = np.empty(width * channels, dtype=img.dtype)
     for i in range(i0, i1):
         first = rows[ys[i]]
-        for x in range(top.shape[0]):  # not ``top[:] =``: 4 s of compiling
+        for x in range(top.shape[0]):  # not ``top[:] =`` (downpool.numba_idioms)
             top[x] = first[x]
         for r in range(1, yn[i]):
             row = rows[ys[i] + r]

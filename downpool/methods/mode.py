@@ -156,7 +156,8 @@ def pool(job: PoolJob) -> None:
     plan = block_plan(job)
     channels = job.image.shape[2]
     j0 = 0
-    if plan is not None and plan[1] == (CONSTANT_BLOCK, CONSTANT_BLOCK) and channels in CONSTANT_CHANNELS:
+    if (plan is not None and plan[1] == (CONSTANT_BLOCK, CONSTANT_BLOCK)
+            and channels in CONSTANT_CHANNELS):
         dims = (0,) * CONSTANT_BLOCK
         run_rows(mode_block_kernel, job.out, as_rows(job.image), as_rows(job.out),
                             dims, dims, (0,) * channels)

@@ -132,8 +132,7 @@ def _exp_nonpositive(x):
     """e^x for x <= 0, within 1e-14 relative of ``math.exp``; 0 below -708.
 
     ``math.exp`` is a call to libm that LLVM makes one value at a time; this
-    one is arithmetic and bitcasts, which vectorise (softpool on float32 RGB
-    about 3x faster). e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2,
+    one is arithmetic and bitcasts, which vectorise. e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2,
     e^r by its Taylor series to r^11 (the next term is below 1e-15), 2^n made
     from its exponent bits. Below -708, 2^n would be subnormal; such a weight
     is under 1e-307 of the window's largest (1), and is dropped.
@@ -287,9 +286,8 @@ def _softpool_f32_row(kh_dims, kw_dims, c_dims, rows, y0, n_cols, o, params, num
     columns x, x + C, ... of a block starting there, rounded as stored (half
     of them are not the start of a block, but a pass over every x vectorises
     where one over the blocks' starts would not); and the blocks' starts
-    copied to the output. About 1.3x faster than the float64 tables of
-    uint8 input, and 3x faster than float exponentials per window's maximum
-    on float32 input. ``num``, ``den`` and ``ratio`` are float32 rows of the
+    copied to the output: faster than the float64 tables of uint8 input,
+    and than float exponentials per window's maximum on float32 input. ``num``, ``den`` and ``ratio`` are float32 rows of the
     row's W*C length, allocated apart (LLVM cannot tell views of one array
     apart, and then does not vectorise).
     """
@@ -327,9 +325,9 @@ def softpool_f32_kernel(img, rows, out_rows, kh_dims, kw_dims, c_dims, params, i
     constant sizes ``len(kh_dims)`` by ``len(kw_dims)`` on ``len(c_dims)``
     channels (:func:`_softpool_f32_row`); ``rows`` and ``out_rows`` as in :func:`softpool_blocks`.
 
-    A kernel of its own rather than a method of :func:`softpool_blocks`: it
-    compiles in about half the time (a first call of softpool is about a
-    second shorter). :func:`downpool.blocks.run_blocks` runs :func:`softpool_blocks` for the
+    A kernel of its own rather than a variant of :func:`softpool_blocks`: it
+    compiles faster (softpool's first call is shorter).
+    :func:`downpool.blocks.run_blocks` runs :func:`softpool_blocks` for the
     partial windows of odd-sized images, with :func:`_softpool_f32_window`.
     """
     block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
@@ -376,7 +374,7 @@ def _softpool_row(constant, rows, img, y0, ny, first, n_cols, block_w, channels,
     by window, the Horner chain of each is latency-bound; here the values go
     through :func:`_exp_nonpositive` in one pass along the row's contiguous
     W*C values, against their window's maximum spread over the window's
-    columns, and LLVM vectorises it (about 3x faster on float32 RGB at k=2).
+    columns, and LLVM vectorises it.
     For constant and run-time sizes alike, so no kernel compiles
     softpool's window function.
     ``scratch`` has 3 rows of the row's length.
@@ -421,24 +419,21 @@ def softpool_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, si
     ``len(variant_dims)``: :data:`TABLE` window by window, :data:`RELATIVE` in passes
     along the row (every window, partial ones too), :data:`FLOAT32` the partial
     windows at the edges of :func:`softpool_f32_kernel`'s image."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     variant = len(variant_dims)
     if i0 >= i1:
         return
     scratch = np.empty((3, rows.shape[1] if variant == RELATIVE else 0))
     in_scale, out_max = params.in_scale, params.out_max
     for i in range(i0, i1):
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
         if variant == RELATIVE:
             _softpool_row(kh_dims, rows, img, y0, ny, first, n_cols, block_w, channels, o, params,
                           scratch)
             continue
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, img.shape[1], constant)
-            base = j * channels
+            x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
             if variant == TABLE:
                 for c in range(channels):
                     o[base + c] = store(_softpool_table_block(rows, y0, ny, x0, nx, channels, c,

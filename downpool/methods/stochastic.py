@@ -258,8 +258,7 @@ EXPECTATION = 2
 @jit(inline="always")
 def _expectation_block(rows, y0, ny, x0, nx, channels, c, scale, unit):
     """sum a^2 / sum a (0 where the sum is 0), values pooled as ``v * scale`` times ``unit``."""
-    num = 0.0
-    den = 0.0
+    num = den = 0.0
     for r in range(ny):
         src = rows[y0 + r]
         for t in range(nx):
@@ -325,7 +324,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
     vectorise: the selection values of the block's rows, the draws, the
     picks (counted, without the early exit on a random draw that is
     mispredicted about every other window), then the copy of the picked
-    pixels. 2.5x faster on 24 MP RGB uint8 at k=2. ``scratch`` has
+    pixels. ``scratch`` has
     ``block_h + 1`` rows of at least the image's width.
     """
     n_colour, value_mode, draw_from, yw, xw = (params.n_colour, params.value_mode, params.draws,
@@ -359,8 +358,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
         draws[j] = uniform_draw_after(draw_from, i * row_length + first + j)
     # Every full block has the same coverages (geometry.block_length), so the
     # column weight is read once: read per window from the (n, k) weight
-    # array, a load of stride k kept LLVM from vectorising this loop (about
-    # 6 ms of 57 on 24 MP RGB).
+    # array, a load of stride k keeps LLVM from vectorising this loop.
     weight = yw[i, 0] * xw[first, 0]
     n = block_h * block_w
     for j in range(n_windows):
@@ -386,7 +384,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
                 last = r * block_w + s if w > 0.0 else last
         # All weights zero: drawn by coverage alone, in the copy below. Rare, so
         # not made here, where every window would pay for both forms (the loop
-        # is vectorised across windows): about 4 ms of 47 on 24 MP RGB.
+        # is vectorised across windows).
         picks[j] = -1 if total <= 0.0 else (below if below < n else last)
     for j in range(n_windows):
         k = picks[j]
@@ -400,7 +398,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
 
 
 @jit(inline="always")
-def _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, base, params):
+def _sample_into(img, i, y0, ny, x0, nx, j, channels, o, base, params):
     """Stochastic sample of one window: the drawn pixel's stored values, copied as for max."""
     n_colour, value_mode, draw_from, yw, xw = (params.n_colour, params.value_mode, params.draws,
                                                params.yw, params.xw)
@@ -418,33 +416,30 @@ def stochastic_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, 
     """stochastic pooling over blocks (:func:`downpool.blocks.run_blocks`), variant
     ``len(variant_dims)``: :data:`SAMPLE` (the full windows in passes, but in the edge
     kernel; the rest window by window) or :data:`EXPECTATION`."""
-    block_h, block_w, channels, n_cols, i1 = block_layout(img, out_rows, kh_dims, kw_dims, c_dims,
-                                                          sizes, i1)
-    constant = len(kh_dims) > 0
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     variant = len(variant_dims)
     if i0 >= i1:
         return
     sampled = variant == SAMPLE and len(edge_dims) == 0
     scratch = np.empty((block_h + 1 if sampled else 0, img.shape[1] if sampled else 0))
     for i in range(i0, i1):
-        o = out_rows[i]
-        y0, ny, first = block_row(i, block_h, img.shape[0], constant, j0)
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
         if variant == SAMPLE:
             if len(edge_dims) == 0:
                 first = _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w,
                                     channels, o, params, scratch)
             if len(kh_dims) == 0:  # constant kernels make every window in passes
                 for j in range(first, n_cols):
-                    x0, nx = block_column(j, block_w, img.shape[1], constant)
-                    _sample_into(rows, img, i, y0, ny, x0, nx, j, channels, o, j * channels,
-                                 params)
+                    x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
+                    _sample_into(img, i, y0, ny, x0, nx, j, channels, o, base, params)
             continue
         for j in range(first, n_cols):
-            x0, nx = block_column(j, block_w, img.shape[1], constant)
+            x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
             for c in range(channels):
-                o[j * channels + c] = store(_expectation_block(rows, y0, ny, x0, nx, channels, c,
-                                                               params.in_scale, params.unit),
-                                            params.out_max, o)
+                o[base + c] = store(_expectation_block(rows, y0, ny, x0, nx, channels, c,
+                                                       params.in_scale, params.unit),
+                                    params.out_max, o)
 
 
 def job_draws(job: PoolJob, seed: int) -> np.uint64:
