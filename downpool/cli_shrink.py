@@ -146,7 +146,7 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     """
     import warnings
 
-    from .core import NUMBA_SCOPE_WARNING
+    from .numba_warnings import NUMBA_SCOPE_WARNING
     from .native_stderr import capture
 
     if _THREAD.__dict__.get("stop") is not None:  # a batch thread (_shrink_in_thread)
@@ -697,7 +697,7 @@ class _ThreadWarnings:
     def __enter__(self) -> "_ThreadWarnings":
         import warnings
 
-        from .core import NUMBA_SCOPE_WARNING
+        from .numba_warnings import NUMBA_SCOPE_WARNING
 
         self._saved = warnings.catch_warnings()
         self._saved.__enter__()

@@ -14,16 +14,8 @@ import numpy as np
 
 from .geometry import AxisWindows
 
-__all__ = ["SUPPORTED_DTYPES", "LABEL_DTYPES", "dtype_max", "check_dtype", "check_image", "float_range", "PoolJob",
-           "as_rows", "quantize", "NUMBA_SCOPE_WARNING"]
-
-#: The message of a pedantic Numba self-check ("variable ... is not in scope")
-#: that compiling the block kernels raises; the code is right, so it is
-#: filtered (:mod:`downpool.numba_idioms`, and ``shrink``'s per-file capture).
-#: The leading ``.*``: where colorama is installed, Numba wraps its messages in
-#: terminal markup ("\x1b[1m..."), and a warnings filter matches from the
-#: message's start.
-NUMBA_SCOPE_WARNING = r".*variable '.*' is not in scope"
+__all__ = ["SUPPORTED_DTYPES", "LABEL_DTYPES", "dtype_max", "check_dtype", "check_image",
+           "float_range", "PoolJob", "as_rows", "quantize"]
 
 #: Input dtypes downpool accepts; the result has the same dtype.
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32),

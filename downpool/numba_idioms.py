@@ -40,7 +40,7 @@ from numba import njit, types
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import overload
 
-from .core import NUMBA_SCOPE_WARNING
+from .numba_warnings import NUMBA_SCOPE_WARNING
 
 __all__ = ["jit", "inlined", "known", "fill", "stored", "store", "store_pixel", "power",
            "power_inlined", "window_max", "window_mean", "block_sum", "block_max", "block_mean",

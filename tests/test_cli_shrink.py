@@ -528,7 +528,7 @@ def test_numba_scope_warning_filter_matches_with_and_without_terminal_markup(mar
 
     from numba.core.errors import NumbaIRAssumptionWarning
 
-    from downpool.core import NUMBA_SCOPE_WARNING
+    from downpool.numba_warnings import NUMBA_SCOPE_WARNING
 
     reset = "\x1b[0m" if markup else ""
     scope = f"{markup}variable 'acc.1' is not in scope.\n\nThis warning came from ...{reset}"
