@@ -83,9 +83,8 @@ def _accumulate_row(row, w, in_scale, mode_dims, num_table, den_table, param, re
 
 
 @jit(nogil=True)
-def separable_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                     mode_dims, num_table, den_table, param, ref, rows, out_rows, taps_index,
-                     taps_weight, i0, i1):
+def separable_kernel(img, in_scale, ys, yn, yw, out_max, out_int, mode_dims, num_table,
+                     den_table, param, ref, rows, out_rows, taps_index, taps_weight, i0, i1):
     """Separable pooling of output rows ``i0`` to ``i1``: the mode ``len(mode_dims)`` and
     its arguments as in the table above; ``rows`` and ``out_rows`` are ``img`` and
     ``out`` as rows (:meth:`PoolJob.row_views`), ``taps_*`` the horizontal pass
@@ -157,10 +156,9 @@ NO_TABLE = np.zeros(1)
 def run_separable(job: PoolJob, mode: int, num_table=None, den_table=None, param: float = 0.0,
                   ref: float = 0.0, in_scale: float | None = None) -> None:
     """:func:`separable_kernel` in ``mode`` over ``job``, on every thread."""
-    args = list(job.kernel_args())
-    if in_scale is not None:
-        args[1] = in_scale
-    run_rows(separable_kernel, job.out, *args, (0,) * mode,
+    gy = job.rows
+    run_rows(separable_kernel, job.out, job.image, job.in_scale if in_scale is None else in_scale,
+             gy.start, gy.count, gy.weight, job.out_max, job.out_int, (0,) * mode,
              NO_TABLE if num_table is None else num_table,
              NO_TABLE if den_table is None else den_table,
              float(param), float(ref), *job.row_views(), *job.column_taps())
