@@ -171,6 +171,17 @@ def _with_words(result: FileResult, messages: list[str], native: list[str]) -> F
     """The result with the file's warnings, and the C libraries' words added to them or its error."""
     # Pillow hands libtiff a stream it names "tempfile.tif": say whose words they are.
     native = [line.replace("tempfile.tif: ", "libtiff: ", 1) for line in native]
+    if result.status == "failed":
+        # libvips' log of a file it failed to decode says why: part of the error,
+        # within its parenthesis ("... damaged (libpng read error; IDAT: CRC error)").
+        logged = [m.removeprefix("libvips: ").removeprefix("VIPS: ") for m in messages
+                  if m.startswith("libvips: ")]
+        messages = [m for m in messages if not m.startswith("libvips: ")]
+        if logged:
+            words = "; ".join(dict.fromkeys(logged))
+            message = (f"{result.message[:-1]}; {words})" if result.message.endswith(")")
+                       else f"{result.message} ({words})")
+            result = dataclasses.replace(result, message=message)
     if native and result.status == "failed":
         result = dataclasses.replace(result, message=f"{result.message} ({'; '.join(native)})")
     else:

@@ -352,7 +352,9 @@ def open_image(
             scan = None
             if fmt == "PNG":
                 position = stream.tell()
-                scan = png.scan_png(stream, keep_idat=False)
+                # The image data's CRCs are left to the decoder where it checks them
+                # (libvips), else checked below.
+                scan = png.scan_png(stream, check_idat=False)
                 stream.seek(position)
             header = _header(im, fmt, head)
             plain = None
@@ -361,6 +363,9 @@ def open_image(
                 plain = _plain_metadata(im, fmt, head, scan)
                 if plain is not None:
                     header = _header(im, fmt, head, streamed=True)
+            if scan is not None and plain is None:  # Pillow's decoder checks no IDAT CRC
+                png.scan_png(stream, check_idat=True)
+                stream.seek(position)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path

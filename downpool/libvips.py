@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Any, Iterator
 
 import numpy as np
@@ -46,9 +47,14 @@ class _AsWarnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         import warnings
 
-        if record.levelno >= logging.WARNING:
-            warnings.warn(f"libvips: {' '.join(record.getMessage().split())}", RuntimeWarning,
-                          stacklevel=2)
+        text = " ".join(record.getMessage().split())
+        # A decoding error is raised, and said, once; libvips also logs it for
+        # every tile of the image that it then fails to make.
+        if record.levelno >= logging.WARNING and not _TILE_ERROR.fullmatch(text):
+            warnings.warn(f"libvips: {text}", RuntimeWarning, stacklevel=2)
+
+
+_TILE_ERROR = re.compile(r"(VIPS: )?error in tile \d+ x \d+")
 
 
 _WARNINGS = _AsWarnings()

@@ -14,6 +14,7 @@ zlib and the five row filters of the PNG specification (section 9).
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 import zlib
 from typing import IO, Any
@@ -84,13 +85,15 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     return data if data is not None else b""
 
 
-def scan_png(stream: IO[bytes], keep_idat: bool = False) -> PngScan:
+def scan_png(stream: IO[bytes], keep_idat: bool = False, check_idat: bool = True) -> PngScan:
     """Check every chunk of the PNG file ``stream`` (from its start) and collect its metadata.
 
     Every chunk must lie wholly inside the file, its CRC must match, and the
     file must have an IHDR, image data, and an IEND chunk: what libpng
     demands of a file it decodes.  The stream's position is left at the end
-    of the IEND chunk.
+    of the IEND chunk.  ``check_idat=False`` skips the image data's bytes
+    (their CRCs unchecked, and unread) for a decoder that checks them itself:
+    libvips' (libpng's), which Pillow's is not.
 
     Raises
     ------
@@ -112,6 +115,10 @@ def scan_png(stream: IO[bytes], keep_idat: bool = False) -> PngScan:
         if length > _MAX_CHUNK_LENGTH or not kind.isalpha():
             raise OSError(f"corrupt PNG file: a chunk header is damaged (type {kind!r}, "
                           f"length {length})")
+        if kind == b"IDAT" and not check_idat and not keep_idat:
+            _skip_chunk(stream, length)
+            have_idat = True
+            continue
         crc = zlib.crc32(kind)
         keep = kind != b"IDAT" or keep_idat
         parts = []
@@ -160,6 +167,19 @@ def scan_png(stream: IO[bytes], keep_idat: bool = False) -> PngScan:
     if keep_idat:
         scan.idat = idat
     return scan
+
+
+def _skip_chunk(stream: IO[bytes], length: int) -> None:
+    """Past an image data chunk's bytes and CRC, unread; an error where the file ends
+    inside them, as :func:`scan_png` says it when it reads them."""
+    start = stream.tell()
+    end = stream.seek(0, io.SEEK_END)
+    if start + length > end:
+        raise OSError(f"truncated PNG file: its IDAT chunk runs past the end of the file "
+                      f"({end - start} of {length} bytes there)")
+    if start + length + 4 > end:
+        raise OSError("truncated PNG file: it ends inside the checksum of its IDAT chunk")
+    stream.seek(start + length + 4)
 
 
 def _icc_from_iccp(body: bytes) -> bytes | None:

@@ -177,6 +177,36 @@ def test_truncated_jpeg_and_png_in_a_batch_are_errors_and_leave_no_file(tmp_path
                                   downpool.downscale(photo, "avg"))
 
 
+def test_a_streamed_png_with_a_damaged_image_data_checksum_is_an_error(tmp_path):
+    """Our scan leaves the image data's CRCs of a streamed PNG to libvips (libpng), which
+    refuses a wrong one, even where only the checksum's bytes are damaged (Pillow's
+    decoder would read that file); the scan still checks them on Pillow's path."""
+    photo = random_image((768, 1024, 3), seed=4)  # above STREAM_MIN_BYTES
+    for name, big in [("big.png", photo), ("small.png", photo[:64, :64])]:
+        save(tmp_path / name, big)
+        data = bytearray((tmp_path / name).read_bytes())
+        idat = data.index(b"IDAT")
+        length = int.from_bytes(data[idat - 4:idat], "big")
+        data[idat + 4 + length] ^= 0x01  # the first IDAT's CRC, not its data
+        (tmp_path / name).write_bytes(bytes(data))
+    with image_io.open_image(tmp_path / "big.png") as opened:
+        assert opened.streamed
+    with pytest.raises(OSError, match="the checksum of its IDAT chunk is wrong"):
+        with image_io.open_image(tmp_path / "small.png"):
+            pass
+    result = run_downpool("shrink", tmp_path / "big.png", tmp_path / "small.png", "-o",
+                          tmp_path / "out", "--method", "avg")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = sorted(line for line in result.stderr.splitlines() if "error:" in line)
+    assert errors[0].startswith(f"downpool: error: {tmp_path / 'big.png'}: corrupt PNG file: ")
+    assert "CRC error" in errors[0] and "error in tile" not in result.stderr
+    assert "warning" not in result.stderr  # libvips' log is part of the error
+    assert errors[1] == (f"downpool: error: {tmp_path / 'small.png'}: corrupt PNG file: the "
+                         "checksum of its IDAT chunk is wrong (the data was damaged)")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_a_streamed_image_keeps_its_metadata(tmp_path):
     from cli_helpers import srgb_icc_profile
 
