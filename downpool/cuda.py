@@ -159,7 +159,8 @@ _mode_window = _shared(mode.mode_window)
 #   img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int
 #
 # -- PoolJob.kernel_args() with ``y_shift`` after the row windows -- for one
-# strip of output rows, then the method's own arguments.  ys, yn, yw are the
+# strip of output rows, then the method's own arguments (one tuple of them for
+# the kernels of _window_kernel).  ys, yn, yw are the
 # strip's rows of the row windows, ``img`` holds input rows from ``y_shift``
 # on (window i starts at row ys[i] - y_shift of it), and ``out`` is the strip's
 # output rows.  Thread (x, y) of the grid makes output pixel (i=y, j=x).
@@ -176,9 +177,9 @@ def kernels(channels: int) -> SimpleNamespace:
     Returns
     -------
     SimpleNamespace
-        ``avg``, ``max``, ``lp``, ``softpool``, ``expectation``, ``sample``,
-        ``dpp``, ``dpid`` (window kernels) and ``smooth`` (DPID's guide
-        smoothing).
+        ``avg``, ``max``, ``sample``, ``mode``, the window kernels of
+        :func:`_window_kernel` (``lp``, ``softpool``, ``expectation``,
+        ``dpp``, ``dpid``) and ``smooth`` (DPID's guide smoothing).
     """
 
     @cuda.jit
@@ -198,35 +199,6 @@ def kernels(channels: int) -> SimpleNamespace:
                 out[i, j, c] = _stored(v, out_max, out_int)
 
     @cuda.jit
-    def lp(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int, p):
-        j, i = cuda.grid(2)
-        if i < out.shape[0] and j < out.shape[1]:
-            res = cuda.local.array(channels, float64)
-            _lp_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j, p, res)
-            for c in range(channels):
-                out[i, j, c] = _stored(res[c], out_max, out_int)
-
-    @cuda.jit
-    def softpool(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int, beta):
-        j, i = cuda.grid(2)
-        if i < out.shape[0] and j < out.shape[1]:
-            res = cuda.local.array(channels, float64)
-            _softpool_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
-                             beta, res)
-            for c in range(channels):
-                out[i, j, c] = _stored(res[c], out_max, out_int)
-
-    @cuda.jit
-    def expectation(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int, unit):
-        j, i = cuda.grid(2)
-        if i < out.shape[0] and j < out.shape[1]:
-            res = cuda.local.array(channels, float64)
-            _expectation_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
-                                unit, res)
-            for c in range(channels):
-                out[i, j, c] = _stored(res[c], out_max, out_int)
-
-    @cuda.jit
     def sample(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int,
                first_row, seed, value_mode, n_colour):
         j, i = cuda.grid(2)
@@ -237,28 +209,6 @@ def kernels(channels: int) -> SimpleNamespace:
             u = _uniform_draw(seed, (first_row + i) * out.shape[1] + j)
             _sample_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
                            u, value_mode, n_colour, res)
-            for c in range(channels):
-                out[i, j, c] = _stored(res[c], out_max, out_int)
-
-    @cuda.jit
-    def dpp(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int,
-            alpha, lam, asym):
-        j, i = cuda.grid(2)
-        if i < out.shape[0] and j < out.shape[1]:
-            res = cuda.local.array(channels, float64)
-            _dpp_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
-                        alpha, lam, asym, res)
-            for c in range(channels):
-                out[i, j, c] = _stored(res[c], out_max, out_int)
-
-    @cuda.jit
-    def dpid(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int,
-             guide, n_colour, lam):
-        j, i = cuda.grid(2)
-        if i < out.shape[0] and j < out.shape[1]:
-            res = cuda.local.array(channels, float64)
-            _dpid_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
-                         guide, n_colour, lam, res)
             for c in range(channels):
                 out[i, j, c] = _stored(res[c], out_max, out_int)
 
@@ -297,8 +247,32 @@ def kernels(channels: int) -> SimpleNamespace:
                                 acc += wy * wx * guide[row + dy - guide_row0, j + dx, c]
                 smoothed[i, j, c] = acc
 
-    return SimpleNamespace(avg=avg, max=max_, lp=lp, softpool=softpool, expectation=expectation,
-                           sample=sample, dpp=dpp, dpid=dpid, mode=mode, smooth=smooth)
+    windows = {name: _window_kernel(window, channels) for name, window in _WINDOWS.items()}
+    return SimpleNamespace(avg=avg, max=max_, sample=sample, mode=mode, smooth=smooth, **windows)
+
+
+#: The kernels of :func:`_window_kernel`: their window function, whose trailing
+#: arguments are the kernel's last, a tuple (``_run`` packs them).
+_WINDOWS = {"lp": _lp_window, "softpool": _softpool_window, "expectation": _expectation_window,
+            "dpp": _dpp_window, "dpid": _dpid_window}
+
+
+def _window_kernel(window, channels: int):
+    """A kernel that makes each output pixel with ``window(img, in_scale, y0, ny, yw, i, x0,
+    nx, xw, j, *params, res)``, ``params`` its last argument: a tuple of the method's
+    parameters (dpid's smoothed guide among them)."""
+
+    @cuda.jit
+    def kernel(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int, params):
+        j, i = cuda.grid(2)
+        if i < out.shape[0] and j < out.shape[1]:
+            res = cuda.local.array(channels, float64)
+            window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j, *params,
+                   res)
+            for c in range(channels):
+                out[i, j, c] = _stored(res[c], out_max, out_int)
+
+    return kernel
 
 
 @cuda.jit(device=True)
@@ -400,10 +374,12 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
             d_smooth = smooth_buffer[: (stop - first) * out_w * channels].reshape(
                 stop - first, out_w, channels)
             _launch(kernel_set.smooth, stop - first, out_w, d_guide, top, first, out_h, d_smooth)
-            args.append(d_smooth)
-        args.extend(job.first_row + first if p is _FIRST_ROW
-                    else yu[first:stop] if p is _ROW_UNITS else p for p in params)
-        _launch(getattr(kernel_set, name), stop - first, out_w, *args)
+        trailing = [d_smooth] if guided else []
+        trailing.extend(job.first_row + first if p is _FIRST_ROW
+                        else yu[first:stop] if p is _ROW_UNITS else p for p in params)
+        if name in _WINDOWS:  # one argument, a tuple
+            trailing = [tuple(trailing)]
+        _launch(getattr(kernel_set, name), stop - first, out_w, *args, *trailing)
         if not resident:
             d_out_rows.copy_to_host(out_rows_host[first:stop])
 

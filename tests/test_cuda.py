@@ -433,7 +433,8 @@ _PTX_SCRIPT = textwrap.dedent(r"""
                 "mode": [np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)],
             }
             for name, extra in trailing.items():
-                args = lead + extra
+                # The window kernels take their parameters as one tuple.
+                args = lead + ([tuple(extra)] if name in gpu._WINDOWS else extra)
                 ptx, _ = cuda.compile_ptx(kernels[name].py_func, tuple(typeof(a) for a in args),
                                           cc=(8, 0))
                 if ptxas:  # assemble for sm_80: the PTX is valid machine code
