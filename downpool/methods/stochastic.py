@@ -11,7 +11,7 @@ the deterministic ``sum c a^2 / sum c a`` per channel.
   :mod:`downpool.cuda` compiles.  Every kernel picks, step for step, the pixel
   :func:`sample_window` picks for the same draw.
 - :func:`stochastic_sample_kernel` for any geometry, with each output row's
-  selection values made once (:func:`_pick`); over blocks,
+  selection values made once (:func:`_weighted_pick`); over blocks,
   :func:`stochastic_blocks`: the picks made in passes that vectorise
   (:func:`_sample_row`), and the expectation over constant blocks.
 - The expectation otherwise takes the separable passes (:mod:`downpool.separable`).
@@ -110,55 +110,24 @@ def selection_value(img, y, x, value_mode, n_colour):
     return acc / n_colour
 
 
-@jit
-def sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, res):
-    total = 0.0
-    for r in range(ny):
-        for s in range(nx):
-            total += yw[i, r] * xw[j, s] * selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-    uniform = total <= 0.0  # all weights zero: draw by coverage alone
-    target = u * (1.0 if uniform else total)
-    cum = 0.0
-    pick_y = -1
-    pick_x = -1
-    for r in range(ny):
-        for s in range(nx):
-            w = yw[i, r] * xw[j, s]
-            if not uniform:
-                w *= selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-            if w > 0.0:
-                # The last pixel with weight is the fallback if rounding
-                # leaves ``cum`` just short of ``target`` at the end.
-                pick_y = y0 + r
-                pick_x = x0 + s
-                cum += w
-                if cum > target:
-                    break
-        if cum > target:
-            break
-    for c in range(res.shape[0]):
-        res[c] = img[pick_y, pick_x, c] * in_scale
-
-
-
-# The selection value, compiled again to be inlined into the passes below.
-_selection_value = inlined(selection_value)
-
-
 @jit(inline="always")
-def _pick(values, ny, yw, i, x0, nx, xw, j, u):
-    """``(r, x)`` of the pixel drawn from window ``(i, j)``: row ``r`` of the window, column
-    ``x`` of the image.
+def _weighted_pick(img, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, values,
+                   buffered_dims):
+    """``(r, x)`` of the pixel drawn from window ``(i, j)`` by the draw ``u``: row ``r`` of
+    the window, column ``x`` of the image; every kernel and device picks with it.
 
-    :func:`sample_window`'s pick, step for step, so that every
-    kernel and device picks the same pixel for the same draw, but with the
-    selection values read from ``values[r, x]`` (made once per output row)
-    instead of computed twice per pixel.
+    A pixel's weight is its coverage times its selection value, read from
+    ``values[r, x]`` (an output row's, made once) where ``buffered_dims`` is
+    ``(0,)``, else computed twice per pixel (``values`` unused).  The pick is the
+    first pixel whose running sum of weights passes ``u`` times their total, or,
+    where rounding leaves every sum short, the last pixel with weight.
     """
     total = 0.0
     for r in range(ny):
         for s in range(nx):
-            total += yw[i, r] * xw[j, s] * values[r, x0 + s]
+            v = (values[r, x0 + s] if len(buffered_dims) > 0
+                 else selection_value(img, y0 + r, x0 + s, value_mode, n_colour))
+            total += yw[i, r] * xw[j, s] * v
     uniform = total <= 0.0  # all weights zero: draw by coverage alone
     target = u * (1.0 if uniform else total)
     cum = 0.0
@@ -168,16 +137,30 @@ def _pick(values, ny, yw, i, x0, nx, xw, j, u):
         for s in range(nx):
             w = yw[i, r] * xw[j, s]
             if not uniform:
-                w *= values[r, x0 + s]
+                w *= (values[r, x0 + s] if len(buffered_dims) > 0
+                      else selection_value(img, y0 + r, x0 + s, value_mode, n_colour))
             if w > 0.0:
-                # The last pixel with weight is the fallback if rounding
-                # leaves ``cum`` just short of ``target`` at the end.
                 pick_r = r
                 pick_x = x0 + s
                 cum += w
                 if cum > target:
                     return pick_r, pick_x
     return pick_r, pick_x
+
+
+@jit
+def sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, res):
+    """Stochastic sample of window ``(i, j)``: every channel of the drawn pixel, in ``res``."""
+    r, x = _weighted_pick(img, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_colour, yw, ())
+    for c in range(res.shape[0]):
+        res[c] = img[y0 + r, x, c] * in_scale
+
+
+
+# The selection value, compiled again to be inlined into the passes below.
+_selection_value = inlined(selection_value)
+
+
 
 
 @jit(nogil=True)
@@ -189,7 +172,7 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
 
     Where ``buffered_dims`` is ``(0,)``, the selection values of each output
     row's window rows are made first, in a pass along them, and each window
-    picks from them (:func:`_pick`).  Where it is ``()`` (windows so tall
+    picks from them (:func:`_weighted_pick`).  Where it is ``()`` (windows so tall
     that their rows' values would take more than :data:`SAMPLE_VALUES`
     float64s: thumbnails a few pixels high of a large image), each window
     computes its values as it goes, in :func:`sample_window`,
@@ -215,8 +198,9 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
             for x in range(width):
                 values[r, x] = _selection_value(img, y0 + r, x, value_mode, n_colour)
         for j in range(n_cols):
-            r, x = _pick(values, ny, yw, i, xs[j], xn[j], xw, j,
-                         uniform_draw_after(draws, i * n_cols + j))
+            r, x = _weighted_pick(img, y0, ny, yw, i, xs[j], xn[j], xw, j,
+                                  uniform_draw_after(draws, i * n_cols + j), value_mode,
+                                  n_colour, values, (0,))
             for c in range(channels):
                 out[i, j, c] = stored(img[y0 + r, x, c] * in_scale, out_max, out_int)
 
@@ -268,41 +252,12 @@ def _expectation_block(rows, y0, ny, x0, nx, channels, c, scale, unit):
     return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
 
 
-@jit(inline="always")
-def _sample_pixel(img, y0, ny, x0, nx, weight, u, value_mode, n_colour):
-    """The pixel drawn from a window: as :func:`sample_window`, step for step.
-
-    ``weight`` is the coverage every pixel of the window has (the product of
-    the normalised row and column coverages, as the general kernel
-    multiplies them), so both kernels pick the same pixel for the same draw.
-    """
-    total = 0.0
-    for r in range(ny):
-        for s in range(nx):
-            total += weight * _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-    uniform = total <= 0.0  # all weights zero: draw by coverage alone
-    target = u * (1.0 if uniform else total)
-    cum = 0.0
-    pick_y = -1
-    pick_x = -1
-    for r in range(ny):
-        for s in range(nx):
-            w = weight
-            if not uniform:
-                w *= _selection_value(img, y0 + r, x0 + s, value_mode, n_colour)
-            if w > 0.0:
-                pick_y = y0 + r
-                pick_x = x0 + s
-                cum += w
-                if cum > target:
-                    return pick_y, pick_x
-    return pick_y, pick_x
 
 
 @jit(inline="always")
 def _uniform_pick(u, weight, n):
     """The pick of a window whose pixels all have selection value 0 and coverage ``weight``:
-    :func:`_sample_pixel`'s draw by coverage alone (target ``u * 1.0``), counted as
+    :func:`_weighted_pick`'s draw by coverage alone (target ``u * 1.0``), counted as
     :func:`_sample_row` counts."""
     cum = 0.0
     below = 0
@@ -320,7 +275,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
     """Stochastic sample of the row's full windows from ``first`` on; returns the
     first window not made (the kernel makes the partial ones).
 
-    The same picks as :func:`_sample_pixel`, made in passes that LLVM can
+    The same picks as :func:`_weighted_pick`, made in passes that LLVM can
     vectorise: the selection values of the block's rows, the draws, the
     picks (counted, without the early exit on a random draw that is
     mispredicted about every other window), then the copy of the picked
@@ -402,9 +357,11 @@ def _sample_into(img, i, y0, ny, x0, nx, j, channels, o, base, params):
     """Stochastic sample of one window: the drawn pixel's stored values, copied as for max."""
     n_colour, value_mode, draw_from, yw, xw = (params.n_colour, params.value_mode, params.draws,
                                                params.yw, params.xw)
-    y, x = _sample_pixel(img, y0, ny, x0, nx, yw[i, 0] * xw[j, 0],
-                         uniform_draw_after(draw_from, i * (o.shape[0] // channels) + j), value_mode,
-                         n_colour)
+    # The window's coverages are all equal (a block): the general pick's weights.
+    r, x = _weighted_pick(img, y0, ny, yw, i, x0, nx, xw, j,
+                          uniform_draw_after(draw_from, i * (o.shape[0] // channels) + j),
+                          value_mode, n_colour, yw, ())
+    y = y0 + r
     for c in range(channels):
         o[base + c] = img[y, x, c]
 
