@@ -83,7 +83,6 @@ def block_plan(job: PoolJob) -> BlockPlan | None:
     return BlockPlan((dims, (kh, kw)))
 
 
-
 def constant_plan(job: PoolJob) -> BlockPlan | None:
     """The job's block plan where its sizes are compiled in, else None.
 

@@ -58,7 +58,6 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 WORKER_BASE_BYTES = 250 * 2**20
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What to do to every file of a batch (picklable, sent to worker processes).

@@ -152,7 +152,6 @@ def _finish_row(num, den, in_scale, mode_dims, param, ref, out_max, out_int, out
 NO_TABLE = np.zeros(1)
 
 
-
 def run_separable(job: PoolJob, mode: int, num_table=None, den_table=None, param: float = 0.0,
                   ref: float = 0.0, in_scale: float | None = None) -> None:
     """:func:`separable_kernel` in ``mode`` over ``job``, on every thread."""

@@ -74,7 +74,6 @@ def plan_strips(start: np.ndarray, count: np.ndarray, halo: int, in_row_bytes: i
     return strips
 
 
-
 def strip_span(gy, first: int, stop: int, halo: int) -> tuple[int, int, int, int]:
     """Output rows ``[top, bottom)`` with the halo, and input rows ``[in_start, in_end)`` they read."""
     top = max(first - halo, 0)

@@ -46,7 +46,6 @@ def _avg_block_impl(rows, y0, ny, x0, nx, channels, c, in_scale):
     return impl_float
 
 
-
 @jit(inline="always")
 def _avg_row(rows, o, y0, ny, first, n_cols, block_w, width, channels, constant, in_scale):
     """A row's windows from ``first`` on, into ``o``."""

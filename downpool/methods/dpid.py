@@ -89,7 +89,6 @@ def dpid_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, guide, n_colour, la
         res[c] = res[c] * in_scale / den
 
 
-
 @jit(inline="always")
 def _smooth_weight(k, n):
     """The [1 2 1] side weight of index ``k`` of ``n``, renormalised at the ends
@@ -249,7 +248,6 @@ def dpid_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, n_
                 dpid_window(img, in_scale, ys[i], yn[i], wy, 0, xs[j], xn[j], xw, j, guide,
                             n_colour, lam, res)
                 store_pixel(out, i, j, res, out_max, out_int)
-
 
 
 class DpidParams(NamedTuple):
@@ -548,7 +546,6 @@ def _dpid_guide(rows, i, i0, n_rows, kh_dims, kw_dims, c_dims, sizes, height, wi
             _guide_row(rows, g, block_h, block_w, channels, height, width, in_scale,
                        scratch[g % 3])
     smooth_row(scratch, i, n_rows, channels, scratch[3], scratch[4])
-
 
 
 # Compiled on its own and called, not inlined, as dpp's row passes are

@@ -96,7 +96,6 @@ def dpp_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, alpha, lam, asym, re
         res[c] = num / den
 
 
-
 _dpp_scaling_inlined = inlined(dpp_scaling)
 
 
@@ -167,7 +166,6 @@ def dpp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, alp
                 dpp_window(img, in_scale, ys[i], yn[i], yw, i, xs[j], xn[j], xw, j,
                            alpha, lam, asym, res)
                 store_pixel(out, i, j, res, out_max, out_int)
-
 
 
 class DppParams(NamedTuple):
@@ -319,7 +317,6 @@ def _dpp_block(rows, y0, ny, x0, nx, channels, c, in_scale, alpha, lam, asym):
             num += w * a
             den += w
     return num / den
-
 
 
 # The row passes for run-time sizes are compiled on their own and called, not

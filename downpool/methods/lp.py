@@ -50,7 +50,6 @@ def lp_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int, p, i
             store_pixel(out, i, j, res, out_max, out_int)
 
 
-
 class LpParams(NamedTuple):
     """The parameters :func:`lp_blocks` takes: the table of a^p (integer input), p."""
 
@@ -103,7 +102,6 @@ def _lp_block(rows, y0, ny, x0, nx, channels, c, in_scale, p, inv_p):
             # A division, not a reciprocal: a flat window gives exactly 1.
             s += power_inlined(src[(x0 + t) * channels + c] / m, p)
     return m * in_scale * power_inlined(s / (ny * nx), inv_p)
-
 
 
 @jit(nogil=True, error_model="numpy")

@@ -69,7 +69,6 @@ def separable_max_kernel(img, in_scale, ys, yn, xs, xn, out, out_max, out_int, r
                 out[i, j, c] = stored(m * in_scale, out_max, out_int)
 
 
-
 def pool(job: PoolJob) -> None:
     """max of ``job`` on the CPU."""
     plan = constant_plan(job)

@@ -61,7 +61,6 @@ def softpool_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int
             store_pixel(out, i, j, res, out_max, out_int)
 
 
-
 class SoftpoolParams(NamedTuple):
     """The parameters :func:`softpool_blocks` takes: the interleaved tables of e*a and
     e (:data:`TABLE`), beta, and the centre of the value range (:data:`FLOAT32`)."""
@@ -411,7 +410,6 @@ def _softpool_row(constant, rows, img, y0, ny, first, n_cols, block_w, channels,
     return n_cols
 
 
-
 @jit(nogil=True, error_model="numpy")
 def softpool_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, variant_dims,
                     params, j0, i0, i1):
@@ -472,7 +470,6 @@ def float32_applies(beta: float, lo: float, hi: float) -> bool:
     return (beta * (0.5 * hi - 0.5 * lo) <= _EXP_LIMIT_F32
             and beta * magnitude <= 2.0 * _EXP_LIMIT_F32
             and (magnitude == 0.0 or 1e-30 <= magnitude <= 1e30))
-
 
 
 def pool(job: PoolJob, beta: float) -> None:

@@ -156,11 +156,8 @@ def sample_window(img, in_scale, y0, ny, yw, i, x0, nx, xw, j, u, value_mode, n_
         res[c] = img[y0 + r, x, c] * in_scale
 
 
-
 # The selection value, compiled again to be inlined into the passes below.
 _selection_value = inlined(selection_value)
-
-
 
 
 @jit(nogil=True)
@@ -218,7 +215,6 @@ def sample_kernel_form(job: PoolJob, max_values: int | None = None) -> tuple:
     return (0,) if job.rows.weight.shape[1] * job.image.shape[1] <= limit else ()
 
 
-
 class StochasticParams(NamedTuple):
     """The parameters :func:`stochastic_blocks` takes: the expectation's ``unit`` (the
     image's largest value; ``in_scale`` is then divided by it), and the sample's
@@ -250,8 +246,6 @@ def _expectation_block(rows, y0, ny, x0, nx, channels, c, scale, unit):
             num += a * a
             den += a
     return unit * (num / den) if den > 0.0 else 0.0  # num / den <= 1: no overflow
-
-
 
 
 @jit(inline="always")
@@ -366,7 +360,6 @@ def _sample_into(img, i, y0, ny, x0, nx, j, channels, o, base, params):
         o[base + c] = img[y, x, c]
 
 
-
 @jit(nogil=True, error_model="numpy")
 def stochastic_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, variant_dims,
                       params, j0, i0, i1):
@@ -403,7 +396,6 @@ def job_draws(job: PoolJob, seed: int) -> np.uint64:
     """The stochastic draws of ``job``'s output rows: those of rows ``job.first_row`` on."""
     # Numba returns a uint64 to Python as an int: typed again as one here.
     return np.uint64(draw_base(np.uint64(seed), job.first_row * job.cols.size))
-
 
 
 def pool(job: PoolJob, mode: str, seed: int) -> None:
