@@ -17,23 +17,26 @@ The layers, from the formula up:
   window's values sorted stably into per-thread scratch, for large windows
   on the CPU.  Equal values (``-0.0`` and ``0.0`` too) are one value, whose
   first pixel in row-major order gives the result in both forms.
-- :func:`mode_block_kernel`: windows that tile the image in blocks whose
-  sizes are compile-time constants (k=2 on 1 or 3 channels, any dtype),
-  where every pixel weighs the same and a value's total is a count.
+- :func:`mode_blocks`: windows that tile the image in k=2 blocks of 1 or 3
+  channels (any dtype), whose sizes are compile-time constants, and their
+  partial edges (:func:`downpool.blocks.run_blocks`): every pixel of a block
+  weighs the same, and a value's total is a count.
 - :func:`pool`: the plan, which picks the kernels for a job.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ..blocks import block_plan
-from ..core import PoolJob, as_rows
+from ..blocks import BlockPlan, block_column, block_layout, block_plan, block_row, run_blocks
+from ..core import PoolJob
 from ..numba_idioms import jit
 from ..threads import run_rows
 
-__all__ = ["mode_window", "mode_window_sorted", "mode_kernel", "mode_block_kernel", "pool",
-           "SORTED_FROM"]
+__all__ = ["mode_window", "mode_window_sorted", "mode_kernel", "ModeParams", "mode_blocks",
+           "pool", "SORTED_FROM"]
 
 #: Windows of at least this many pixels take the sorted form on the CPU.
 SORTED_FROM = 25
@@ -111,18 +114,22 @@ def mode_kernel(img, ys, yn, yu, xs, xn, xu, out, j0, i0, i1):
                     out[i, j, c] = mode_window(img, ys[i], yn[i], yu, i, xs[j], xn[j], xu, j, c)
 
 
+class ModeParams(NamedTuple):
+    """The parameters :func:`mode_blocks` takes: none (a record, as every block kernel takes)."""
+
+
 @jit(inline="always")
-def _block_mode(rows, y0, x0, block_h, block_w, channels, c):
+def _block_mode(rows, y0, ny, x0, nx, channels, c):
     """The mode of one block whose pixels weigh the same: each value's count, the
     best chosen with selects rather than branches."""
     best = rows[y0, x0 * channels + c]
     best_count = 0
-    for r in range(block_h):
-        for t in range(block_w):
+    for r in range(ny):
+        for t in range(nx):
             v = rows[y0 + r, (x0 + t) * channels + c]
             count = 0
-            for r2 in range(block_h):
-                for t2 in range(block_w):
+            for r2 in range(ny):
+                for t2 in range(nx):
                     count += rows[y0 + r2, (x0 + t2) * channels + c] == v
             better = (count > best_count) | ((count == best_count) & (v < best))
             best = v if better else best
@@ -131,46 +138,34 @@ def _block_mode(rows, y0, x0, block_h, block_w, channels, c):
 
 
 @jit(nogil=True)
-def mode_block_kernel(rows, out_rows, kh_dims, kw_dims, c_dims, i0, i1):
-    """The full blocks of output rows ``i0`` to ``i1``; the block's sides and the channel
-    count are the lengths of ``kh_dims``, ``kw_dims`` and ``c_dims``, so that they are
-    compile-time constants (:mod:`downpool.numba_idioms` says why)."""
-    block_h, block_w, channels = len(kh_dims), len(kw_dims), len(c_dims)
-    i1 = min(i1, rows.shape[0] // block_h)
-    full_cols = rows.shape[1] // channels // block_w
+def mode_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, sizes, variant_dims,
+                params, j0, i0, i1):
+    """mode over blocks (:func:`downpool.blocks.run_blocks`): the full blocks with constant
+    sizes, and the partial ones at the edges with run-time sizes."""
+    block_h, block_w, channels, n_cols, i1, constant = block_layout(img, out_rows, kh_dims, kw_dims,
+                                                                    c_dims, sizes, i1)
     for i in range(i0, i1):
-        o = out_rows[i]
-        for j in range(full_cols):
+        o, y0, ny, first = block_row(out_rows, i, block_h, img.shape[0], constant, j0)
+        for j in range(first, n_cols):
+            x0, nx, base = block_column(j, block_w, img.shape[1], constant, channels)
             for c in range(channels):
-                o[j * channels + c] = _block_mode(rows, i * block_h, j * block_w, block_h,
-                                                  block_w, channels, c)
+                o[base + c] = _block_mode(rows, y0, ny, x0, nx, channels, c)
 
 
 def pool(job: PoolJob) -> None:
-    """``mode`` of ``job`` on the CPU: constant blocks where the windows are k=2 blocks of
-    1 or 3 channels, the window kernel for everything else (and the blocks' partial
-    edges)."""
+    """``mode`` of ``job`` on the CPU: the block kernel where the windows are k=2 blocks of
+    1 or 3 channels (any dtype: labels are often uint32), the window kernel for
+    everything else."""
     if job.out.dtype != job.image.dtype:
         raise ValueError("mode copies stored values: its output has the input's dtype")
     gy, gx = job.rows, job.cols
     plan = block_plan(job)
     channels = job.image.shape[2]
-    j0 = 0
     if (plan is not None and plan[1] == (CONSTANT_BLOCK, CONSTANT_BLOCK)
             and channels in CONSTANT_CHANNELS):
         dims = (0,) * CONSTANT_BLOCK
-        run_rows(mode_block_kernel, job.out, as_rows(job.image), as_rows(job.out),
-                            dims, dims, (0,) * channels)
-        full_rows = job.image.shape[0] // CONSTANT_BLOCK
-        j0 = job.image.shape[1] // CONSTANT_BLOCK
-        if full_rows < job.out.shape[0]:  # the partial last row of windows
-            mode_kernel(job.image, gy.start, gy.count, gy.units, gx.start, gx.count, gx.units,
-                        job.out, 0, full_rows, job.out.shape[0])
-        if j0 >= job.out.shape[1]:
-            return
-        # The partial last column, of the rows of full blocks.
-        mode_kernel(job.image, gy.start, gy.count, gy.units, gx.start, gx.count, gx.units,
-                    job.out, j0, 0, min(full_rows, job.out.shape[0]))
+        run_blocks(BlockPlan(((dims, dims, (0,) * channels), plan[1])), mode_blocks, job.image,
+                   job.out, ModeParams())
         return
-    run_rows(mode_kernel, job.out, job.image, gy.start, gy.count, gy.units,
-                        gx.start, gx.count, gx.units, job.out, 0)
+    run_rows(mode_kernel, job.out, job.image, gy.start, gy.count, gy.units, gx.start, gx.count,
+             gx.units, job.out, 0)
