@@ -349,23 +349,25 @@ def open_image(
                     f"{im.format or 'unknown'} files are not supported "
                     f"(PNG, JPEG, TIFF, WebP, BMP, GIF, AVIF and HEIC are)"
                 )
+            header = _header(im, fmt, head)
+            # A small image is decoded whole: libvips' set-up would cost more than it saves.
+            may_stream = (header.pixels * header.channels * header.bytes_per_sample
+                          >= STREAM_MIN_BYTES)
             scan = None
             if fmt == "PNG":
                 position = stream.tell()
-                # The image data's CRCs are left to the decoder where it checks them
-                # (libvips), else checked below.
-                scan = png.scan_png(stream, check_idat=False)
+                # The image data's CRCs are left to libvips where it may decode the
+                # file (libpng checks them); Pillow's decoder checks none.
+                scan = png.scan_png(stream, check_idat=not may_stream)
                 stream.seek(position)
-            header = _header(im, fmt, head)
             plain = None
-            # A small image is decoded whole: libvips' set-up would cost more than it saves.
-            if header.pixels * header.channels * header.bytes_per_sample >= STREAM_MIN_BYTES:
+            if may_stream:
                 plain = _plain_metadata(im, fmt, head, scan)
                 if plain is not None:
                     header = _header(im, fmt, head, streamed=True)
-            if scan is not None and plain is None:  # Pillow's decoder checks no IDAT CRC
-                png.scan_png(stream, check_idat=True)
-                stream.seek(position)
+                elif scan is not None:  # Pillow's after all: its image data's CRCs now
+                    png.scan_png(stream, check_idat=True)
+                    stream.seek(position)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
