@@ -12,6 +12,7 @@ into "Aborted!" and exit status 1, lets it through.
 from __future__ import annotations
 
 import signal
+import threading
 
 __all__ = ["Stopped", "STOP_SIGNALS", "INTERRUPTS", "raise_on_stop_signals", "ignore_stop_signals",
            "exit_status", "hold_stop_signals", "release_stop_signals"]
@@ -33,7 +34,19 @@ class Stopped(BaseException):
 INTERRUPTS = (KeyboardInterrupt, Stopped)
 
 
+#: The main thread's open :func:`hold_stop_signals`, and the first stop signal
+#: that came meanwhile.  Blocking a signal on the main thread is not enough:
+#: the kernel hands it to another thread, and Python still runs the handler
+#: on the main thread at its next check, inside the step being held.
+_held = 0
+_pending: int | None = None
+
+
 def _raise_stopped(signum: int, frame: object) -> None:
+    global _pending
+    if _held:
+        _pending = _pending or signum
+        return
     raise Stopped(signum)
 
 
@@ -61,14 +74,29 @@ def ignore_stop_signals() -> None:
 
 
 def hold_stop_signals() -> object:
-    """Block the stop signals on this thread, for a step that must not be cut in two;
-    returns what :func:`release_stop_signals` takes (None where signals cannot be masked)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Hold the stop signals on this thread, for a step that must not be cut in two.
+
+    They are blocked (so that processes started meanwhile inherit them
+    blocked), and on the main thread :class:`Stopped` waits too.  Returns
+    what :func:`release_stop_signals` takes.
+    """
+    global _held
+    on_main = threading.current_thread() is threading.main_thread()
+    if on_main:
+        _held += 1
+    mask = (signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            if hasattr(signal, "pthread_sigmask") else None)
+    return on_main, mask
 
 
-def release_stop_signals(mask: object) -> None:
+def release_stop_signals(held: object) -> None:
     """Undo :func:`hold_stop_signals`; a signal held meanwhile is raised here."""
+    global _held, _pending
+    on_main, mask = held  # type: ignore[misc]
     if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a blocked signal's handler runs here
+    if on_main:
+        _held -= 1
+        if not _held and _pending is not None:
+            signum, _pending = _pending, None
+            raise Stopped(signum)

@@ -32,10 +32,11 @@ def capture() -> Iterator[list[str]]:
 
     The list it yields is filled when the block ends.  Python's own
     ``sys.stderr`` is flushed first, so nothing written before is caught.
-    Descriptor 2 is swapped and put back with the stop signals held: a
-    SIGTERM raised between the swap and the ``try`` (or on the way into the
-    ``finally``) once left it pointing at the temporary file, and the
-    interrupted batch's summary went there instead of to the terminal.
+    Descriptor 2 is swapped and put back with the stop signals held
+    (:func:`~downpool.interrupts.hold_stop_signals`): a SIGTERM raised
+    between the swap and the ``try`` (or on the way into the ``finally``)
+    once left it pointing at the temporary file, and the interrupted batch's
+    summary went there instead of to the terminal.
     """
     with LOCK:
         with _captured() as lines:
@@ -50,23 +51,32 @@ def _captured() -> Iterator[list[str]]:
     except (AttributeError, OSError, ValueError):
         pass
     saved = sink = None
-    mask = hold_stop_signals()
+    held = hold_stop_signals()
     try:
         saved = os.dup(2)
         sink = tempfile.TemporaryFile()
         os.dup2(sink.fileno(), 2)
-        release_stop_signals(mask)  # a signal held until now is raised here, inside the try
+        release_stop_signals(held)  # a signal held until now is raised here, inside the try
         yield lines
     finally:
-        mask = hold_stop_signals()
+        held = None
         try:
-            if saved is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
-            if sink is not None:
-                sink.seek(0)
-                text = sink.read().decode("utf-8", "replace")
-                sink.close()
-                lines.extend(line.strip() for line in text.splitlines() if line.strip())
-        finally:
-            release_stop_signals(mask)
+            held = hold_stop_signals()
+        finally:  # put back even where a signal came just before the hold
+            try:
+                _put_back(saved, sink, lines)
+            finally:
+                if held is not None:
+                    release_stop_signals(held)
+
+
+def _put_back(saved: int | None, sink, lines: list[str]) -> None:
+    """Point descriptor 2 at ``saved`` again and add what ``sink`` caught to ``lines``."""
+    if saved is not None:
+        os.dup2(saved, 2)
+        os.close(saved)
+    if sink is not None:
+        sink.seek(0)
+        text = sink.read().decode("utf-8", "replace")
+        sink.close()
+        lines.extend(line.strip() for line in text.splitlines() if line.strip())
