@@ -361,17 +361,19 @@ def open_image(
                 scan = png.scan_png(stream, check_idat=not may_stream)
                 stream.seek(position)
             plain = None
-            if may_stream:
+            # A small JPEG or WebP may still be decoded by libvips: scaled, on request.
+            if may_stream or fmt in SHRINK_ON_LOAD_FORMATS:
                 plain = _plain_metadata(im, fmt, head, scan)
-                if plain is not None:
-                    header = _header(im, fmt, head, streamed=True)
-                elif scan is not None:  # Pillow's after all: its image data's CRCs now
-                    png.scan_png(stream, check_idat=True)
-                    stream.seek(position)
+            if may_stream and plain is not None:
+                header = _header(im, fmt, head, streamed=True)
+            elif may_stream and scan is not None:  # Pillow's after all: its image data's CRCs now
+                png.scan_png(stream, check_idat=True)
+                stream.seek(position)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
-            yield ImageFile(im, fmt, head, stream, scan, header, plain, source, to_srgb)
+            yield ImageFile(im, fmt, head, stream, scan, header, plain, source, to_srgb,
+                            streamed=may_stream and plain is not None)
 
 
 class ImageFile:
@@ -392,29 +394,75 @@ class ImageFile:
 
     def __init__(self, im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any,
                  header: ImageHeader, plain: LoadedImage | None, source: str | bytes,
-                 to_srgb: bool = False) -> None:
+                 to_srgb: bool = False, streamed: bool = True) -> None:
         self._im, self._fmt, self._head, self._stream, self._scan = im, fmt, head, stream, scan
         self._plain, self._source = plain, source
         self.header = header
-        self.streamed = plain is not None
+        self.streamed = streamed and plain is not None
         self._used = False
         self._to_srgb = to_srgb
         self._convert = to_srgb and plain is not None and plain.icc_profile is not None
+        self._load_options: dict[str, Any] = {}
+        self._set_plain_shape(header.width, header.height)
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        """(H, W) of the upright image at its full size (for :meth:`shrink_on_load`)."""
+        height, width = self.header.height, self.header.width
+        if self._plain is None and self._fmt == "JPEG":  # turned upright once decoded
+            if _exif_of(self._im.info.get("exif"))[0] in range(5, 9):
+                return width, height
+        return height, width
+
+    def _set_plain_shape(self, width: int, height: int) -> None:
+        """Shape, dtype and alpha of a plain file's pixels, decoded at ``width`` x ``height``."""
+        plain, header = self._plain, self.header
         if plain is not None:
-            self._like = _srgb_metadata(plain) if to_srgb else plain
+            self._like = _srgb_metadata(plain) if self._to_srgb else plain
             channels = header.channels
             if self._convert and channels in (1, 2):
                 channels += 2  # gray with a profile becomes RGB
             self.dtype = np.dtype(np.uint16 if header.bytes_per_sample == 2 else np.uint8)
-            self.shape = (header.height, header.width) + ((channels,) if channels > 1 else ())
+            self.shape = (height, width) + ((channels,) if channels > 1 else ())
             self.has_alpha = plain.has_alpha
         else:
             self._like = None
             self.dtype = self.shape = self.has_alpha = None  # known once decoded
 
+    def shrink_on_load(self, factor: int) -> int:
+        """Decode a JPEG or WebP file at about 1/``factor`` of its size (2, 4 or 8).
+
+        libjpeg's DCT scaling and libwebp's scaled decoding make the smaller
+        image as they decode, faster than decoding it whole, with what
+        amounts to a box filter; :attr:`shape` (where known) is then the
+        smaller one.  Other formats, and a WebP that must be turned upright,
+        are decoded at full size.  Call before the pixels are read.  Returns
+        the factor applied: ``factor``, or 1.
+        """
+        if self._used:
+            raise RuntimeError("shrink_on_load must come before the pixels are read")
+        if factor not in (1, 2, 4, 8):
+            raise ValueError(f"factor must be 1, 2, 4 or 8, got {factor}")
+        if factor == 1 or self._fmt not in SHRINK_ON_LOAD_FORMATS:
+            return 1
+        if self._plain is not None:  # libvips decodes it, streamed or not
+            from . import libvips
+
+            self.streamed = True
+            self._load_options = ({"shrink": factor} if self._fmt == "JPEG"
+                                  else {"scale": 1 / factor})
+            image = libvips.open_rows(self._source, self._fmt, **self._load_options)
+            self._set_plain_shape(image.width, image.height)
+            return factor
+        if self._fmt == "JPEG":  # CMYK, or turned: Pillow's libjpeg scales as it decodes
+            width, height = self._im.size
+            self._im.draft(self._im.mode, (width // factor, height // factor))
+            return factor
+        return 1
+
     def read(self) -> LoadedImage:
         """The whole image, as :func:`read_image` returns it."""
-        if self._plain is None:
+        if not self.streamed:
             return self._read_whole()
         pixels = np.empty(self.shape, self.dtype)
         top = 0
@@ -432,16 +480,17 @@ class ImageFile:
         if self._used:
             raise RuntimeError("the pixels of an ImageFile can be read once")
         self._used = True
-        if self._plain is None:
+        if not self.streamed:
             pixels = self._read_whole().pixels
             for top in range(0, pixels.shape[0], rows):
                 yield pixels[top:top + rows]
             return
         from . import libvips
 
-        image = libvips.open_rows(self._source, self._fmt)
+        image = libvips.open_rows(self._source, self._fmt, **self._load_options)
+        height, width = self.shape[:2]
         expected = ({1: "uchar", 2: "ushort"}[self.header.bytes_per_sample], self.header.channels,
-                    self.header.width, self.header.height)
+                    width, height)
         if (image.format, image.bands, image.width, image.height) != expected:
             raise OSError(f"libvips reads this {self._fmt} file as {image.width}x{image.height} "
                           f"{image.format} x {image.bands}, not as its header says")
@@ -468,6 +517,9 @@ class ImageFile:
 
 
 _PILLOW_LIMIT_LOCK = threading.Lock()
+
+#: What :meth:`ImageFile.shrink_on_load` scales as it decodes.
+SHRINK_ON_LOAD_FORMATS = ("JPEG", "WEBP")
 
 #: Images with fewer bytes of samples than this are decoded whole even where
 #: libvips could stream them (``benchmarks/results.md``: a batch of small

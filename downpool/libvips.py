@@ -60,17 +60,20 @@ _TILE_ERROR = re.compile(r"(VIPS: )?error in tile \d+ x \d+")
 _WARNINGS = _AsWarnings()
 
 
-def open_rows(source: str | bytes, fmt: str = "image") -> Any:
+def open_rows(source: str | bytes, fmt: str = "image", **load_options: Any) -> Any:
     """A ``pyvips.Image`` of the file at ``source`` (a path, or the file's bytes), not yet decoded.
 
     Its rows must be fetched in order, top to bottom (:func:`bands`).
+    ``load_options`` go to the format's loader (``shrink`` for JPEG,
+    ``scale`` for WebP).
     """
     pyvips = _pyvips()
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return pyvips.Image.new_from_buffer(bytes(source), "", access="sequential",
-                                                fail_on="error")
-        return pyvips.Image.new_from_file(source, access="sequential", fail_on="error")
+                                                fail_on="error", **load_options)
+        return pyvips.Image.new_from_file(source, access="sequential", fail_on="error",
+                                          **load_options)
     except pyvips.Error as exc:
         raise decode_error(exc, fmt) from None
 
