@@ -507,7 +507,8 @@ class ImageFile:
         return dataclasses.replace(self._like, pixels=pixels)
 
     def _read_whole(self) -> LoadedImage:
-        loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan)
+        loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan,
+                                     keep_cmyk=self._to_srgb)
         self._im.close()  # Pillow's copy of the pixels goes before they are pooled
         if self._to_srgb:
             loaded = _in_srgb(loaded)
@@ -543,11 +544,18 @@ def _srgb_metadata(loaded: LoadedImage) -> LoadedImage:
 
 
 def _in_srgb(loaded: LoadedImage) -> LoadedImage:
-    """A decoded image converted from its ICC profile to sRGB."""
+    """A decoded image converted from its ICC profile to sRGB.
+
+    CMYK without a profile goes through libvips' fallback CMYK profile, as in
+    vipsthumbnail.
+    """
     from . import libvips
 
     pixels = loaded.pixels
-    if loaded.icc_profile is not None:
+    if loaded.mode == "CMYK":
+        pixels = libvips.array_to_srgb(pixels, loaded.icc_profile, False, cmyk=True)
+        loaded = dataclasses.replace(loaded, mode="RGB", icc_profile=libvips.srgb_profile())
+    elif loaded.icc_profile is not None:
         pixels = libvips.array_to_srgb(pixels, loaded.icc_profile, loaded.has_alpha)
     return dataclasses.replace(_srgb_metadata(loaded), pixels=pixels)
 
@@ -611,8 +619,12 @@ def _loaded(pixels: np.ndarray, mode: str, icc: bytes | None, exif: bytes | None
                        **metadata)
 
 
-def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any) -> LoadedImage:
-    """The whole image, decoded by Pillow (and :mod:`downpool.png` for 16-bit colour PNG)."""
+def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan: Any,
+                        keep_cmyk: bool = False) -> LoadedImage:
+    """The whole image, decoded by Pillow (and :mod:`downpool.png` for 16-bit colour PNG).
+
+    ``keep_cmyk``: CMYK samples stay CMYK, with their profile (for :func:`_in_srgb`).
+    """
     width, height = im.size
     if fmt == "PNG" and png.is_png16_colour(head):
         if scan.interlace:
@@ -633,7 +645,7 @@ def _decode_with_pillow(im: Any, fmt: str, head: bytes, stream: IO[bytes], scan:
         icc = im.info.get("icc_profile") or None
         exif = _exif_of(im.info.get("exif") if fmt != "TIFF" else None, im)
         metadata = _metadata(im, fmt, scan)
-        pixels, mode, icc = _pixels_and_mode(im, icc, head)
+        pixels, mode, icc = _pixels_and_mode(im, icc, head, keep_cmyk)
     orientation, exif_bytes = exif
     pixels = _apply_orientation(pixels, orientation)
     return _loaded(pixels, mode, icc, exif_bytes, fmt, (width, height), metadata)
@@ -806,9 +818,12 @@ def _png_key_alpha(pixels: np.ndarray, key: Any) -> np.ndarray:
     return np.dstack([pixels, alpha])
 
 
-def _pixels_and_mode(im: Any, icc: bytes | None, head: bytes) -> tuple[np.ndarray, str, bytes | None]:
+def _pixels_and_mode(im: Any, icc: bytes | None, head: bytes,
+                     keep_cmyk: bool = False) -> tuple[np.ndarray, str, bytes | None]:
     """The image's samples as an array, the mode to write them back as, and the ICC profile."""
     mode = im.mode
+    if mode == "CMYK" and keep_cmyk:
+        return np.asarray(im), mode, icc
     key = im.info.get("transparency") if im.format == "PNG" else None
     if mode.startswith("I;16"):
         values = np.asarray(im).astype(np.uint16, copy=False)

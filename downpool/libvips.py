@@ -137,30 +137,40 @@ def srgb_profile() -> bytes:
 _SRGB: bytes | None = None
 
 
-def to_srgb(image: Any) -> Any:
+def to_srgb(image: Any, fallback: str | None = None) -> Any:
     """``image`` converted from its embedded ICC profile to sRGB, in its own sample depth.
 
     Relative colorimetric intent, as vipsthumbnail's ``--export-profile
-    srgb``; gray becomes RGB, alpha is kept as it is.  The caller has checked
-    that the image has a profile.
+    srgb``; gray becomes RGB, alpha is kept as it is.  Without an embedded
+    profile, ``fallback`` (one of libvips' own, "cmyk") is used; the caller
+    has checked that there is one or the other.
     """
     pyvips = _pyvips()
     depth = 16 if image.format == "ushort" else 8
+    options = {"input_profile": fallback} if fallback else {}
     try:
-        return image.icc_transform("srgb", embedded=True, intent="relative", depth=depth)
+        return image.icc_transform("srgb", embedded=True, intent="relative", depth=depth,
+                                   **options)
     except pyvips.Error as exc:
         raise OSError(f"cannot convert to sRGB: {' '.join(str(exc).split())}") from None
 
 
-def array_to_srgb(pixels: np.ndarray, icc: bytes, has_alpha: bool) -> np.ndarray:
-    """An (H, W[, C]) uint8/uint16 array with the ICC profile ``icc``, converted to sRGB."""
+def array_to_srgb(pixels: np.ndarray, icc: bytes | None, has_alpha: bool,
+                  cmyk: bool = False) -> np.ndarray:
+    """An (H, W[, C]) uint8/uint16 array with the ICC profile ``icc``, converted to sRGB.
+
+    ``cmyk``: the four channels are CMYK (0 is no ink), and without ``icc``
+    libvips' fallback CMYK profile describes them.
+    """
     pyvips = _pyvips()
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     colour = channels - (1 if has_alpha else 0)
     sixteen = pixels.dtype == np.uint16
-    interpretation = ({1: "grey16", 3: "rgb16"} if sixteen else {1: "b-w", 3: "srgb"})[colour]
+    interpretation = "cmyk" if cmyk else (
+        {1: "grey16", 3: "rgb16"} if sixteen else {1: "b-w", 3: "srgb"})[colour]
     image = pyvips.Image.new_from_array(np.ascontiguousarray(pixels)).copy(
         interpretation=interpretation)
-    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
-    converted = to_srgb(image).numpy()
+    if icc is not None:
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    converted = to_srgb(image, fallback="cmyk" if cmyk else None).numpy()
     return converted if converted.ndim == 3 else converted[:, :, None]

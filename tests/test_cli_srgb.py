@@ -89,3 +89,45 @@ def test_an_untagged_gray_image_stays_gray_and_untagged(tmp_path):
     with Image.open(tmp_path / "out.png") as out:
         assert out.mode == "L" and "icc_profile" not in out.info
         np.testing.assert_array_equal(np.asarray(out), downpool.downscale(gray, "avg"))
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif"])
+def test_a_cmyk_image_goes_through_its_profile(tmp_path, ext):
+    """Without --to-srgb CMYK becomes RGB by Pillow's formula, its profile dropped; with it,
+    through the profile (checked against Little CMS)."""
+    cmyk_profile = _libvips_profile("cmyk")
+    cmyk = Image.fromarray(smooth_image((30, 28, 3), seed=8)).convert("CMYK")
+    source = tmp_path / f"cmyk.{ext}"
+    cmyk.save(source, icc_profile=cmyk_profile, **({"quality": 100} if ext == "jpg" else {}))
+    with Image.open(source) as decoded:
+        assert decoded.mode == "CMYK" and decoded.info.get("icc_profile") == cmyk_profile
+        expected_pixels = np.asarray(ImageCms.profileToProfile(
+            decoded, ImageCms.ImageCmsProfile(io.BytesIO(cmyk_profile)),
+            ImageCms.createProfile("sRGB"), outputMode="RGB",
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC))
+        naive = np.asarray(decoded.convert("RGB"))
+    result = run_downpool("shrink", source, "-o", tmp_path / "out.png", "--to-srgb",
+                          "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.mode == "RGB" and "sRGB" in _description(out.info["icc_profile"])
+        written = np.asarray(out).astype(float)
+    error = np.abs(written - downpool.downscale(expected_pixels, "avg"))
+    assert error.max() <= 2 and error.mean() <= 0.75
+    assert np.abs(written - downpool.downscale(naive, "avg")).max() > 8
+
+
+def test_an_untagged_cmyk_image_gets_libvips_fallback_profile(tmp_path):
+    import pyvips
+
+    Image.fromarray(smooth_image((30, 28, 3), seed=9)).convert("CMYK").save(
+        tmp_path / "cmyk.jpg", quality=100)
+    result = run_downpool("shrink", tmp_path / "cmyk.jpg", "-o", tmp_path / "out.png",
+                          "--to-srgb", "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    # What vipsthumbnail does with it: libvips' own CMYK profile, then sRGB.
+    expected = pyvips.Image.new_from_file(str(tmp_path / "cmyk.jpg")).icc_transform(
+        "srgb", input_profile="cmyk", intent="relative").numpy()
+    with Image.open(tmp_path / "out.png") as out:
+        assert "sRGB" in _description(out.info["icc_profile"])
+        np.testing.assert_array_equal(np.asarray(out), downpool.downscale(expected, "avg"))
