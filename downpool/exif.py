@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = ["EXIF_PREFIX", "patch_exif", "patch_xmp", "iptc_from_photoshop",
-           "photoshop_app13", "append_tiff_sub_ifds"]
+           "photoshop_app13", "extend_tiff_first_ifd"]
 
 EXIF_PREFIX = b"Exif\x00\x00"
 
@@ -153,48 +153,80 @@ def photoshop_app13(iptc: bytes) -> bytes:
     return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def append_tiff_sub_ifds(data: bytes, sub_ifds: dict[int, dict[int, Any]]) -> bytes:
-    """A TIFF file with Exif/GPS sub-IFDs added to its first IFD.
+def extend_tiff_first_ifd(stream: BinaryIO, tags: Any, sub_ifds: dict[int, dict[int, Any]]) -> None:
+    """Add tags and Exif/GPS sub-IFDs to the first IFD of the TIFF file in ``stream``.
 
-    libtiff, which writes compressed TIFF for Pillow, cannot write these
-    sub-IFDs.  They are appended to the finished file, with a copy of its
-    first IFD that has the pointer tags; the old IFD stays as unused bytes.
-    Every other value keeps its offset, so nothing else moves.
+    libvips and libtiff, which write the pixels, have no place for EXIF's
+    descriptive tags and sub-IFDs.  They are appended to the finished file,
+    with a copy of its first IFD that has them; the header then points at
+    the copy, and the old IFD stays as unused bytes.  Every other value keeps
+    its offset, so nothing else moves, and only the end of the file is
+    written: a big file is not read back.
 
     Parameters
     ----------
-    data : bytes
-        A classic (not Big) TIFF file.
+    stream : binary file
+        A classic (not Big) TIFF file, seekable, readable and writable.
+    tags : PIL.TiffImagePlugin.ImageFileDirectory_v2
+        First-IFD tags to add (they replace tags of the same number).
     sub_ifds : dict
         Pointer tag (0x8769 Exif, 0x8825 GPS) -> that IFD's tags and values,
         as Pillow's ``Image.Exif.get_ifd`` gives them.
     """
     from PIL import TiffImagePlugin
 
-    out = bytearray(data)
-    tiff = _Tiff(out)
-    first = tiff.unpack("I", 4)
-    count = tiff.unpack("H", first)
-    entries = {}
-    for i in range(count):
-        start = first + 2 + 12 * i
-        entries[tiff.unpack("H", start)] = bytes(out[start:start + 12])
-    next_ifd = bytes(out[first + 2 + 12 * count:first + 6 + 12 * count])
+    stream.seek(0)
+    header = stream.read(8)
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(header[:4])
+    if order is None or len(header) < 8:
+        raise ValueError("not a classic TIFF file")
+    # Encoded once first, so that a tag that will not encode raises before
+    # anything is written.
+    ours = TiffImagePlugin.ImageFileDirectory_v2(prefix=header[:2])  # the file's byte order
+    for tag in tags:
+        ours[tag] = tags[tag]
+        ours.tagtype[tag] = tags.tagtype[tag]
+    subs = {}
     for tag, values in sub_ifds.items():
-        if not values:
-            continue
-        if len(out) % 2:
-            out += b"\0"
-        ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=bytes(out[:2]))
-        for key, value in values.items():
-            ifd[key] = value
-        offset = len(out)
-        out += ifd.tobytes(offset)
-        entries[tag] = struct.pack(tiff.order + "HHII", tag, _LONG, 1, offset)
-    if len(out) % 2:
-        out += b"\0"
-    new_first = len(out)
-    out += struct.pack(tiff.order + "H", len(entries))
-    out += b"".join(entries[tag] for tag in sorted(entries)) + next_ifd
-    out[4:8] = struct.pack(tiff.order + "I", new_first)
-    return bytes(out)
+        if values:
+            subs[tag] = TiffImagePlugin.ImageFileDirectory_v2(prefix=header[:2])
+            for key, value in values.items():
+                subs[tag][key] = value
+    for ifd in (ours, *subs.values()):
+        ifd.tobytes(0)
+    first = struct.unpack(order + "I", header[4:8])[0]
+    stream.seek(first)
+    count = struct.unpack(order + "H", stream.read(2))[0]
+    table = stream.read(12 * count + 4)
+    entries = {struct.unpack_from(order + "H", table, 12 * i)[0]: table[12 * i:12 * i + 12]
+               for i in range(count)}
+    next_ifd = table[12 * count:]
+    end = stream.seek(0, 2)
+
+    def append(ifd: Any) -> tuple[int, bytes]:
+        """Write ``ifd`` (with its values) at the end: its offset and its entries."""
+        nonlocal end
+        if end % 2:
+            stream.write(b"\0")
+            end += 1
+        block = ifd.tobytes(end)
+        stream.write(block)
+        offset, end = end, end + len(block)
+        n = struct.unpack_from(order + "H", block)[0]
+        return offset, block[2:2 + 12 * n]
+
+    if len(ours):
+        _, added = append(ours)
+        for i in range(0, len(added), 12):
+            entries[struct.unpack_from(order + "H", added, i)[0]] = added[i:i + 12]
+    for tag, ifd in subs.items():
+        offset, _ = append(ifd)
+        entries[tag] = struct.pack(order + "HHII", tag, _LONG, 1, offset)
+    if end % 2:
+        stream.write(b"\0")
+        end += 1
+    stream.write(struct.pack(order + "H", len(entries)))
+    stream.write(b"".join(entries[tag] for tag in sorted(entries)) + next_ifd)
+    stream.seek(4)
+    stream.write(struct.pack(order + "I", end))
+    stream.seek(0, 2)

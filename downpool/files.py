@@ -36,7 +36,7 @@ __all__ = ["TEMP_SUFFIX", "OutputRefused", "output_is_stream", "put_file", "temp
 TEMP_SUFFIX = ".downpool-tmp"
 
 # As tempfile.mkstemp opens its files: new, private, not through a symlink.
-_TEMP_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_TEMP_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _STREAM_FLAGS = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -128,9 +128,9 @@ def put_file(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None],
         The target.  See the module docstring for FIFOs, devices and links.
     data : bytes or callable
         The whole file, or a function that writes it into the seekable
-        binary file it is given (the temporary file, so that a big file is
-        never held in memory; for a FIFO or device, a buffer written there
-        once the function returns).
+        binary file it is given, which it may read back (the temporary file,
+        so that a big file is never held in memory; for a FIFO or device, a
+        buffer written there once the function returns).
     replace : bool
         Replace an existing regular file.  If False and one exists at the
         target (even one that appeared while writing), ``FileExistsError`` is
@@ -173,7 +173,7 @@ def put_file(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None],
                 temp_path = None  # another writer's file, not ours to remove
         else:
             raise FileExistsError(errno.EEXIST, "no free temporary file name", target)
-        with os.fdopen(fd, "wb") as stream:
+        with os.fdopen(fd, "w+b") as stream:
             if callable(data):
                 data(stream)
             else:

@@ -10,9 +10,10 @@ Decisions (SPEC section 4):
 - 8- and 16-bit samples are kept: ``uint8`` or ``uint16`` arrays.  Pillow 13
   holds 16-bit *grayscale* (mode ``I;16``) but decodes 16-bit RGB, RGBA and
   gray+alpha PNG only reduced to 8 bits, and cannot write them:
-  :mod:`downpool.png` reads and writes those PNGs.  16-bit colour in TIFF is
-  refused with :class:`UnsupportedImageError` rather than silently reduced to
-  8 bits.  Packed 16-bit pixels (RGB565 and RGB555 BMP) hold at most 6 bits a
+  :mod:`downpool.png` reads and writes those PNGs.  16-bit RGB and RGBA TIFF
+  is read and written by libvips; where libvips cannot take it (turned,
+  other compressions) it is refused with :class:`UnsupportedImageError`
+  rather than silently reduced to 8 bits.  Packed 16-bit pixels (RGB565 and RGB555 BMP) hold at most 6 bits a
   channel and are read as 8-bit RGB, which keeps every value.
 - Modes L, LA, RGB and RGBA are kept.  Palette images become RGB, or RGBA
   where they have transparency; a PNG whose transparency is a key colour
@@ -271,8 +272,9 @@ def read_image(
         image; the message says which, in words.
     UnsupportedImageError
         A ``ValueError``: an image above ``max_pixels``, a format other than
-        the six above, or samples that cannot be kept (16-bit colour TIFF,
-        which Pillow reduces to 8 bits; interlaced 16-bit colour PNG; 32-bit
+        the six above, or samples that cannot be kept (16-bit colour TIFF
+        that libvips cannot decode, which Pillow reduces to 8 bits;
+        interlaced 16-bit colour PNG; 32-bit
         float samples; integer samples outside 0..65535).
 
     See Also
@@ -361,9 +363,12 @@ def open_image(
                 scan = png.scan_png(stream, check_idat=not may_stream)
                 stream.seek(position)
             plain = None
-            # A small JPEG or WebP may still be decoded by libvips: scaled, on request.
-            if may_stream or fmt in SHRINK_ON_LOAD_FORMATS:
+            # A small JPEG or WebP may still be decoded by libvips: scaled, on
+            # request; 16-bit colour TIFF only libvips decodes.
+            only_libvips = _is_tiff16_colour(im, fmt)
+            if may_stream or only_libvips or fmt in SHRINK_ON_LOAD_FORMATS:
                 plain = _plain_metadata(im, fmt, head, scan)
+            may_stream = may_stream or (only_libvips and plain is not None)
             if may_stream and plain is not None:
                 header = _header(im, fmt, head, streamed=True)
             elif may_stream and scan is not None:  # Pillow's after all: its image data's CRCs now
@@ -587,9 +592,9 @@ def _plain_metadata(im: Any, fmt: str, head: bytes, scan: Any) -> LoadedImage | 
             return None
         exif_block, icc = im.info.get("exif"), im.info.get("icc_profile") or None
     elif fmt == "TIFF":
-        bits = im.tag_v2.get(258, (1,))
-        bits = bits if isinstance(bits, tuple) else (bits,)
-        if (mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B") or max(bits) > 8 and len(bits) > 1
+        bits = _tiff_bits(im)
+        if (mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B")
+                or len(bits) > 1 and bits != (8,) * len(bits) and bits != (16,) * len(bits)
                 or im.info.get("compression") not in ("raw", "tiff_lzw", "tiff_adobe_deflate",
                                                       "packbits")):
             return None
@@ -602,6 +607,8 @@ def _plain_metadata(im: Any, fmt: str, head: bytes, scan: Any) -> LoadedImage | 
     if sixteen_bit_png:
         channels = {2: 3, 4: 2, 6: 4}[scan.colour_type]
         pixel_mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
+    elif _is_tiff16_colour(im, fmt):
+        pixel_mode = mode + ";16"
     else:
         pixel_mode = "I;16" if mode.startswith("I;16") else mode
     return _loaded(np.empty((0,), np.uint8), pixel_mode, icc, exif_bytes, fmt, im.size,
@@ -672,7 +679,7 @@ def _header(im: Any, fmt: str, head: bytes, streamed: bool = False) -> ImageHead
         channels = 4
     else:  # RGB, P, CMYK, YCbCr ...
         channels = 4 if keyed else 3
-    sample_bytes = 2 if mode.startswith("I") else 1
+    sample_bytes = 2 if mode.startswith("I") or _is_tiff16_colour(im, fmt) else 1
     if streamed:
         whole = (fmt == "PNG" and head[28] == 1) or (
             fmt == "JPEG" and ("progressive" in im.info or "progression" in im.info))
@@ -800,14 +807,25 @@ def _refuse_reduced_samples(im: Any, fmt: str) -> None:
         )
     if fmt != "TIFF":
         return
-    bits = im.tag_v2.get(258, (1,))
-    bits = bits if isinstance(bits, tuple) else (bits,)
+    bits = _tiff_bits(im)
     if len(bits) > 1 and max(bits) > 8:
         raise UnsupportedImageError(
-            f"{max(bits)}-bit TIFF with {len(bits)} channels: Pillow can only decode it "
-            "reduced to 8 bits per channel, and downpool does not drop bits silently; "
-            "16-bit grayscale TIFF and 16-bit colour PNG are supported"
+            f"{max(bits)}-bit TIFF with {len(bits)} channels, stored "
+            f"{im.info.get('compression') or 'compressed'}, turned or in {im.mode}: Pillow can "
+            "only decode it reduced to 8 bits per channel, and downpool does not drop bits "
+            "silently; 16-bit RGB and RGBA TIFF stored upright, raw, LZW, Deflate or "
+            "PackBits are supported"
         )
+
+
+def _tiff_bits(im: Any) -> tuple[int, ...]:
+    bits = im.tag_v2.get(258, (1,))
+    return bits if isinstance(bits, tuple) else (bits,)
+
+
+def _is_tiff16_colour(im: Any, fmt: str) -> bool:
+    """A 16-bit RGB or RGBA TIFF: libvips decodes it (Pillow would reduce it to 8 bits)."""
+    return fmt == "TIFF" and im.mode in ("RGB", "RGBA") and _tiff_bits(im)[0] == 16
 
 
 def _png_key_alpha(pixels: np.ndarray, key: Any) -> np.ndarray:
@@ -1102,37 +1120,26 @@ def _tiff_tags(meta: _Metadata) -> tuple[Any, dict[int, dict]]:
     return tags, sub_ifds
 
 
-def _save_tiff(out: IO[bytes], image: Any, meta: _Metadata, options: dict[str, Any],
-               compression: str) -> None:
+def _save_tiff(out: IO[bytes], pixels: np.ndarray, meta: _Metadata, compression: str,
+               quality: int | None) -> None:
+    """Write the TIFF file through libvips, then add what only its first IFD can hold."""
+    from . import libvips
+
     tags, sub_ifds = _tiff_tags(meta)
-    start = out.tell()
+    xmp = tags.pop(_TIFF_XMP) if _TIFF_XMP in tags else None
+    big = libvips.save_tiff(out, pixels, compression=compression, icc=meta.icc, xmp=xmp,
+                            dpi=meta.dpi,
+                            quality=_DEFAULT_QUALITY if quality is None else int(quality))
+    if not (len(tags) or sub_ifds):
+        return
+    if big:
+        _dropped("EXIF and IPTC metadata", "downpool does not add them to a BigTIFF file")
+        return
     try:
-        _write_tiff(out, image, tags, sub_ifds, options, compression)
+        exif_blocks.extend_tiff_first_ifd(out, tags, sub_ifds)
     except (TypeError, ValueError, KeyError, struct.error, RuntimeError) as exc:
         # A tag that will not encode: the picture matters more than its metadata.
-        _dropped("EXIF and XMP/IPTC metadata", f"they cannot be encoded in TIFF ({exc})")
-        from PIL import TiffImagePlugin
-
-        out.seek(start)
-        out.truncate()
-        _write_tiff(out, image, TiffImagePlugin.ImageFileDirectory_v2(), {}, options, compression)
-
-
-def _write_tiff(out: IO[bytes], image: Any, tags: Any, sub_ifds: dict[int, dict],
-                options: dict[str, Any], compression: str) -> None:
-    if compression == "raw":
-        # Pillow's own writer nests the sub-IFDs.
-        for tag, values in sub_ifds.items():
-            tags[tag] = values
-        image.save(out, format="TIFF", tiffinfo=tags, compression="raw", **options)
-        return
-    if not sub_ifds:
-        image.save(out, format="TIFF", tiffinfo=tags, compression=compression, **options)
-        return
-    # libtiff writes the compressed file, but not the sub-IFDs: they are appended.
-    buffer = io.BytesIO()
-    image.save(buffer, format="TIFF", tiffinfo=tags, compression=compression, **options)
-    out.write(exif_blocks.append_tiff_sub_ifds(buffer.getvalue(), sub_ifds))
+        _dropped("EXIF and IPTC metadata", f"they cannot be encoded in TIFF ({exc})")
 
 
 def encode_image(
@@ -1160,10 +1167,6 @@ def _checked_format(pixels: np.ndarray, format: str) -> str:
     if fmt not in FORMATS:
         raise UnsupportedImageError(f"cannot write format {fmt or '(none given)'!r}: "
                                     f"choose one of {', '.join(FORMATS)}")
-    if pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1 and fmt == "TIFF":
-        raise UnsupportedImageError(
-            "Pillow cannot write 16-bit colour TIFF; choose --format png to keep 16 bits"
-        )
     return fmt
 
 
@@ -1182,11 +1185,14 @@ def _encode_into(buffer: IO[bytes], pixels: np.ndarray, fmt: str, like: LoadedIm
             chunks.append((b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in meta.dpi), 1)))
         png.write_png16(buffer, pixels, meta.icc, meta.exif, chunks)
         return
+    if fmt == "TIFF":
+        _save_tiff(buffer, pixels, meta, _tiff_compression(like, pixels), quality)
+        return
     image = _to_pillow(pixels, fmt)
     if fmt == "HEIF":
         _register_heif()
     options: dict[str, Any] = {}
-    if fmt in _QUALITY_FORMATS or (fmt == "TIFF" and _tiff_compression(like, pixels) == "jpeg"):
+    if fmt in _QUALITY_FORMATS:
         options["quality"] = _DEFAULT_QUALITY if quality is None else int(quality)
     if fmt in ("AVIF", "HEIF"):
         # Full chroma from quality 90 up, as libvips' heifsave does ("auto"):
@@ -1200,9 +1206,6 @@ def _encode_into(buffer: IO[bytes], pixels: np.ndarray, fmt: str, like: LoadedIm
         options["icc_profile"] = meta.icc
     if meta.dpi:
         options["dpi"] = meta.dpi
-    if fmt == "TIFF":
-        _save_tiff(buffer, image, meta, options, _tiff_compression(like, pixels))
-        return
     if meta.exif:
         if fmt == "JPEG" and len(meta.exif) > _JPEG_SEGMENT_BYTES:
             _dropped("EXIF metadata", f"its {len(meta.exif):,} bytes do not fit in a JPEG segment")
@@ -1249,8 +1252,7 @@ def write_image(
         The file to write.  Its folder must exist.
     pixels : ndarray
         ``uint8`` or ``uint16``, (H, W) or (H, W, C) with C in 1..4; C = 2 and
-        4 have alpha last.  16 bits are kept in PNG (all modes) and TIFF
-        (grayscale; 16-bit colour TIFF is an ``UnsupportedImageError``);
+        4 have alpha last.  16 bits are kept in PNG and TIFF (every mode);
         JPEG, WebP, BMP and GIF hold 8 bits, so they get the samples rounded
         to 8 bits.
     like : LoadedImage, optional

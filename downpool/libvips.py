@@ -1,4 +1,4 @@
-"""Decoding image files a band of rows at a time, through libvips.
+"""Decoding image files a band of rows at a time, and writing TIFF, through libvips.
 
 libvips (``pyvips`` with the ``pyvips-binary`` wheel) decodes PNG, JPEG,
 TIFF and WebP strip by strip when it is asked for rows in order
@@ -10,6 +10,10 @@ keeps reading the others with Pillow; this module only opens and fetches.
 A damaged file is an error, never an image with a grey bottom half:
 ``fail_on="error"`` makes libvips stop where its decoder reports a
 truncation or a corrupt block.
+
+TIFF is written by libvips straight from the output array (no copy of it,
+where Pillow holds the pixels again, 4 bytes each for RGB), in 16-bit colour
+too, which Pillow cannot write.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["open_rows", "bands", "decode_error"]
+__all__ = ["open_rows", "bands", "decode_error", "save_tiff", "TIFF_COMPRESSIONS"]
 
 _SAMPLE_TYPES = {"uchar": np.uint8, "ushort": np.uint16}
 
@@ -174,3 +178,53 @@ def array_to_srgb(pixels: np.ndarray, icc: bytes | None, has_alpha: bool,
         image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
     converted = to_srgb(image, fallback="cmyk" if cmyk else None).numpy()
     return converted if converted.ndim == 3 else converted[:, :, None]
+
+
+#: downpool's names of TIFF compressions (Pillow's) -> libvips'.
+TIFF_COMPRESSIONS = {"raw": "none", "tiff_lzw": "lzw", "tiff_adobe_deflate": "deflate",
+                     "packbits": "packbits", "jpeg": "jpeg"}
+
+#: Above this many bytes of samples a TIFF is written as BigTIFF (a classic
+#: TIFF's offsets end at 4 GiB; the margin is for its tags and strip tables).
+BIGTIFF_BYTES = (4 << 30) - (64 << 20)
+
+
+def save_tiff(stream: Any, pixels: np.ndarray, *, compression: str, quality: int | None = None,
+              icc: bytes | None = None, xmp: bytes | None = None,
+              dpi: tuple[float, float] | None = None) -> bool:
+    """Write (H, W[, C]) ``uint8``/``uint16`` pixels (C in 1..4, alpha last in 2 and 4) as
+    a TIFF file into the binary ``stream``; returns whether it is a BigTIFF.
+
+    ``compression`` is a key of :data:`TIFF_COMPRESSIONS`.  libvips reads
+    the array where it is.  Without ``dpi`` the file states 1 dot per inch,
+    as Pillow's TIFF writer did.  Alpha is written unassociated (not
+    premultiplied).
+    """
+    pyvips = _pyvips()
+    pixels = np.ascontiguousarray(pixels)
+    height, width = pixels.shape[:2]
+    bands = 1 if pixels.ndim == 2 else pixels.shape[2]
+    sixteen = pixels.dtype == np.uint16
+    image = pyvips.Image.new_from_memory(pixels.data, width, height, bands,
+                                         "ushort" if sixteen else "uchar")
+    colour = ("rgb16" if sixteen else "srgb") if bands >= 3 else ("grey16" if sixteen else "b-w")
+    xres, yres = (d / 25.4 for d in (dpi or (1.0, 1.0)))  # libvips' unit: pixels per mm
+    image = image.copy(interpretation=colour, xres=xres, yres=yres)
+    if icc:
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    if xmp:
+        image.set_type(pyvips.GValue.blob_type, "xmp-data", xmp)
+    big = pixels.nbytes > BIGTIFF_BYTES
+    options: dict[str, Any] = {"compression": TIFF_COMPRESSIONS[compression], "resunit": "inch",
+                               "bigtiff": big}
+    if compression == "jpeg":
+        options["Q"] = quality
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a buffer (for a FIFO, a device)
+        stream.write(image.tiffsave_buffer(**options))
+        return big
+    stream.flush()
+    image.tiffsave_target(pyvips.Target.new_to_descriptor(descriptor), **options)
+    stream.seek(0, 2)  # libvips wrote through the descriptor
+    return big

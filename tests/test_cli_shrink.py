@@ -212,11 +212,24 @@ def test_16_bit_colour_png_round_trip_with_orientation_and_icc(tmp_path):
     written_exif.load(chunks[b"eXIf"])
     assert written_exif[0x0112] == 1
 
-    # An 8-bit format (BMP, JPEG, WebP) asked for gets the samples rounded to
-    # 8 bits; TIFF could hold 16 but Pillow cannot write 16-bit colour TIFF:
-    # that is an error, not a quiet loss.
-    result = run_downpool("shrink", tmp_path / "rgba16.png", "--format", "tiff")
-    assert result.returncode == 1 and "16-bit colour TIFF" in result.stderr
+    # TIFF holds 16-bit colour too (written and read by libvips; Pillow would
+    # read it as 8 bits): out as TIFF, and that TIFF shrunk again.
+    result = run_downpool("shrink", tmp_path / "rgba16.png", "-o", tmp_path / "rgba16.tif",
+                          "--method", "dpid")
+    assert result.returncode == 0, result.stderr
+    import pyvips
+
+    rgba16_dpid = downpool.downscale(rgba16, "dpid", has_alpha=True)
+    written = pyvips.Image.new_from_file(str(tmp_path / "rgba16.tif"))
+    assert written.interpretation == "rgb16" and written.bands == 4
+    np.testing.assert_array_equal(written.numpy(), rgba16_dpid)
+    result = run_downpool("shrink", tmp_path / "rgba16.tif", "-o", tmp_path / "again.png",
+                          "--method", "avg")
+    assert result.returncode == 0, result.stderr
+    out, _ = read_png(tmp_path / "again.png")
+    np.testing.assert_array_equal(out, downpool.downscale(rgba16_dpid, "avg", has_alpha=True))
+
+    # An 8-bit format (BMP, JPEG, WebP) asked for gets the samples rounded to 8 bits.
     result = run_downpool("shrink", tmp_path / "rgb16.png", "-o", tmp_path / "eight.bmp")
     assert result.returncode == 0, result.stderr
     out, image = load(tmp_path / "eight.bmp")
