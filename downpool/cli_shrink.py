@@ -388,12 +388,14 @@ def _pooling_geometry(shape: tuple[int, ...], settings: Settings,
 #: The scales --fast-load may decode a JPEG or WebP at (1/f), largest first.
 LOAD_FACTORS = (8, 4, 2)
 
-#: Input rows fetched from libvips at a time, in bytes of samples.
-BAND_BYTES = 4 << 20
+#: Input rows fetched from libvips at a time, in bytes of samples
+#: (``benchmarks/results.md``: smaller bands and strips held the peak lower
+#: at the same speed).
+BAND_BYTES = 1 << 20
 #: The working memory of one strip of a streamed image (RowDownscaler's
 #: ``max_bytes``): smaller than ``downscale``'s, since the input rows a strip
 #: needs are held (and joined across bands) besides its working values.
-STREAM_STRIP_BYTES = 8 << 20
+STREAM_STRIP_BYTES = 4 << 20
 
 
 def _pool_streamed(source: Any, settings: Settings, factor: int = 1) -> tuple[Any, Any]:
