@@ -197,13 +197,28 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
             _THREAD.warnings = _THREAD.native = None
         messages = [" ".join(str(message).split()) for message in caught]
         return _with_words(result, messages, native)
-    with warnings.catch_warnings(record=True) as caught, capture() as native:
-        warnings.simplefilter("always")
-        # "always" replaces the filter downpool.numba_idioms sets for Numba's
-        # pedantic self-check, which compiling a kernel can raise: set it again.
-        warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
-        result = _shrink_file(task, settings)
-    return _with_words(result, [" ".join(str(w.message).split()) for w in caught], native)
+    result = None
+    try:
+        with warnings.catch_warnings(record=True) as caught, capture() as native:
+            warnings.simplefilter("always")
+            # "always" replaces the filter downpool.numba_idioms sets for Numba's
+            # pedantic self-check, which compiling a kernel can raise: set it again.
+            warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
+            result = _shrink_file(task, settings)
+    except interrupts.INTERRUPTS as stop:
+        import multiprocessing
+
+        # A stop held while descriptor 2 was put back comes after the file was
+        # put in place: it still counts (in the main process; a worker's
+        # result goes back through its pool).
+        if result is None or multiprocessing.parent_process() is not None:
+            raise
+        raise _Interrupted([_with_words(result, _messages(caught), native)], stop) from None
+    return _with_words(result, _messages(caught), native)
+
+
+def _messages(caught: list) -> list[str]:
+    return [" ".join(str(w.message).split()) for w in caught]
 
 
 def _with_words(result: FileResult, messages: list[str], native: list[str]) -> FileResult:
