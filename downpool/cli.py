@@ -20,6 +20,8 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "shrink": ("downpool.cli_shrink", "shrink", "Downscale image files and folders."),
     "compare": ("downpool.cli_compare", "compare",
                 "Measure what each method keeps (SSIM/PSNR) on your images."),
+    "pyramid": ("downpool.cli_pyramid", "pyramid",
+                "Write an OME-Zarr image pyramid (needs downpool[dask])."),
 }
 
 

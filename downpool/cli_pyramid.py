@@ -1,0 +1,157 @@
+"""``downpool pyramid``: an image file or a zarr array to an OME-Zarr multiscale pyramid.
+
+Level 0 of an image file is written as libvips (or Pillow) decodes it, a band
+of rows at a time (:func:`downpool.io.open_image`), so that a gigapixel TIFF
+never sits in memory; each further level is ``kernel_size=2`` of the level
+written before it, computed by Dask chunk by chunk (:mod:`downpool.dask`).
+The zarr folder is made under a temporary name beside the output and renamed
+when every level is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
+from .methods import get_method, resolve_params
+
+EXIT_FAILED = 1
+
+
+def _fail(message: str) -> None:
+    click.echo(f"downpool: error: {message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _is_zarr_array(path: Path) -> bool:
+    return path.is_dir() and ((path / ".zarray").is_file() or (path / "zarr.json").is_file())
+
+
+@click.command("pyramid", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", metavar="INPUT")
+@click.option("-o", "--output", "out", required=True, metavar="OUT.zarr",
+              help="The OME-Zarr (NGFF 0.4) folder to write.")
+@click.option("-m", "--method", type=method_choice(), default="avg", show_default=True,
+              help="Pooling method of each level (mode: a label pyramid).")
+@click.option("--levels", type=click.IntRange(min=1),
+              help="Levels to write, level 0 (full size) included.")
+@click.option("--min-size", "min_size", type=click.IntRange(min=1), metavar="PX",
+              help="Halve until the smaller side is at most PX.  [default: --chunks]")
+@click.option("--chunks", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Side of the stored chunks.")
+@method_param_options
+@click.option("--linear", is_flag=True, help="Pool in linear light (decode sRGB, pool, encode).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Refuse image files with more pixels than this (0: no limit).")
+def pyramid(source: str, out: str, method: str, levels: int | None, min_size: int | None,
+            chunks: int, linear: bool, overwrite: bool, max_pixels: int, **kwargs: Any) -> None:
+    """Write an image pyramid as OME-Zarr (NGFF 0.4) for napari and ome-zarr-py.
+
+    \b
+    INPUT is an image file (PNG, JPEG, TIFF, WebP ...; read a band of rows
+    at a time where libvips can) or a zarr array of (H, W) or (H, W, C).
+    Each level halves the one above with the chosen method (-k 2).
+
+    \b
+    downpool pyramid slide.tif -o slide.zarr --method dpid
+    downpool pyramid labels.png -o labels.zarr --method mode --levels 4
+    """
+    given = pop_method_params(kwargs)
+    spec = get_method(method)
+    check_params_used([spec], given)
+    params = params_for(spec, given)
+    try:
+        resolve_params(spec, params)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if levels is not None and min_size is not None:
+        raise click.UsageError("give one of --levels and --min-size")
+    if spec.labels and linear:
+        raise click.UsageError(f"--linear does not apply to {method}: it pools labels")
+    try:
+        from . import dask as dd
+
+        dd._dask_array()
+        dd._zarr()
+    except ImportError as exc:
+        _fail(str(exc))
+    target = Path(out)
+    if target.exists() and not overwrite:
+        _fail(f"output {out} exists (use --overwrite to replace it)")
+    source_path = Path(source)
+    if not source_path.exists():
+        _fail(f"{source}: no such file or folder")
+    if target.resolve() == source_path.resolve():
+        _fail(f"{out} is the input; choose another output")
+    started = time.perf_counter()
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.downpool-tmp")
+    try:
+        made = _write(source_path, temporary, method, levels, min_size, chunks, linear,
+                      max_pixels, params)
+        _put_in_place(temporary, target)
+    except (OSError, ValueError, TypeError) as exc:
+        _fail(f"{source}: {' '.join(str(exc).split()) or type(exc).__name__}")
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    sizes = ", ".join(f"{shape[1]}x{shape[0]}" for shape in made)
+    click.echo(f"downpool: wrote {out}: {len(made)} levels ({sizes}) in "
+               f"{time.perf_counter() - started:.1f} s", err=True)
+
+
+def _write(source: Path, store: Path, method: str, levels: int | None, min_size: int | None,
+           chunks: int, linear: bool, max_pixels: int, params: dict[str, Any]) -> list[tuple]:
+    import dask.array as da
+
+    from . import dask as dd
+
+    labels = get_method(method).labels
+    if _is_zarr_array(source):
+        array = da.from_zarr(str(source))
+        made = dd.pyramid(array, method, levels=levels, min_size=min_size, chunks=chunks,
+                          linear=linear, store=str(store), name=source.stem, **params)
+        return [level.shape for level in made]
+    if source.is_dir():
+        raise ValueError("is a folder, not an image file or a zarr array")
+    from .io import open_image
+
+    with open_image(source, max_pixels=max_pixels or None) as image:
+        if image.shape is None:  # decoded whole by Pillow: its shape comes with the pixels
+            loaded = image.read()
+            pixels, has_alpha = loaded.pixels, loaded.has_alpha
+            shape, dtype, rows = pixels.shape, pixels.dtype, iter([pixels])
+        else:
+            shape, dtype, has_alpha = image.shape, image.dtype, image.has_alpha
+            row_bytes = max(1, int(dtype.itemsize * (shape[1] * (shape[2] if len(shape) == 3
+                                                                 else 1))))
+            rows = image.bands(max(1, (8 << 20) // row_bytes))
+        sizes = dd.pyramid_levels(shape, levels, min_size, chunks)
+        options = dict(has_alpha=has_alpha and not labels, linear=linear, **params)
+        writer = dd.NgffWriter(str(store), shape, dtype, len(sizes), chunks, method,
+                               source.stem, options)
+        level = writer.write_rows(0, shape, rows)
+    made = [level]
+    for _ in sizes[1:]:
+        made.append(writer.write(len(made), dd.downscale(made[-1], method, kernel_size=2,
+                                                         **options)))
+    return [level.shape for level in made]
+
+
+def _put_in_place(temporary: Path, target: Path) -> None:
+    """Rename the finished folder to ``target``, an old one (--overwrite) removed after."""
+    old = None
+    if target.exists() or target.is_symlink():
+        if not target.is_dir() or target.is_symlink():
+            raise OSError(f"{target} exists and is not a folder; not replaced")
+        old = target.with_name(f".{target.name}.{os.getpid()}.downpool-old")
+        os.replace(target, old)
+    os.replace(temporary, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,330 @@
+"""Downscaling Dask arrays chunk by chunk, and OME-Zarr pyramids (``pip install "downpool[dask]"``).
+
+:func:`downscale` gives a lazy ``dask.array`` whose computed values are, bit
+for bit, those of :func:`downpool.downscale` on the whole array, for any
+input chunking.  The output is made in strips of output rows
+(:meth:`downpool.api.Pooling.strips`), each from the input rows its windows
+read: strips that share input rows (overlapping strides, area boxes that
+straddle) each read them, dpid's strips carry the output row of halo its
+guide smoothing needs, stochastic draws are keyed by the global output row.
+A strip spans the full width, so each task gathers the column chunks of its
+rows, never the whole array; its memory is about ``max_bytes``.
+
+:func:`pyramid` makes each level by ``kernel_size=2`` from the level above
+and can write them as an OME-NGFF 0.4 multiscale image (zarr format 2), the
+version every NGFF reader (ome-zarr-py, napari-ome-zarr) reads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .api import STRIP_BYTES, Pooling
+from .core import check_dtype
+from .methods import get_method
+
+__all__ = ["downscale", "pyramid", "write_ngff", "pyramid_levels", "MissingExtraError",
+           "NGFF_VERSION"]
+
+#: The OME-NGFF version of what :func:`write_ngff` writes.
+NGFF_VERSION = "0.4"
+
+
+class MissingExtraError(ImportError):
+    """Dask or zarr is not installed; the message names the extra that brings them."""
+
+
+def _dask_array() -> Any:
+    try:
+        import dask.array as da
+    except ImportError:
+        raise MissingExtraError(
+            'downpool.dask needs Dask: pip install "downpool[dask]"') from None
+    return da
+
+
+def _zarr() -> Any:
+    try:
+        import zarr
+    except ImportError:
+        raise MissingExtraError(
+            'writing OME-Zarr needs zarr: pip install "downpool[dask]"') from None
+    return zarr
+
+
+def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
+              stride: Any = None, size: Any = None, scale: Any = None, device: str = "cpu",
+              has_alpha: bool = False, linear: bool = False, max_bytes: int | None = None,
+              **params: Any) -> Any:
+    """Downscale a Dask array lazily, with exactly :func:`downpool.downscale`'s result.
+
+    Parameters
+    ----------
+    array : dask.array.Array or array_like, shape (H, W) or (H, W, C)
+        Any chunking; the dtypes of :func:`downpool.downscale`.
+    method, kernel_size, stride, size, scale, has_alpha, linear, **params
+        As for :func:`downpool.downscale`.
+    device : {"cpu", "auto", "cuda"}
+        Where each task pools, on the worker that runs it (default the CPU).
+    max_bytes : int, optional
+        About how much memory one task's strip takes (default 32 MiB);
+        the output's row chunks are the strips.
+
+    Returns
+    -------
+    dask.array.Array
+        (out_h, out_w[, C]) with the input's dtype, chunked in strips of rows.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`downpool.downscale` for the geometry, parameters, dtype and
+        shape, at once; for NaN/inf or negative float values (``lp``,
+        ``stochastic``), when the result is computed.
+    MissingExtraError
+        Without Dask.
+
+    Examples
+    --------
+    >>> import dask.array as da, downpool.dask
+    >>> x = da.ones((1000, 800, 3), dtype="uint8", chunks=256)
+    >>> downpool.dask.downscale(x, "dpid", kernel_size=4).shape
+    (250, 200, 3)
+    """
+    da = _dask_array()
+    x = array if isinstance(array, da.Array) else da.asarray(array)
+    spec = get_method(method)
+    check_dtype(x.dtype, labels=spec.labels)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"array must be 2-D (H, W) or 3-D (H, W, C), got shape {x.shape}")
+    if 0 in x.shape or any(math.isnan(n) for n in x.shape):
+        raise ValueError(f"array must have a known, non-empty shape, got {x.shape}")
+    flat = x.ndim == 2
+    if flat:
+        x = x[:, :, None]
+    options = dict(kernel_size=kernel_size, stride=stride, size=size, scale=scale, device=device,
+                   has_alpha=has_alpha, linear=linear, **params)
+    # The plan: float values get their range when computed; (0, 1) stands in.
+    plan = Pooling(method, x.shape, x.dtype, (0.0, 1.0), **options)
+    out_w, channels = plan.out_shape[1:]
+    x = x.rechunk({1: -1, 2: -1})
+    if x.dtype.kind == "f":
+        extra = [x.min(), x.max()]  # 0-d arrays: every task gets them
+    else:
+        extra = []
+    pieces = []
+    for first, stop, in_start, in_end in plan.strips(STRIP_BYTES if max_bytes is None
+                                                     else max_bytes):
+        part = x[in_start:in_end].rechunk({0: -1})
+        pieces.append(da.map_blocks(
+            _pool_strip, part, *extra, dtype=x.dtype, chunks=((stop - first,), (out_w,),
+                                                               (channels,)),
+            meta=np.empty((0, 0, 0), x.dtype), image_shape=x.shape, method=method, first=first,
+            stop=stop, in_start=in_start, options=options, token=f"downpool-{method}"))
+    out = da.concatenate(pieces, axis=0)
+    return out[:, :, 0] if flat else out
+
+
+def _pool_strip(part: np.ndarray, *value_range: np.ndarray, image_shape: tuple[int, ...],
+                method: str, first: int, stop: int, in_start: int,
+                options: dict[str, Any]) -> np.ndarray:
+    """One task: output rows ``[first, stop)`` from the input rows from ``in_start`` on."""
+    if value_range:
+        lo, hi = (float(v) for v in value_range)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("image contains NaN or infinite values")
+        found = (lo, hi)
+    else:
+        found = (0.0, 1.0)
+    pooling = Pooling(method, image_shape, part.dtype, found, **options)
+    return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start)
+
+
+def pyramid_levels(shape: Sequence[int], levels: int | None = None,
+                   min_size: int | None = None, chunks: int = 512) -> list[tuple[int, int]]:
+    """(H, W) of each level: level 0 is ``shape``, each next one ``ceil(n / 2)`` per axis.
+
+    ``levels`` counts them, level 0 included; else they go on until the
+    smaller side is at most ``min_size`` (default ``chunks``: the top level
+    fits in one chunk), and never below one pixel.
+    """
+    if levels is not None and min_size is not None:
+        raise ValueError("give at most one of levels and min_size")
+    if levels is not None and levels < 1:
+        raise ValueError(f"levels must be at least 1, got {levels}")
+    if min_size is not None and min_size < 1:
+        raise ValueError(f"min_size must be at least 1, got {min_size}")
+    h, w = int(shape[0]), int(shape[1])
+    sizes = [(h, w)]
+    stop_at = chunks if min_size is None else min_size
+    while True:
+        if levels is not None and len(sizes) == levels:
+            break
+        if levels is None and min(sizes[-1]) <= stop_at:
+            break
+        if sizes[-1] == (1, 1):
+            break
+        h, w = sizes[-1]
+        sizes.append((-(-h // 2), -(-w // 2)))
+    return sizes
+
+
+def pyramid(array: Any, method: str = "avg", *, levels: int | None = None,
+            min_size: int | None = None, chunks: int = 512, has_alpha: bool = False,
+            linear: bool = False, store: Any = None, name: str | None = None,
+            **params: Any) -> list[Any]:
+    """The levels of an image pyramid, each ``kernel_size=2`` of the one above.
+
+    Parameters
+    ----------
+    array : dask.array.Array or array_like, shape (H, W) or (H, W, C)
+        Level 0.
+    method, has_alpha, linear, **params
+        As for :func:`downscale`.  ``mode`` makes a label pyramid.
+    levels, min_size, chunks
+        How many levels (:func:`pyramid_levels`); ``chunks`` is also the
+        side of the stored chunks.
+    store : str, path or zarr store, optional
+        Where to write the pyramid as OME-NGFF (:func:`write_ngff`); each
+        level is then written before the next is made from what was written,
+        so that no level is computed twice.
+    name : str, optional
+        The multiscale image's name in the metadata.
+
+    Returns
+    -------
+    list of dask.array.Array
+        Level 0 first; read back from the store where one was given.
+    """
+    da = _dask_array()
+    x = array if isinstance(array, da.Array) else da.asarray(array)
+    sizes = pyramid_levels(x.shape, levels, min_size, chunks)
+    options = dict(has_alpha=has_alpha, linear=linear, **params)
+    if store is None:
+        made = [x]
+        for _ in sizes[1:]:
+            made.append(downscale(made[-1], method, kernel_size=2, **options))
+        return made
+    writer = NgffWriter(store, x.shape, x.dtype, len(sizes), chunks, method, name, options)
+    made = [writer.write(0, x)]
+    for level in range(1, len(sizes)):
+        made.append(writer.write(level, downscale(made[-1], method, kernel_size=2, **options)))
+    return made
+
+
+def write_ngff(store: Any, levels: Sequence[Any], *, chunks: int = 512, method: str = "avg",
+               name: str | None = None) -> list[Any]:
+    """Write ``levels`` ((H, W[, C]) arrays, each half the one before) as OME-NGFF 0.4.
+
+    The arrays are stored channel first, (C, Y, X) as NGFF orders its axes,
+    in ``chunks`` x ``chunks`` chunks, datasets "0", "1", ...; each level's
+    scale is ``2 ** level`` and its translation puts its pixel centres at
+    the centres of the windows it pooled.  Returns the stored levels as dask
+    arrays in downpool's (H, W[, C]) order.
+    """
+    da = _dask_array()
+    first = levels[0] if isinstance(levels[0], da.Array) else da.asarray(levels[0])
+    writer = NgffWriter(store, first.shape, first.dtype, len(levels), chunks, method, name, {})
+    return [writer.write(i, level) for i, level in enumerate(levels)]
+
+
+class NgffWriter:
+    """An OME-NGFF 0.4 multiscale image in a zarr (format 2) group, written level by level.
+
+    The group's ``multiscales`` metadata lists every level from the start;
+    each is written with :meth:`write`.
+    """
+
+    def __init__(self, store: Any, shape: Sequence[int], dtype: Any, count: int, chunks: int,
+                 method: str, name: str | None, options: dict[str, Any]) -> None:
+        zarr = _zarr()
+        if len(shape) not in (2, 3):
+            raise ValueError(f"levels must be (H, W) or (H, W, C), got shape {tuple(shape)}")
+        self.channels = shape[2] if len(shape) == 3 else None
+        self.chunks = int(chunks)
+        self.dtype = np.dtype(dtype)
+        self.group = zarr.open_group(store, mode="w", zarr_format=2)
+        self.group.attrs.update(multiscales_metadata(count, self.channels, method, name,
+                                                     options))
+
+    def _create(self, level: int, shape: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
+        """The zarr array of dataset ``level`` for (H, W[, C]) ``shape``, and its chunks."""
+        block = (self.chunks, self.chunks)
+        chunk_shape = block if self.channels is None else (self.channels, *block)
+        stored = tuple(shape[:2]) if self.channels is None else (self.channels, *shape[:2])
+        target = self.group.create_array(str(level), shape=stored, chunks=chunk_shape,
+                                         dtype=self.dtype,
+                                         chunk_key_encoding={"name": "v2", "separator": "/"},
+                                         fill_value=0, overwrite=True)
+        return target, chunk_shape
+
+    def _read_back(self, target: Any) -> Any:
+        back = _dask_array().from_zarr(target)
+        return back if self.channels is None else back.transpose(1, 2, 0)
+
+    def write(self, level: int, array: Any) -> Any:
+        """Store ``array`` as dataset ``level``; return it read back, (H, W[, C])."""
+        da = _dask_array()
+        x = array if isinstance(array, da.Array) else da.asarray(array)
+        target, chunk_shape = self._create(level, x.shape)
+        stored = x if self.channels is None else x.transpose(2, 0, 1)
+        # Whole chunks per task: no two tasks write into one chunk, so no lock.
+        da.store(stored.rechunk(chunk_shape), target, lock=False)
+        return self._read_back(target)
+
+    def write_rows(self, level: int, shape: Sequence[int], bands: Any) -> Any:
+        """Store dataset ``level`` of (H, W[, C]) ``shape`` from ``bands`` of rows, in order
+        (as a file decodes), holding at most one row of chunks; return it read back."""
+        target, _ = self._create(level, shape)
+        height = int(shape[0])
+        pending: list[np.ndarray] = []
+        held = top = 0
+        for band in bands:
+            band = band.reshape(band.shape[0], *shape[1:])
+            while band.shape[0]:
+                take = min(band.shape[0], self.chunks - held)
+                pending.append(np.array(band[:take]))  # the band's buffer may be reused
+                held += take
+                band = band[take:]
+                if held == self.chunks or top + held == height:
+                    rows = np.concatenate(pending)
+                    target[..., top:top + held, :] = (rows if self.channels is None
+                                                      else rows.transpose(2, 0, 1))
+                    top, held, pending = top + held, 0, []
+        if top != height:
+            raise OSError(f"the image has {height} rows and only {top} came")
+        return self._read_back(target)
+
+
+def multiscales_metadata(count: int, channels: int | None, method: str,
+                         name: str | None = None, options: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
+    """The group attributes of an OME-NGFF 0.4 multiscale image of ``count`` levels."""
+    from . import __version__
+
+    space = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    axes = space if channels is None else [{"name": "c", "type": "channel"}, *space]
+    datasets = []
+    for level in range(count):
+        factor = float(2 ** level)
+        offset = (factor - 1) / 2  # a window of 2^l pixels is centred here
+        lead = [] if channels is None else [1.0]
+        transforms = [{"type": "scale", "scale": [*lead, factor, factor]}]
+        if level:
+            transforms.append({"type": "translation",
+                               "translation": [*([0.0] if lead else []), offset, offset]})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    kwargs = {key: value for key, value in (options or {}).items()
+              if isinstance(value, (bool, int, float, str))}
+    return {"multiscales": [{
+        "version": NGFF_VERSION,
+        "name": name or "image",
+        "axes": axes,
+        "datasets": datasets,
+        "type": method,
+        "metadata": {"method": "downpool.dask.pyramid", "version": __version__,
+                     "kwargs": {"method": method, "kernel_size": 2, **kwargs}},
+    }]}

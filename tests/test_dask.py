@@ -1,0 +1,210 @@
+"""``downpool.dask`` and ``downpool pyramid``: Dask arrays and OME-Zarr pyramids.
+
+Dask's result must be, bit for bit, ``downpool.downscale`` of the whole array
+for any chunking (hypothesis draws the chunks, shapes, geometries and
+methods); one test runs it on a real ``distributed`` cluster of two worker
+processes on 127.0.0.1.  Pyramids are read back with zarr and with
+ome-zarr-py's reader, and their metadata checked against the NGFF 0.4 model
+of ``ome-zarr-models``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+import downpool
+import downpool.io
+from cases import DEFAULT_CASES
+from cli_helpers import downpool_command, random_image, run_downpool
+
+da = pytest.importorskip("dask.array")
+zarr = pytest.importorskip("zarr")
+dd = pytest.importorskip("downpool.dask")
+
+_METHOD_CASES = [c for c in DEFAULT_CASES]
+
+
+def _chunks(draw, n: int) -> tuple[int, ...]:
+    """A random split of ``n`` into chunks."""
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=4))) if n > 1 else []
+    edges = [0, *cuts, n]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+
+@st.composite
+def _problems(draw):
+    case = draw(st.sampled_from(_METHOD_CASES))
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    channels = draw(st.sampled_from([None, 1, 3, 4]))
+    dtypes = [np.uint8, np.uint16, np.float32, np.float64]
+    dtype = draw(st.sampled_from(dtypes + ([np.uint32] if case.labels else [])))
+    kind = draw(st.sampled_from(["kernel", "size"] if case.method != "dpid" else ["size", "k"]))
+    if kind == "kernel":
+        k = draw(st.integers(1, 5))
+        geometry = {"kernel_size": k, "stride": draw(st.one_of(st.none(), st.integers(1, 5)))}
+    elif kind == "k":
+        geometry = {"kernel_size": draw(st.integers(1, 5))}
+    else:
+        geometry = {"size": (draw(st.integers(1, h)), draw(st.integers(1, w)))}
+    options = {}
+    if not case.labels and channels in (3, 4) and draw(st.booleans()):
+        options = {"has_alpha": channels == 4, "linear": channels == 3}
+    shape = (h, w) if channels is None else (h, w, channels)
+    chunks = tuple(_chunks(draw, n) for n in shape)
+    budget = draw(st.sampled_from([None, 1, 4000]))
+    return case, shape, dtype, geometry, options, chunks, budget
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=_problems(), seed=st.integers(0, 2**32 - 1))
+def test_any_chunking_gives_downscale_bits(problem, seed):
+    case, shape, dtype, geometry, options, chunks, budget = problem
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        image = rng.random(shape).astype(dtype) * 3 - (0 if case.method in ("lp", "stochastic")
+                                                       else 1)
+    else:
+        image = rng.integers(0, 8 if case.labels else np.iinfo(dtype).max, shape, dtype=dtype)
+    expected = downpool.downscale(image, case.method, **geometry, **options, **case.params)
+    lazy = dd.downscale(da.from_array(image, chunks=chunks), case.method, max_bytes=budget,
+                        **geometry, **options, **case.params)
+    assert lazy.shape == expected.shape and lazy.dtype == expected.dtype
+    np.testing.assert_array_equal(lazy.compute(scheduler="threads"), expected)
+
+
+def test_errors_come_at_once_or_when_computed():
+    x = da.zeros((8, 8), dtype=np.float32, chunks=4)
+    with pytest.raises(ValueError, match="larger than the input|downscales"):
+        dd.downscale(x, "avg", size=(9, 9))
+    with pytest.raises(TypeError, match="dtype"):
+        dd.downscale(da.zeros((8, 8), dtype=np.int8, chunks=4), "avg")
+    bad = da.from_array(np.array([[0.0, np.nan], [1.0, 2.0]], np.float32), chunks=1)
+    with pytest.raises(ValueError, match="NaN"):
+        dd.downscale(bad, "avg").compute()
+    negative = da.from_array(-np.ones((4, 4), np.float32), chunks=2)
+    with pytest.raises(ValueError, match="non-negative"):
+        dd.downscale(negative, "lp").compute()
+
+
+_CLUSTER_SCRIPT = """
+import sys, numpy as np, dask.array as da
+from distributed import Client, LocalCluster, wait
+import downpool, downpool.dask as dd
+image = np.random.default_rng(4).integers(0, 255, (301, 257, 3), dtype=np.uint8)
+x = da.from_array(image, chunks=(64, 100, 3))
+with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                  dashboard_address=None) as cluster, Client(cluster) as client:
+    lazy = dd.downscale(x, "dpid", kernel_size=3, max_bytes=60000)
+    futures = client.compute(lazy.to_delayed().ravel().tolist())
+    wait(futures)
+    workers = {worker for who in client.who_has(futures).values() for worker in who}
+    result = np.concatenate([future.result() for future in futures])
+same = np.array_equal(result, downpool.downscale(image, "dpid", kernel_size=3))
+print(len(workers), same)
+"""
+
+
+def test_a_real_cluster_of_two_workers_gives_the_same_bits():
+    run = subprocess.run([sys.executable, "-c", _CLUSTER_SCRIPT], capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    workers, same = run.stdout.split()
+    assert same == "True"
+    assert int(workers) == 2  # the strips were spread over both
+
+
+def _check_ngff(path, levels: int, channels: bool):
+    """The group's metadata against NGFF 0.4's required fields, and ome-zarr-py's reading."""
+    group = zarr.open_group(str(path), mode="r")
+    [multiscale] = group.attrs["multiscales"]
+    assert multiscale["version"] == "0.4"
+    names = [axis["name"] for axis in multiscale["axes"]]
+    assert names == (["c", "y", "x"] if channels else ["y", "x"])
+    assert [d["path"] for d in multiscale["datasets"]] == [str(i) for i in range(levels)]
+    for i, dataset in enumerate(multiscale["datasets"]):
+        scale = dataset["coordinateTransformations"][0]
+        assert scale["type"] == "scale" and scale["scale"][-2:] == [2.0 ** i] * 2
+        assert group[str(i)].ndim == len(names)
+    models = pytest.importorskip("ome_zarr_models.v04")
+    models.Image.from_zarr(group)  # raises on anything the spec requires and is missing
+    reader = pytest.importorskip("ome_zarr.reader")
+    io = pytest.importorskip("ome_zarr.io")
+    [node, *_] = list(reader.Reader(io.parse_url(str(path)))())
+    return [np.asarray(level) for level in node.data]
+
+
+def test_pyramid_levels_are_downscale_of_the_level_above(tmp_path):
+    image = random_image((150, 97, 4), seed=3)
+    store = tmp_path / "p.zarr"
+    levels = dd.pyramid(da.from_array(image, chunks=(40, 50, 4)), "softpool", levels=4,
+                        chunks=32, has_alpha=True, store=store, name="test")
+    read = _check_ngff(store, 4, channels=True)
+    expected = image
+    for i, (level, stored) in enumerate(zip(levels, read)):
+        assert level.shape == expected.shape
+        np.testing.assert_array_equal(level.compute(), expected, err_msg=f"level {i}")
+        np.testing.assert_array_equal(stored.transpose(1, 2, 0), expected)
+        expected = downpool.downscale(expected, "softpool", kernel_size=2, has_alpha=True)
+    assert dd.pyramid_levels((1000, 700), chunks=128) == [(1000, 700), (500, 350), (250, 175),
+                                                         (125, 88)]
+    assert dd.pyramid_levels((5, 3), min_size=1) == [(5, 3), (3, 2), (2, 1)]  # the smaller side
+    assert dd.pyramid_levels((5, 3), levels=9)[-1] == (1, 1)  # and never below one pixel
+
+
+def test_pyramid_command_streams_a_label_tiff(tmp_path):
+    # 2.25 MB of samples: libvips decodes it a band at a time (io.STREAM_MIN_BYTES).
+    labels = np.random.default_rng(5).integers(0, 6, (1500, 1499), dtype=np.uint8)
+    Image.fromarray(labels).save(tmp_path / "labels.tif")
+    with downpool.io.open_image(tmp_path / "labels.tif") as opened:
+        assert opened.streamed
+    result = run_downpool("pyramid", tmp_path / "labels.tif", "-o", tmp_path / "labels.zarr",
+                          "--method", "mode", "--chunks", "256")
+    assert result.returncode == 0, result.stderr
+    # Halved until the smaller side is at most --chunks.
+    assert "4 levels (1499x1500, 750x750, 375x375, 188x188)" in result.stderr
+    read = _check_ngff(tmp_path / "labels.zarr", 4, channels=False)
+    expected = labels
+    for stored in read:
+        np.testing.assert_array_equal(stored, expected)
+        assert set(np.unique(stored)) <= set(range(6))  # no label invented
+        expected = downpool.downscale(expected, "mode", kernel_size=2)
+    # Again: refused without --overwrite, and nothing half-written is left.
+    again = run_downpool("pyramid", tmp_path / "labels.tif", "-o", tmp_path / "labels.zarr")
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "labels.zarr"]
+
+
+def test_pyramid_command_from_a_zarr_array_and_its_errors(tmp_path):
+    image = random_image((90, 70, 3), seed=6)
+    zarr.create_array(str(tmp_path / "in.zarr"), data=image, chunks=(30, 30, 3))
+    result = run_downpool("pyramid", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr",
+                          "--method", "dpid", "--levels", "2", "--chunks", "16")
+    assert result.returncode == 0, result.stderr
+    read = _check_ngff(tmp_path / "out.zarr", 2, channels=True)
+    np.testing.assert_array_equal(read[1].transpose(1, 2, 0),
+                                  downpool.downscale(image, "dpid", kernel_size=2))
+    (tmp_path / "not.png").write_bytes(b"no image here")
+    bad = run_downpool("pyramid", tmp_path / "not.png", "-o", tmp_path / "bad.zarr")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "error" in bad.stderr
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_without_the_extra_the_command_names_it(tmp_path):
+    Image.fromarray(random_image((20, 20, 3))).save(tmp_path / "a.png")
+    blocked = ("import sys; sys.modules['dask'] = sys.modules['dask.array'] = None; "
+               "from downpool.console import main; sys.argv[0] = 'downpool'; main()")
+    run = subprocess.run([sys.executable, "-c", blocked, "pyramid", str(tmp_path / "a.png"),
+                          "-o", str(tmp_path / "a.zarr")], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip() == ('downpool: error: downpool.dask needs Dask: '
+                                  'pip install "downpool[dask]"')
+    assert downpool_command()  # the installed command is what the other tests run
+    assert json.dumps(dd.multiscales_metadata(1, None, "avg"))  # plain JSON
