@@ -91,6 +91,8 @@ class Settings:
     jobs: int = 1
     processes: bool = False
     fast_load: bool = False
+    #: A Dask scheduler's address, or "local[:N]" (--scheduler); None: this machine.
+    scheduler: str | None = None
 
     def pools_alpha(self, has_alpha: bool) -> bool:
         """Whether an image's alpha channel is pooled as alpha: a label method (mode)
@@ -837,6 +839,105 @@ def _run_in_threads(tasks: list[Task], settings: Settings, jobs: int) -> Iterato
         pool.shutdown(wait=True)
 
 
+_WORKER_SETUP = threading.Lock()
+_WORKER_WARNINGS: list[Any] = []
+
+
+def _shrink_on_worker(task: Task, settings: Settings, existed: bool) -> FileResult:
+    """:func:`shrink_file` on a thread of a Dask worker (``--scheduler``).
+
+    ``existed``: whether the output was there when the batch started.  One
+    that appeared since, without --overwrite, was put in place by an
+    earlier try of this very file whose worker died before it could report.
+    """
+    with _WORKER_SETUP:
+        if not _WORKER_WARNINGS:  # once per worker process: warnings kept per file
+            _WORKER_WARNINGS.append(_ThreadWarnings().__enter__())
+    if (not existed and not settings.overwrite and not settings.skip_existing
+            and os.path.lexists(task.target) and not output_is_stream(task.target)):
+        return FileResult(task.source, task.target, "done",
+                          "written by an earlier try, whose worker died before it reported")
+    if not os.path.lexists(task.source):
+        import socket
+
+        return FileResult(task.source, task.target, "failed",
+                          f"not found on the worker on {socket.gethostname()}: the workers "
+                          "must see the input and output paths")
+    return _shrink_in_thread(task, settings, threading.Event()) or FileResult(
+        task.source, task.target, "failed", "dropped")
+
+
+def _cluster_client(scheduler: str) -> tuple[Any, Any]:
+    """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a new LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    match = re.fullmatch(r"local(?::(\d+))?", scheduler)
+    if match is None:
+        return Client(scheduler, timeout="30s"), None
+    workers = int(match[1]) if match[1] else _usable_cpus()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=":0")
+    return Client(cluster), cluster
+
+
+def _cluster_outcome(future: Any, task: Task) -> FileResult:
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - its workers died (KilledWorker), or the unexpected
+        if type(exc).__name__ == "KilledWorker":
+            cause = "every worker that ran it died (out of memory?)"
+        else:
+            cause = f"worker failed: {_describe(exc) or type(exc).__name__}"
+        return FileResult(task.source, task.target, "failed", cause)
+
+
+def _run_on_cluster(tasks: list[Task], settings: Settings, scheduler: str) -> Iterator[FileResult]:
+    """The batch as tasks of a Dask cluster: results as they come, files retried by Dask
+    on the other workers where a worker dies."""
+    import uuid
+
+    from distributed import as_completed
+
+    client, cluster = _cluster_client(scheduler)
+    batch = uuid.uuid4().hex[:12]
+    futures: dict[Any, Task] = {}
+    reported: set = set()
+    try:
+        for i, task in enumerate(tasks):
+            existed = os.path.lexists(task.target)
+            future = client.submit(_shrink_on_worker, task, settings, existed, pure=False,
+                                   key=f"downpool-shrink-{batch}-{i}")
+            futures[future] = task
+        for future in as_completed(futures):
+            reported.add(future)
+            yield _cluster_outcome(future, futures[future])
+    except interrupts.INTERRUPTS as stop:
+        raise _stop_cluster(client, futures, reported, stop) from None
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        _remove_stale_temporaries(tasks)  # a dead worker's, where it ran on this host
+
+
+def _stop_cluster(client: Any, futures: dict[Any, Task], reported: set,
+                  stop: BaseException) -> "_Interrupted":
+    """Cancel the files not started; with Ctrl-C, wait for those being made."""
+    from distributed import wait
+
+    running = {key for keys in client.processing().values() for key in keys}
+    client.cancel([f for f in futures if f.key not in running and not f.done()])
+    if _finishes_in_flight(stop):
+        try:
+            wait([f for f in futures if f.key in running])
+        except interrupts.INTERRUPTS:  # a second signal: do not wait
+            pass
+    client.cancel([f for f in futures if not f.done()])
+    finished = [_cluster_outcome(f, task) for f, task in futures.items()
+                if f not in reported and f.status == "finished"]
+    return _Interrupted(finished, stop)
+
+
 def _run_in_process(tasks: list[Task], settings: Settings) -> Iterator[FileResult]:
     for task in tasks:
         yield shrink_file(task, settings)
@@ -981,12 +1082,14 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
     stopped: BaseException | None = None
     stream = None
     try:
-        if tasks and (jobs <= 1 or not settings.processes):
+        if tasks and settings.scheduler is None and (jobs <= 1 or not settings.processes):
             load_kernels_in_background()
         _remove_stale_temporaries(tasks)
         bar = _progress_bar(len(tasks), quiet)
         workers = min(jobs, len(tasks))
-        if workers <= 1:
+        if settings.scheduler is not None and tasks:
+            stream = _run_on_cluster(tasks, settings, settings.scheduler)
+        elif workers <= 1:
             stream = _run_in_process(tasks, settings)
         elif settings.processes:
             stream = _run_in_workers(tasks, settings, workers)
@@ -1130,6 +1233,11 @@ def _check_template(template: str | None) -> None:
 @click.option("--processes", is_flag=True,
               help="Run the -j files in worker processes (each with its own Numba and one "
                    "kernel thread) instead of threads.")
+@click.option("--scheduler", metavar="ADDRESS|local[:N]",
+              help="Run the batch on a Dask cluster (pip install \"downpool[dask]\"): the "
+                   "scheduler at ADDRESS (tcp://host:8786), or a new local one of N worker "
+                   "processes.  Every worker must see the input and output paths (a shared "
+                   "file system); -j and --processes do not apply.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary still prints).")
 def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str | None,
            method: str, kernel_size: int | None, stride: int | None, scale: float | None,
@@ -1137,7 +1245,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
            device: str, fmt: str | None, quality: int | None, to_srgb: bool, fast_load: bool,
            strip: bool, max_pixels: int,
            max_memory: str, skip_existing: bool, overwrite: bool, jobs: int | None,
-           processes: bool, quiet: bool, **kwargs: Any) -> None:
+           processes: bool, scheduler: str | None, quiet: bool, **kwargs: Any) -> None:
     """Downscale image files and folders.
 
     \b
@@ -1191,14 +1299,38 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     # The memory is shared by the files that can be in flight at once.
     jobs = max(1, min(_usable_cpus() if jobs is None else jobs, len(tasks)))
     memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, processes)
+    if scheduler is not None:
+        _check_cluster(scheduler, processes)
+        local = re.fullmatch(r"local(?::(\d+))?", scheduler)
+        if local is None and memory_is_auto:
+            memory_limit = None  # this machine's memory says nothing of the workers'
+        elif local is not None:
+            jobs = max(1, int(local[1]) if local[1] else _usable_cpus())
+            memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, True)
     settings = Settings(
         method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
         size=size, width=width, height=height, device=device, linear=linear, to_srgb=to_srgb,
         format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
         overwrite=overwrite, skip_existing=skip_existing, max_memory=memory_limit,
         memory_is_auto=memory_is_auto, jobs=jobs, processes=processes, fast_load=fast_load,
+        scheduler=scheduler,
     )
     sys.exit(run_batch(tasks, refused, settings, jobs, quiet))
+
+
+def _check_cluster(scheduler: str, processes: bool) -> None:
+    """Usage errors of --scheduler, and the missing extra, before any file."""
+    if processes:
+        raise click.UsageError("--scheduler and --processes contradict each other")
+    if re.fullmatch(r"local(:[1-9]\d*)?", scheduler) is None and "://" not in scheduler:
+        raise click.BadParameter(f"expected tcp://HOST:PORT or local[:N], got {scheduler!r}",
+                                 param_hint="--scheduler")
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        click.echo('downpool: error: --scheduler needs Dask\'s distributed: '
+                   'pip install "downpool[dask]"', err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def _usable_cpus() -> int:

@@ -11,8 +11,11 @@ of ``ome-zarr-models``.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -100,7 +103,7 @@ import downpool, downpool.dask as dd
 image = np.random.default_rng(4).integers(0, 255, (301, 257, 3), dtype=np.uint8)
 x = da.from_array(image, chunks=(64, 100, 3))
 with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                  dashboard_address=None) as cluster, Client(cluster) as client:
+                  dashboard_address=":0") as cluster, Client(cluster) as client:
     lazy = dd.downscale(x, "dpid", kernel_size=3, max_bytes=60000)
     futures = client.compute(lazy.to_delayed().ravel().tolist())
     wait(futures)
@@ -208,3 +211,85 @@ def test_without_the_extra_the_command_names_it(tmp_path):
                                   'pip install "downpool[dask]"')
     assert downpool_command()  # the installed command is what the other tests run
     assert json.dumps(dd.multiscales_metadata(1, None, "avg"))  # plain JSON
+
+
+# --- batches on a cluster: downpool shrink --scheduler ---------------------------------
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A real scheduler and two workers (no nanny: a killed worker stays dead), each its
+    own process, on 127.0.0.1; yields the scheduler's address and the workers."""
+    distributed = pytest.importorskip("distributed")
+    file = tmp_path / "scheduler.json"
+    processes = [_spawn("scheduler", "--host", "127.0.0.1", "--port", "0",
+                        "--scheduler-file", str(file), "--no-dashboard")]
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [_spawn("worker", "--scheduler-file", str(file), "--nthreads", "1",
+                          "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
+                          "--name", f"w{i}") for i in range(2)]
+        processes += workers
+        with distributed.Client(scheduler_file=str(file), timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+            address = client.scheduler.address
+        yield address, workers
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def test_a_batch_survives_a_worker_killed_in_the_middle(tmp_path, cluster):
+    address, workers = cluster
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    images = {}
+    for i in range(14):
+        images[f"img{i:02d}.png"] = random_image((700, 600, 3), seed=20 + i)
+        Image.fromarray(images[f"img{i:02d}.png"]).save(folder / f"img{i:02d}.png")
+    process = subprocess.Popen([*downpool_command(), "shrink", str(folder), "-o", str(out),
+                                "--method", "dpid", "--scale", "0.3", "--scheduler", address],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and len([p for p in out.iterdir() if p.suffix == ".png"]) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(workers[0].pid, signal.SIGKILL)  # mid-batch: its file in flight is lost
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert "14 done, 0 skipped, 0 failed" in stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(images)  # no temporaries either
+    for name, image in images.items():
+        with Image.open(out / name) as written:
+            np.testing.assert_array_equal(np.asarray(written),
+                                          downpool.downscale(image, "dpid", scale=0.3))
+
+
+def test_a_local_cluster_and_the_usage_errors(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(random_image((40, 30, 3), seed=i)).save(folder / f"{i}.png")
+    result = run_downpool("shrink", folder, "-o", tmp_path / "out", "--method", "avg",
+                          "--scheduler", "local:2")
+    assert result.returncode == 0, result.stderr
+    assert "3 done" in result.stderr
+    for i in range(3):
+        with Image.open(tmp_path / "out" / f"{i}.png") as written:
+            np.testing.assert_array_equal(
+                np.asarray(written), downpool.downscale(random_image((40, 30, 3), seed=i), "avg"))
+    bad = run_downpool("shrink", folder, "--scheduler", "nowhere")
+    assert bad.returncode == 2 and "tcp://HOST:PORT or local[:N]" in bad.stderr
+    both = run_downpool("shrink", folder, "--scheduler", "local:2", "--processes")
+    assert both.returncode == 2 and "contradict" in both.stderr
