@@ -57,8 +57,10 @@ def pyramid(source: str, out: str, method: str, levels: int | None, min_size: in
 
     \b
     INPUT is an image file (PNG, JPEG, TIFF, WebP ...; read a band of rows
-    at a time where libvips can) or a zarr array of (H, W) or (H, W, C).
-    Each level halves the one above with the chosen method (-k 2).
+    at a time where libvips can), a zarr array of (H, W) or (H, W, C), or a
+    folder of TIFF pages (a stack, in name order: axes z, y, x, each page
+    pooled on its own).  Each level halves the one above with the chosen
+    method (-k 2).
 
     \b
     downpool pyramid slide.tif -o slide.zarr --method dpid
@@ -119,7 +121,11 @@ def _write(source: Path, store: Path, method: str, levels: int | None, min_size:
                           linear=linear, store=str(store), name=source.stem, **params)
         return [level.shape for level in made]
     if source.is_dir():
-        raise ValueError("is a folder, not an image file or a zarr array")
+        array, has_alpha = _stack(source)
+        made = dd.pyramid(array, method, levels=levels, min_size=min_size, chunks=chunks,
+                          has_alpha=has_alpha and not labels, linear=linear, store=str(store),
+                          name=source.name, stack=True, **params)
+        return [level.shape[1:] for level in made]
     from .io import open_image
 
     with open_image(source, max_pixels=max_pixels or None) as image:
@@ -142,6 +148,51 @@ def _write(source: Path, store: Path, method: str, levels: int | None, min_size:
         made.append(writer.write(len(made), dd.downscale(made[-1], method, kernel_size=2,
                                                          **options)))
     return [level.shape for level in made]
+
+
+#: The files of a folder that make a stack of pages.
+STACK_EXTENSIONS = (".tif", ".tiff")
+
+
+def _stack(folder: Path) -> tuple[Any, bool]:
+    """The folder's TIFF files, in name order, as a lazy (Z, H, W[, C]) array: each page is
+    read when its tasks run.  Every page must have the first one's shape and dtype."""
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    from .io import open_image
+
+    pages = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in STACK_EXTENSIONS and not p.name.startswith("."))
+    if not pages:
+        raise ValueError("is a folder with no TIFF pages (.tif, .tiff) to stack")
+    shape = dtype = None
+    has_alpha = False
+    for page in pages:
+        with open_image(page, max_pixels=None) as image:
+            header = image.header
+            found = ((header.height, header.width)
+                     + ((header.channels,) if header.channels > 1 else ()),
+                     np.dtype(np.uint16 if header.bytes_per_sample == 2 else np.uint8))
+        if shape is None:
+            (shape, dtype), has_alpha = found, header.has_alpha
+        elif found != (shape, dtype):
+            raise ValueError(f"page {page.name} is {found[0]} {found[1]}, the first page "
+                             f"{pages[0].name} {shape} {dtype}: a stack's pages must agree")
+    read = dask.delayed(_read_page, pure=True)
+    return (da.stack([da.from_delayed(read(str(page), shape, dtype), shape, dtype)
+                      for page in pages]), has_alpha)
+
+
+def _read_page(path: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    from .io import read_image
+
+    pixels = read_image(path, max_pixels=None).pixels
+    if pixels.shape != shape or pixels.dtype != dtype:
+        raise ValueError(f"page {Path(path).name} decodes as {pixels.shape} {pixels.dtype}, "
+                         f"not {shape} {dtype}")
+    return pixels
 
 
 def _put_in_place(temporary: Path, target: Path) -> None:

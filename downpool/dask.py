@@ -11,8 +11,9 @@ A strip spans the full width, so each task gathers the column chunks of its
 rows, never the whole array; its memory is about ``max_bytes``.
 
 :func:`pyramid` makes each level by ``kernel_size=2`` from the level above
-and can write them as an OME-NGFF 0.4 multiscale image (zarr format 2), the
-version every NGFF reader (ome-zarr-py, napari-ome-zarr) reads.
+(of each page, for a stack of pages) and can write them as an OME-NGFF 0.4
+multiscale image (zarr format 2, :class:`NgffWriter`), the version every
+NGFF reader (ome-zarr-py, napari-ome-zarr) reads.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .api import STRIP_BYTES, Pooling
 from .core import check_dtype
 from .methods import get_method
 
-__all__ = ["downscale", "pyramid", "write_ngff", "pyramid_levels", "MissingExtraError",
-           "NGFF_VERSION"]
+__all__ = ["downscale", "pyramid", "pyramid_levels", "write_ngff", "NgffWriter",
+           "multiscales_metadata", "MissingExtraError", "NGFF_VERSION"]
 
 #: The OME-NGFF version of what :func:`write_ngff` writes.
 NGFF_VERSION = "0.4"
@@ -175,20 +176,21 @@ def pyramid_levels(shape: Sequence[int], levels: int | None = None,
 def pyramid(array: Any, method: str = "avg", *, levels: int | None = None,
             min_size: int | None = None, chunks: int = 512, has_alpha: bool = False,
             linear: bool = False, store: Any = None, name: str | None = None,
-            **params: Any) -> list[Any]:
+            stack: bool = False, **params: Any) -> list[Any]:
     """The levels of an image pyramid, each ``kernel_size=2`` of the one above.
 
     Parameters
     ----------
     array : dask.array.Array or array_like, shape (H, W) or (H, W, C)
-        Level 0.
+        Level 0; with ``stack``, (Z, H, W) or (Z, H, W, C): pages, each
+        pooled on its own (z is not pooled).
     method, has_alpha, linear, **params
         As for :func:`downscale`.  ``mode`` makes a label pyramid.
     levels, min_size, chunks
         How many levels (:func:`pyramid_levels`); ``chunks`` is also the
         side of the stored chunks.
     store : str, path or zarr store, optional
-        Where to write the pyramid as OME-NGFF (:func:`write_ngff`); each
+        Where to write the pyramid as OME-NGFF (:class:`NgffWriter`); each
         level is then written before the next is made from what was written,
         so that no level is computed twice.
     name : str, optional
@@ -201,60 +203,68 @@ def pyramid(array: Any, method: str = "avg", *, levels: int | None = None,
     """
     da = _dask_array()
     x = array if isinstance(array, da.Array) else da.asarray(array)
-    sizes = pyramid_levels(x.shape, levels, min_size, chunks)
+    sizes = pyramid_levels(x.shape[1:] if stack else x.shape, levels, min_size, chunks)
     options = dict(has_alpha=has_alpha, linear=linear, **params)
+
+    def halve(level: Any) -> Any:
+        if not stack:
+            return downscale(level, method, kernel_size=2, **options)
+        return da.stack([downscale(level[z], method, kernel_size=2, **options)
+                         for z in range(level.shape[0])])
+
     if store is None:
         made = [x]
         for _ in sizes[1:]:
-            made.append(downscale(made[-1], method, kernel_size=2, **options))
+            made.append(halve(made[-1]))
         return made
-    writer = NgffWriter(store, x.shape, x.dtype, len(sizes), chunks, method, name, options)
+    writer = NgffWriter(store, x.shape, x.dtype, len(sizes), chunks, method, name, options,
+                        stack=stack)
     made = [writer.write(0, x)]
     for level in range(1, len(sizes)):
-        made.append(writer.write(level, downscale(made[-1], method, kernel_size=2, **options)))
+        made.append(writer.write(level, halve(made[-1])))
     return made
-
-
-def write_ngff(store: Any, levels: Sequence[Any], *, chunks: int = 512, method: str = "avg",
-               name: str | None = None) -> list[Any]:
-    """Write ``levels`` ((H, W[, C]) arrays, each half the one before) as OME-NGFF 0.4.
-
-    The arrays are stored channel first, (C, Y, X) as NGFF orders its axes,
-    in ``chunks`` x ``chunks`` chunks, datasets "0", "1", ...; each level's
-    scale is ``2 ** level`` and its translation puts its pixel centres at
-    the centres of the windows it pooled.  Returns the stored levels as dask
-    arrays in downpool's (H, W[, C]) order.
-    """
-    da = _dask_array()
-    first = levels[0] if isinstance(levels[0], da.Array) else da.asarray(levels[0])
-    writer = NgffWriter(store, first.shape, first.dtype, len(levels), chunks, method, name, {})
-    return [writer.write(i, level) for i, level in enumerate(levels)]
 
 
 class NgffWriter:
     """An OME-NGFF 0.4 multiscale image in a zarr (format 2) group, written level by level.
 
-    The group's ``multiscales`` metadata lists every level from the start;
-    each is written with :meth:`write`.
+    Levels are (H, W[, C]), or with ``stack`` (Z, H, W[, C]); they are stored
+    in NGFF's axis order, channel first: (C, [Z,] Y, X), in chunks of
+    ``chunks`` x ``chunks`` pixels (one page, every channel).  The group's
+    ``multiscales`` metadata lists every level from the start; each level's
+    scale is ``2 ** level`` in y and x and its translation puts its pixel
+    centres at the centres of the windows it pooled.
     """
 
     def __init__(self, store: Any, shape: Sequence[int], dtype: Any, count: int, chunks: int,
-                 method: str, name: str | None, options: dict[str, Any]) -> None:
+                 method: str, name: str | None, options: dict[str, Any],
+                 stack: bool = False) -> None:
         zarr = _zarr()
-        if len(shape) not in (2, 3):
-            raise ValueError(f"levels must be (H, W) or (H, W, C), got shape {tuple(shape)}")
-        self.channels = shape[2] if len(shape) == 3 else None
+        planes = len(shape) - (1 if stack else 0)
+        if planes not in (2, 3):
+            raise ValueError(f"levels must be {'(Z, ' if stack else '('}H, W) or "
+                             f"{'(Z, ' if stack else '('}H, W, C), got shape {tuple(shape)}")
+        self.channels = shape[-1] if planes == 3 else None
+        self.stack = stack
         self.chunks = int(chunks)
         self.dtype = np.dtype(dtype)
         self.group = zarr.open_group(store, mode="w", zarr_format=2)
         self.group.attrs.update(multiscales_metadata(count, self.channels, method, name,
-                                                     options))
+                                                     options, stack=stack))
+
+    def _stored(self, x: Any) -> Any:
+        """``x`` in the stored axis order: the channel axis first."""
+        if self.channels is None:
+            return x
+        return x.transpose(x.ndim - 1, *range(x.ndim - 1))
 
     def _create(self, level: int, shape: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
-        """The zarr array of dataset ``level`` for (H, W[, C]) ``shape``, and its chunks."""
-        block = (self.chunks, self.chunks)
-        chunk_shape = block if self.channels is None else (self.channels, *block)
-        stored = tuple(shape[:2]) if self.channels is None else (self.channels, *shape[:2])
+        """The zarr array of dataset ``level`` for a level of ``shape``, and its chunks."""
+        chunk_shape = (*((1,) if self.stack else ()), self.chunks, self.chunks)
+        stored = tuple(shape)
+        if self.channels is not None:
+            chunk_shape = (self.channels, *chunk_shape)
+            stored = (stored[-1], *stored[:-1])
         target = self.group.create_array(str(level), shape=stored, chunks=chunk_shape,
                                          dtype=self.dtype,
                                          chunk_key_encoding={"name": "v2", "separator": "/"},
@@ -263,21 +273,22 @@ class NgffWriter:
 
     def _read_back(self, target: Any) -> Any:
         back = _dask_array().from_zarr(target)
-        return back if self.channels is None else back.transpose(1, 2, 0)
+        return back if self.channels is None else back.transpose(*range(1, back.ndim), 0)
 
     def write(self, level: int, array: Any) -> Any:
-        """Store ``array`` as dataset ``level``; return it read back, (H, W[, C])."""
+        """Store ``array`` as dataset ``level``; return it read back, in its own axis order."""
         da = _dask_array()
         x = array if isinstance(array, da.Array) else da.asarray(array)
         target, chunk_shape = self._create(level, x.shape)
-        stored = x if self.channels is None else x.transpose(2, 0, 1)
         # Whole chunks per task: no two tasks write into one chunk, so no lock.
-        da.store(stored.rechunk(chunk_shape), target, lock=False)
+        da.store(self._stored(x).rechunk(chunk_shape), target, lock=False)
         return self._read_back(target)
 
     def write_rows(self, level: int, shape: Sequence[int], bands: Any) -> Any:
         """Store dataset ``level`` of (H, W[, C]) ``shape`` from ``bands`` of rows, in order
         (as a file decodes), holding at most one row of chunks; return it read back."""
+        if self.stack:
+            raise ValueError("a stack is written whole levels at a time")
         target, _ = self._create(level, shape)
         height = int(shape[0])
         pending: list[np.ndarray] = []
@@ -290,9 +301,7 @@ class NgffWriter:
                 held += take
                 band = band[take:]
                 if held == self.chunks or top + held == height:
-                    rows = np.concatenate(pending)
-                    target[..., top:top + held, :] = (rows if self.channels is None
-                                                      else rows.transpose(2, 0, 1))
+                    target[..., top:top + held, :] = self._stored(np.concatenate(pending))
                     top, held, pending = top + held, 0, []
         if top != height:
             raise OSError(f"the image has {height} rows and only {top} came")
@@ -300,22 +309,27 @@ class NgffWriter:
 
 
 def multiscales_metadata(count: int, channels: int | None, method: str,
-                         name: str | None = None, options: dict[str, Any] | None = None
-                         ) -> dict[str, Any]:
+                         name: str | None = None, options: dict[str, Any] | None = None,
+                         stack: bool = False) -> dict[str, Any]:
     """The group attributes of an OME-NGFF 0.4 multiscale image of ``count`` levels."""
     from . import __version__
 
-    space = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
-    axes = space if channels is None else [{"name": "c", "type": "channel"}, *space]
+    axes = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    lead: list[float] = []
+    if stack:
+        axes.insert(0, {"name": "z", "type": "space"})
+        lead.append(1.0)
+    if channels is not None:
+        axes.insert(0, {"name": "c", "type": "channel"})
+        lead.append(1.0)
     datasets = []
     for level in range(count):
         factor = float(2 ** level)
         offset = (factor - 1) / 2  # a window of 2^l pixels is centred here
-        lead = [] if channels is None else [1.0]
         transforms = [{"type": "scale", "scale": [*lead, factor, factor]}]
         if level:
             transforms.append({"type": "translation",
-                               "translation": [*([0.0] if lead else []), offset, offset]})
+                               "translation": [*(0.0 for _ in lead), offset, offset]})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
     kwargs = {key: value for key, value in (options or {}).items()
               if isinstance(value, (bool, int, float, str))}
@@ -328,3 +342,14 @@ def multiscales_metadata(count: int, channels: int | None, method: str,
         "metadata": {"method": "downpool.dask.pyramid", "version": __version__,
                      "kwargs": {"method": method, "kernel_size": 2, **kwargs}},
     }]}
+
+
+def write_ngff(store: Any, levels: Sequence[Any], *, chunks: int = 512, method: str = "avg",
+               name: str | None = None, stack: bool = False) -> list[Any]:
+    """Write ``levels`` (arrays, each half the one before) as OME-NGFF 0.4 (:class:`NgffWriter`);
+    return them read back from the store."""
+    da = _dask_array()
+    first = levels[0] if isinstance(levels[0], da.Array) else da.asarray(levels[0])
+    writer = NgffWriter(store, first.shape, first.dtype, len(levels), chunks, method, name, {},
+                        stack=stack)
+    return [writer.write(i, level) for i, level in enumerate(levels)]

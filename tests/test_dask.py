@@ -123,13 +123,13 @@ def test_a_real_cluster_of_two_workers_gives_the_same_bits():
     assert int(workers) == 2  # the strips were spread over both
 
 
-def _check_ngff(path, levels: int, channels: bool):
+def _check_ngff(path, levels: int, channels: bool, stack: bool = False):
     """The group's metadata against NGFF 0.4's required fields, and ome-zarr-py's reading."""
     group = zarr.open_group(str(path), mode="r")
     [multiscale] = group.attrs["multiscales"]
     assert multiscale["version"] == "0.4"
     names = [axis["name"] for axis in multiscale["axes"]]
-    assert names == (["c", "y", "x"] if channels else ["y", "x"])
+    assert names == ["c"] * channels + ["z"] * stack + ["y", "x"]
     assert [d["path"] for d in multiscale["datasets"]] == [str(i) for i in range(levels)]
     for i, dataset in enumerate(multiscale["datasets"]):
         scale = dataset["coordinateTransformations"][0]
@@ -197,6 +197,28 @@ def test_pyramid_command_from_a_zarr_array_and_its_errors(tmp_path):
     bad = run_downpool("pyramid", tmp_path / "not.png", "-o", tmp_path / "bad.zarr")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "error" in bad.stderr
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_pyramid_command_from_a_folder_of_tiff_pages(tmp_path):
+    pages = [random_image((61, 47, 3), seed=10 + z) for z in range(3)]
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for z, page in enumerate(pages):
+        Image.fromarray(page).save(folder / f"page{z:02d}.tif")
+    (folder / "notes.txt").write_text("not a page")
+    result = run_downpool("pyramid", folder, "-o", tmp_path / "stack.zarr", "--method", "dpp",
+                          "--levels", "3", "--chunks", "16")
+    assert result.returncode == 0, result.stderr
+    read = _check_ngff(tmp_path / "stack.zarr", 3, channels=True, stack=True)
+    expected = pages
+    for stored in read:
+        assert stored.shape == (3, 3, *expected[0].shape[:2])  # c, z, y, x
+        for z in range(3):
+            np.testing.assert_array_equal(stored[:, z].transpose(1, 2, 0), expected[z])
+        expected = [downpool.downscale(page, "dpp", kernel_size=2) for page in expected]
+    Image.fromarray(random_image((60, 47, 3))).save(folder / "page03.tif")
+    bad = run_downpool("pyramid", folder, "-o", tmp_path / "bad.zarr")
+    assert bad.returncode == 1 and "must agree" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def test_without_the_extra_the_command_names_it(tmp_path):
