@@ -111,7 +111,6 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     # The plan: float values get their range when computed; (0, 1) stands in.
     plan = Pooling(method, x.shape, x.dtype, (0.0, 1.0), **options)
     out_w, channels = plan.out_shape[1:]
-    x = x.rechunk({1: -1, 2: -1})
     if x.dtype.kind == "f":
         extra = [x.min(), x.max()]  # 0-d arrays: every task gets them
     else:
@@ -119,7 +118,9 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     pieces = []
     for first, stop, in_start, in_end in plan.strips(STRIP_BYTES if max_bytes is None
                                                      else max_bytes):
-        part = x[in_start:in_end].rechunk({0: -1})
+        # Only the strip's rows of each chunk are joined: no full-width band of
+        # whole input chunks is ever made.
+        part = x[in_start:in_end].rechunk(-1)
         pieces.append(da.map_blocks(
             _pool_strip, part, *extra, dtype=x.dtype, chunks=((stop - first,), (out_w,),
                                                                (channels,)),
