@@ -122,6 +122,22 @@ def check_params_used(methods: Iterable[MethodSpec], given: Mapping[str, Any]) -
             )
 
 
+def command_params(method: str, kwargs: dict[str, Any]) -> tuple[MethodSpec, dict[str, Any]]:
+    """The chosen method and its parameters from a command's options; a bad one is a
+    usage error."""
+    from .methods import get_method, resolve_params
+
+    given = pop_method_params(kwargs)
+    spec = get_method(method)
+    check_params_used([spec], given)
+    params = params_for(spec, given)
+    try:
+        resolve_params(spec, params)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return spec, params
+
+
 def method_choice() -> click.Choice:
     return click.Choice(list(METHODS))
 

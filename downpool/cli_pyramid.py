@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
-from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
-from .methods import get_method, resolve_params
+from .cli import command_params, method_choice, method_param_options
+from .methods import get_method
 
 EXIT_FAILED = 1
 
@@ -66,14 +66,7 @@ def pyramid(source: str, out: str, method: str, levels: int | None, min_size: in
     downpool pyramid slide.tif -o slide.zarr --method dpid
     downpool pyramid labels.png -o labels.zarr --method mode --levels 4
     """
-    given = pop_method_params(kwargs)
-    spec = get_method(method)
-    check_params_used([spec], given)
-    params = params_for(spec, given)
-    try:
-        resolve_params(spec, params)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    spec, params = command_params(method, kwargs)
     if levels is not None and min_size is not None:
         raise click.UsageError("give one of --levels and --min-size")
     if spec.labels and linear:

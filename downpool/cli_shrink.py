@@ -40,11 +40,11 @@ from typing import Any, Iterator
 import click
 
 from . import interrupts
-from .cli import check_params_used, method_choice, method_param_options, params_for, pop_method_params
+from .cli import command_params, method_choice, method_param_options
 from .files import output_is_stream, remove_stale_temporaries
 from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
 from .memory import available_bytes, format_bytes, parse_size
-from .methods import get_method, resolve_params
+from .methods import get_method
 
 __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks", "memory_needed"]
 
@@ -1260,14 +1260,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     downpool shrink photo.jpg --method dpid --width 800
     downpool shrink photos/ -r -o small/ -k 4 -j 2 --skip-existing
     """
-    given = pop_method_params(kwargs)
-    spec = get_method(method)
-    check_params_used([spec], given)
-    params = params_for(spec, given)
-    try:
-        resolve_params(spec, params)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    spec, params = command_params(method, kwargs)
 
     geometries = [flag for flag, used in (
         ("-k/--stride", kernel_size is not None or stride is not None), ("--scale", scale is not None),
