@@ -280,9 +280,17 @@ def load_kernels_in_background() -> None:
     """
     global _KERNELS_LOADING
     if _KERNELS_LOADING is None and "downpool.stream" not in sys.modules:
-        _KERNELS_LOADING = threading.Thread(target=_import_kernels, name="downpool-numba",
-                                            daemon=True)
-        _KERNELS_LOADING.start()
+        # A Ctrl-C inside start() would leave a thread that cannot be joined
+        # at exit; held, the signal arrives once it is running (and the
+        # thread starts with the stop signals blocked: they are the main
+        # thread's to take).
+        held = interrupts.hold_stop_signals()
+        try:
+            thread = threading.Thread(target=_import_kernels, name="downpool-numba", daemon=True)
+            thread.start()
+            _KERNELS_LOADING = thread
+        finally:
+            interrupts.release_stop_signals(held)
 
 
 def _import_kernels() -> None:

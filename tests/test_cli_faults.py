@@ -294,6 +294,31 @@ def test_ctrl_c_during_start_up_prints_the_summary_and_exits_130(tmp_path):
     assert temp_files(tmp_path) == []
 
 
+
+def test_ctrl_c_while_the_kernel_thread_starts_exits_130(tmp_path):
+    """A Ctrl-C that arrives inside the start of the thread that loads Numba (a window of
+    microseconds that the test above hit once in CI) still ends with the summary and 130.
+    A sitecustomize sends the signal from within Thread.start."""
+    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, threading\n"
+        "start = threading.Thread.start\n"
+        "def interrupted_start(self):\n"
+        "    if self.name == 'downpool-numba':\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    start(self)\n"
+        "threading.Thread.start = interrupted_start\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([*downpool_command(), "shrink", str(source), "-o", str(tmp_path / "out.png")],
+                            env=env, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 130, result.stderr
+    _no_traceback(result.stderr)
+    assert "interrupted" in result.stderr, result.stderr
+    assert not (tmp_path / "out.png").exists()
+    assert temp_files(tmp_path) == []
+
 # --- folders, concurrent runs, memory --------------------------------------------------------
 
 
