@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["downscale", "RowDownscaler", "METHODS", "MethodSpec", "Param", "DeviceUnavailableError", "__version__"]
+__all__ = ["downscale", "downscale_frames", "FrameDownscaler", "RowDownscaler", "METHODS", "MethodSpec", "Param", "DeviceUnavailableError", "__version__"]
 __version__ = "0.1.0"
 
 # Public names and the module that defines each, imported on first access.
-_LAZY = {"downscale": "api", "RowDownscaler": "stream", "DeviceUnavailableError": "api", "METHODS": "methods",
+_LAZY = {"downscale": "api", "downscale_frames": "frames", "FrameDownscaler": "frames",
+         "RowDownscaler": "stream", "DeviceUnavailableError": "api", "METHODS": "methods",
          "MethodSpec": "methods", "Param": "methods"}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import colour
 from .core import PoolJob, check_image, dtype_max, quantize
-from .geometry import block_length, plan_windows
+from .geometry import block_length, interleave_axis, plan_windows
 from .methods import get_method, resolve_params
 from .strips import plan_strips, rows_between, strip_span
 
@@ -181,13 +181,7 @@ def downscale(
     pooling = Pooling(method, img.shape, img.dtype, value_range, kernel_size=kernel_size,
                       stride=stride, size=size, scale=scale, device=device,
                       has_alpha=has_alpha, linear=linear, **params)
-    if not pooling.converted:
-        # The kernels read the image as it is: one strip, no copy.
-        out = pooling.pool_strip(img, 0, pooling.rows.size, 0)
-    else:
-        out = np.empty(pooling.out_shape, dtype=img.dtype)
-        for first, stop, in_start, in_end in pooling.strips(STRIP_BYTES):
-            out[first:stop] = pooling.pool_strip(img[in_start:in_end], first, stop, in_start)
+    out = pooling.pool_image(img)
     return out if arr.ndim == 3 else out[:, :, 0]
 
 
@@ -226,12 +220,19 @@ class Pooling:
     def __init__(self, method: str, shape: tuple[int, int, int], dtype: np.dtype,
                  value_range: tuple[float, float], *, kernel_size: Any = None,
                  stride: Any = None, size: Any = None, scale: Any = None, device: str = "auto",
-                 has_alpha: bool = False, linear: bool = False, **params: Any) -> None:
+                 has_alpha: bool = False, linear: bool = False, frames: int = 1,
+                 **params: Any) -> None:
         spec = get_method(method)
         values = resolve_params(spec, params)
         height, width, channels = shape
         self.rows, self.cols = plan_windows(spec.name, spec.area_only, (height, width),
                                             kernel_size, stride, size, scale)
+        if frames > 1:
+            # A time window of n frames is pooled as one image whose rows are
+            # the frames' rows interleaved (downpool.frames): row y of frame t is
+            # row y*n + t, so each window's rows hold its 3-D window.
+            self.rows = interleave_axis(self.rows, frames)
+            height *= frames
         kernels = _kernels(device)
         if spec.labels and (has_alpha or linear):
             raise ValueError(f"{spec.name}: pools labels, which have no "
@@ -257,9 +258,15 @@ class Pooling:
         self._block_rows = block_length(self.rows) or 0
         if self.converted:
             self._work_dtype = np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+        self.set_value_range(value_range)
+
+    def set_value_range(self, value_range: tuple[float, float]) -> None:
+        """Pool images whose stored values lie in ``value_range`` from now on (a float
+        sequence's time windows each have their own)."""
+        if self.converted:
             lo, hi = ((0, self._top) if self.dtype.kind == "u" else value_range)
             corners = np.array([[lo, lo], [lo, hi], [hi, lo], [hi, hi]], dtype=self.dtype)
-            probe = self._convert(np.repeat(corners, [channels - 1, 1], axis=1)[:, None, :])
+            probe = self._convert(np.repeat(corners, [self.shape[2] - 1, 1], axis=1)[:, None, :])
             self.value_range = (float(probe.min()), float(probe.max()))
         else:
             self.value_range = value_range
@@ -291,9 +298,24 @@ class Pooling:
         return [(first, stop, *strip_span(self.rows, first, stop, self.halo)[2:])
                 for first, stop in strips]
 
-    def pool_strip(self, part: np.ndarray, first: int, stop: int, in_start: int) -> np.ndarray:
+    def pool_image(self, img: np.ndarray, frame: int = 0) -> np.ndarray:
+        """The whole output from the C-contiguous ``img`` of :attr:`shape`; with alpha or
+        linear light a strip at a time, so that no full-size float copy is made.
+        ``frame``: the output frame of a sequence, which keys stochastic draws."""
+        if not self.converted:
+            # The kernels read the image as it is: one strip, no copy.
+            return self.pool_strip(img, 0, self.rows.size, 0, frame)
+        out = np.empty(self.out_shape, dtype=img.dtype)
+        for first, stop, in_start, in_end in self.strips(STRIP_BYTES):
+            out[first:stop] = self.pool_strip(img[in_start:in_end], first, stop, in_start, frame)
+        return out
+
+    def pool_strip(self, part: np.ndarray, first: int, stop: int, in_start: int,
+                   frame: int = 0) -> np.ndarray:
         """Output rows ``[first, stop)``, in the input's dtype, from ``part``: the input rows
-        from ``in_start`` on, at least to the end of what those rows (and their halo) read."""
+        from ``in_start`` on, at least to the end of what those rows (and their halo) read.
+        ``frame``: the output frame of a sequence (stochastic draws are keyed by the
+        output index over frame, row and column)."""
         top, bottom, _, in_end = strip_span(self.rows, first, stop, self.halo)
         if part.shape[0] < in_end - in_start or part.shape[1:] != self.shape[1:]:
             raise ValueError(f"rows {first}-{stop} need input rows {in_start}-{in_end}, "
@@ -302,7 +324,8 @@ class Pooling:
         rows = rows_between(self.rows, top, bottom, in_start)
         out_w, channels = self.cols.size, self.shape[2]
         common = dict(rows=rows, cols=self.cols, n_colour=self.n_colour,
-                      value_mode=self.value_mode, value_range=self.value_range, first_row=top,
+                      value_mode=self.value_mode, value_range=self.value_range,
+                      first_row=top + frame * self.rows.size,
                       block_rows=self._block_rows)
         if not self.converted:
             job = PoolJob(image=np.ascontiguousarray(part), in_scale=1.0 / self._top,

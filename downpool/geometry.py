@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisWindows", "pooling_axis", "area_axis", "plan_windows", "block_length"]
+__all__ = ["AxisWindows", "pooling_axis", "area_axis", "interleave_axis", "plan_windows",
+           "block_length"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,19 @@ def area_axis(n_in: int, n_out: int) -> AxisWindows:
     inside = offset < count[:, None]
     weight = np.where(inside, overlap / n_in, 0.0)
     return AxisWindows(start, count, weight, np.where(inside, overlap, 0))
+
+
+def interleave_axis(axis: AxisWindows, n: int) -> AxisWindows:
+    """The windows of ``axis`` over ``n`` frames whose rows are interleaved.
+
+    Row ``y`` of frame ``t`` is row ``y*n + t`` of the interleaved image, so the
+    rows of a window, in every frame, are one run of ``n * count`` rows: each
+    keeps its coverage (SPEC section 6: time adds no fractional coverage),
+    normalised over the ``n`` frames.
+    """
+    weight = np.repeat(axis.weight, n, axis=1) / n
+    units = np.repeat(axis.units, n, axis=1)
+    return AxisWindows(axis.start * n, axis.count * n, weight, units)
 
 
 def block_length(axis: AxisWindows) -> int | None:

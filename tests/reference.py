@@ -255,19 +255,21 @@ def smooth_guide(g: np.ndarray) -> np.ndarray:
     return gs
 
 
-def pool_dpid(work, rows, cols, lam, n_colour):
-    """DPID (SPEC 3): distance to the smoothed guide over the colour channels, shared weights."""
-    oh, ow, ch = len(rows), len(cols), work.shape[2]
+def pool_dpid(window_of, oh, ow, ch, lam, n_colour):
+    """DPID (SPEC 3): distance to the smoothed guide over the colour channels, shared weights.
+
+    ``window_of(i, j)`` gives output pixel (i, j)'s window: values (n, C) and coverages (n,).
+    """
     guide = np.zeros((oh, ow, ch))
     for i in range(oh):
         for j in range(ow):
-            a, c, _ = window(work, rows, cols, i, j)
+            a, c = window_of(i, j)
             guide[i, j] = pool_avg(a, c)
     gs = smooth_guide(guide)
     out = np.zeros((oh, ow, ch))
     for i in range(oh):
         for j in range(ow):
-            a, c, _ = window(work, rows, cols, i, j)
+            a, c = window_of(i, j)
             diff = a[:, :n_colour] - gs[i, j, :n_colour]
             # d relative to the largest |difference| (only ratios of d matter), so that
             # squares neither overflow nor underflow for float64 values near 1e+-300
@@ -310,33 +312,27 @@ def mode_downscale(image, *, kernel_size=None, stride=None, size=None, scale=Non
     pixels' total coverage (exact fractions) is the largest, the smallest on a tie.
 
     Values are compared as stored (no working values): the result is always one
-    of the window's values.
+    of the window's values.  (:func:`mode_downscale_frames` of one frame.)
     """
     a = np.asarray(image)
-    img = a if a.ndim == 3 else a[:, :, None]
-    rows, cols = plan("mode", img.shape[:2], kernel_size, stride, size, scale)
-    out = np.zeros((len(rows), len(cols), img.shape[2]), dtype=img.dtype)
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            for ch in range(img.shape[2]):
-                totals = {}
-                for r, cy in zip(rows.idx[i], rows.exact[i]):
-                    for q, cx in zip(cols.idx[j], cols.exact[j]):
-                        v = img[r, q, ch].item()
-                        totals[v] = totals.get(v, 0) + cy * cx
-                best = max(totals.values())
-                out[i, j, ch] = min(v for v, t in totals.items() if t == best)
-    return out if a.ndim == 3 else out[:, :, 0]
+    return mode_downscale_frames(a[None], kernel_size=kernel_size, stride=stride, size=size,
+                                 scale=scale)[0]
 
 
 def pool_work(method, work, rows, cols, params, n_colour):
     """Pool working values ``(H, W, C)`` -> ``(out_h, out_w, C)``."""
+    return pool_windows(method, lambda i, j: window(work, rows, cols, i, j)[:2], len(rows),
+                        len(cols), work.shape[2], params, n_colour)
+
+
+def pool_windows(method, window_of, oh, ow, ch, params, n_colour):
+    """``(oh, ow, C)`` output pixels, pixel (i, j) pooling the window ``window_of(i, j)``."""
     if method == "dpid":
-        return pool_dpid(work, rows, cols, params["lam"], n_colour)
-    out = np.zeros((len(rows), len(cols), work.shape[2]))
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            a, c, _ = window(work, rows, cols, i, j)
+        return pool_dpid(window_of, oh, ow, ch, params["lam"], n_colour)
+    out = np.zeros((oh, ow, ch))
+    for i in range(oh):
+        for j in range(ow):
+            a, c = window_of(i, j)
             out[i, j] = pool_window(method, a, c, params)
     return out
 
@@ -352,20 +348,97 @@ def reference_downscale(image, method="softpool", *, kernel_size=None, stride=No
     p = dict(DEFAULTS[method])
     p.update(params)
     work = to_work(image).copy()
-    ch = work.shape[2]
-    n_colour = ch - 1 if has_alpha else ch
+    n_colour = work.shape[2] - 1 if has_alpha else work.shape[2]
     rows, cols = plan(method, work.shape[:2], kernel_size, stride, size, scale)
+    work = _to_pooled(work, n_colour, has_alpha, linear)
+    out = pool_work(method, work, rows, cols, p, n_colour)
+    return _from_pooled(out, n_colour, has_alpha, linear)
+
+
+def _to_pooled(work, n_colour, has_alpha, linear):
+    """Working values as pooled: linear light, premultiplied (any leading axes)."""
     if linear:
         work[..., :n_colour] = srgb_decode(work[..., :n_colour])
     if has_alpha:
         work[..., :-1] *= work[..., -1:]
-    out = pool_work(method, work, rows, cols, p, n_colour)
+    return work
+
+
+def _from_pooled(out, n_colour, has_alpha, linear):
     if has_alpha:
         alpha = out[..., -1:]
         out[..., :-1] = np.where(alpha > 0, out[..., :-1] / np.where(alpha > 0, alpha, 1.0), 0.0)
     if linear:
         out[..., :n_colour] = srgb_encode(out[..., :n_colour])
     return out
+
+
+# ------------------------------------------------------- frames (SPEC 6) --
+
+def time_windows(n_frames: int, kt: int, st: int) -> list[range]:
+    """SPEC 6: ``ceil((T-kt)/st)+1`` windows (1 if T < kt), output frame f reads
+    ``[f*st, min(f*st+kt, T))``; as in space, a window starting past the last
+    frame (st > kt) is dropped."""
+    n_out = math.ceil((n_frames - kt) / st) + 1 if n_frames >= kt else 1
+    n_out = min(n_out, math.ceil(n_frames / st))
+    return [range(f * st, min(f * st + kt, n_frames)) for f in range(n_out)]
+
+
+def frames_to_work(frames) -> np.ndarray:
+    """``(T, H, W)`` or ``(T, H, W, C)`` -> ``(T, H, W, C)`` float64 working values."""
+    a = np.asarray(frames)
+    w = a.astype(np.float64) / dtype_max(a.dtype)
+    return w if w.ndim == 4 else w[..., None]
+
+
+def window3(work, times, rows, cols, i, j):
+    """The 3-D window (frames ``times`` x spatial window (i, j)): values (n, C), coverages (n,),
+    every pixel with its spatial position's coverage."""
+    parts = [window(work[t], rows, cols, i, j)[:2] for t in times]
+    return np.concatenate([a for a, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def reference_downscale_frames(frames, method="softpool", *, time_kernel=1, time_stride=None,
+                               kernel_size=None, stride=None, size=None, scale=None,
+                               has_alpha=False, linear=False, **params) -> np.ndarray:
+    """Float64 working values ``(out_t, out_h, out_w, C)`` of SPEC section 6: each output
+    pixel pools its 3-D window with the section 3 formula; dpid's guide is smoothed within
+    each output frame."""
+    p = dict(DEFAULTS[method])
+    p.update(params)
+    work = frames_to_work(frames).copy()
+    ch = work.shape[3]
+    n_colour = ch - 1 if has_alpha else ch
+    rows, cols = plan(method, work.shape[1:3], kernel_size, stride, size, scale)
+    work = _to_pooled(work, n_colour, has_alpha, linear)
+    out = np.stack([
+        pool_windows(method, lambda i, j, times=times: window3(work, times, rows, cols, i, j),
+                     len(rows), len(cols), ch, p, n_colour)
+        for times in time_windows(work.shape[0], time_kernel, time_stride or time_kernel)])
+    return _from_pooled(out, n_colour, has_alpha, linear)
+
+
+def mode_downscale_frames(frames, *, time_kernel=1, time_stride=None, kernel_size=None,
+                          stride=None, size=None, scale=None) -> np.ndarray:
+    """SPEC 6's ``mode``: :func:`mode_downscale`'s rule over each 3-D window, exact coverages."""
+    a = np.asarray(frames)
+    seq = a if a.ndim == 4 else a[..., None]
+    rows, cols = plan("mode", seq.shape[1:3], kernel_size, stride, size, scale)
+    windows = time_windows(seq.shape[0], time_kernel, time_stride or time_kernel)
+    out = np.zeros((len(windows), len(rows), len(cols), seq.shape[3]), dtype=seq.dtype)
+    for f, times in enumerate(windows):
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                for ch in range(seq.shape[3]):
+                    totals = {}
+                    for t in times:
+                        for r, cy in zip(rows.idx[i], rows.exact[i]):
+                            for q, cx in zip(cols.idx[j], cols.exact[j]):
+                                v = seq[t, r, q, ch].item()
+                                totals[v] = totals.get(v, 0) + cy * cx
+                    best = max(totals.values())
+                    out[f, i, j, ch] = min(v for v, t in totals.items() if t == best)
+    return out if a.ndim == 4 else out[..., 0]
 
 
 def window_ranges(image, method="avg", *, kernel_size=None, stride=None, size=None, scale=None):
