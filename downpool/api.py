@@ -12,7 +12,7 @@ import numpy as np
 
 from . import colour
 from .core import PoolJob, check_image, dtype_max, quantize
-from .geometry import block_length, interleave_axis, plan_windows
+from .geometry import block_length, interleave_axis, plan_windows, repeat_axis
 from .methods import get_method, resolve_params
 from .strips import plan_strips, rows_between, strip_span
 
@@ -221,18 +221,24 @@ class Pooling:
                  value_range: tuple[float, float], *, kernel_size: Any = None,
                  stride: Any = None, size: Any = None, scale: Any = None, device: str = "auto",
                  has_alpha: bool = False, linear: bool = False, frames: int = 1,
-                 **params: Any) -> None:
+                 batch: int = 1, **params: Any) -> None:
         spec = get_method(method)
         values = resolve_params(spec, params)
         height, width, channels = shape
         self.rows, self.cols = plan_windows(spec.name, spec.area_only, (height, width),
                                             kernel_size, stride, size, scale)
+        #: Output rows of one frame (of a sequence's: see below).
+        self.frame_rows = self.rows.size
         if frames > 1:
             # A time window of n frames is pooled as one image whose rows are
             # the frames' rows interleaved (downpool.frames): row y of frame t is
             # row y*n + t, so each window's rows hold its 3-D window.
             self.rows = interleave_axis(self.rows, frames)
             height *= frames
+        if batch > 1:
+            # ``batch`` such images stacked: one kernel call for several output frames.
+            self.rows = repeat_axis(self.rows, batch, height)
+            height *= batch
         kernels = _kernels(device)
         if spec.labels and (has_alpha or linear):
             raise ValueError(f"{spec.name}: pools labels, which have no "
@@ -254,8 +260,9 @@ class Pooling:
         self.value_mode = 1 if channels in (3, 4) and self.n_colour >= 3 else 0
         self._pool = functools.partial(getattr(kernels, f"pool_{spec.name}"), **values)
         self._top = dtype_max(self.dtype)
-        # The kernels choose block kernels by the whole image's rows, not a strip's.
-        self._block_rows = block_length(self.rows) or 0
+        #: The row block length of the whole image (0: not blocks); the kernels
+        #: choose block kernels by it, not by a strip's rows.
+        self.block_rows = block_length(self.rows) or 0
         if self.converted:
             self._work_dtype = np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
         self.set_value_range(value_range)
@@ -301,7 +308,7 @@ class Pooling:
     def pool_image(self, img: np.ndarray, frame: int = 0) -> np.ndarray:
         """The whole output from the C-contiguous ``img`` of :attr:`shape`; with alpha or
         linear light a strip at a time, so that no full-size float copy is made.
-        ``frame``: the output frame of a sequence, which keys stochastic draws."""
+        ``frame``: the (first) output frame of a sequence, which keys stochastic draws."""
         if not self.converted:
             # The kernels read the image as it is: one strip, no copy.
             return self.pool_strip(img, 0, self.rows.size, 0, frame)
@@ -325,8 +332,8 @@ class Pooling:
         out_w, channels = self.cols.size, self.shape[2]
         common = dict(rows=rows, cols=self.cols, n_colour=self.n_colour,
                       value_mode=self.value_mode, value_range=self.value_range,
-                      first_row=top + frame * self.rows.size,
-                      block_rows=self._block_rows)
+                      first_row=top + frame * self.frame_rows,
+                      block_rows=self.block_rows)
         if not self.converted:
             job = PoolJob(image=np.ascontiguousarray(part), in_scale=1.0 / self._top,
                           out=np.empty((bottom - top, out_w, channels), dtype=self.dtype),

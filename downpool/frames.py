@@ -24,6 +24,7 @@ import numpy as np
 from . import api
 from .core import check_dtype, float_range
 from .methods import get_method
+from .threads import thread_pool
 
 __all__ = ["downscale_frames", "FrameDownscaler", "time_windows", "check_time_geometry"]
 
@@ -56,14 +57,6 @@ def time_windows(n_frames: int, time_kernel: int, time_stride: int) -> list[tupl
     return [(f * st, min(f * st + kt, n_frames)) for f in range(n_out)]
 
 
-def interleave_frames(frames: list[np.ndarray]) -> np.ndarray:
-    """``n`` frames ``(H, W, C)`` as one C-contiguous ``(H*n, W, C)`` image, rows interleaved."""
-    if len(frames) == 1:
-        return np.ascontiguousarray(frames[0])
-    height, width, channels = frames[0].shape
-    return np.stack(frames, axis=1).reshape(height * len(frames), width, channels)
-
-
 class FrameDownscaler:
     """Pool frames that arrive one at a time, ``time_kernel`` frames into one.
 
@@ -79,12 +72,18 @@ class FrameDownscaler:
         ``has_alpha``, ``linear`` and the method's parameters.
     time_kernel, time_stride : int
         The time geometry of :func:`downscale_frames`.
+    max_bytes : int, optional
+        Input bytes pooled in one kernel call (default
+        :data:`downpool.api.STRIP_BYTES`): small frames of integer dtypes are
+        pooled several output frames at a time, which saves the cost of a call
+        per frame.  0 pools each output frame as soon as its window is complete.
 
     :meth:`feed` takes the next frame and returns the output frames that are
-    complete; :meth:`close` returns the rest (a last, partial time window).
-    Only the frames that a time window still to come reads are kept: at most
-    ``time_kernel`` of them.  Each output frame is what :func:`downscale_frames`
-    gives for it on the whole sequence, bit for bit.
+    done; :meth:`close` returns the rest (the last, partial time window among
+    them).  Only the frames that a time window still to pool reads are kept:
+    ``time_kernel`` of them, and the frames of the windows waiting for a call
+    (about ``max_bytes``).  Each output frame is what :func:`downscale_frames`
+    gives for it, bit for bit.
 
     Examples
     --------
@@ -97,10 +96,12 @@ class FrameDownscaler:
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: Any, method: str = "softpool", *,
-                 time_kernel: int = 1, time_stride: int | None = None, **options: Any) -> None:
+                 time_kernel: int = 1, time_stride: int | None = None,
+                 max_bytes: int | None = None, **options: Any) -> None:
         self.time_kernel, self.time_stride = check_time_geometry(time_kernel, time_stride)
         dtype = np.dtype(dtype)
-        check_dtype(dtype, labels=get_method(method).labels)
+        spec = get_method(method)
+        check_dtype(dtype, labels=spec.labels)
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"a frame's shape must be (H, W) or (H, W, C) of positive sizes, "
                              f"got {shape}")
@@ -108,30 +109,49 @@ class FrameDownscaler:
         self.shape = (*shape, 1) if self._flat else tuple(shape)
         self.dtype = dtype
         self._method, self._options = method, options
-        # One pooling per number of frames in a window (the last may be partial);
-        # the first is made now, so that a bad method or geometry fails before any frame.
-        self._poolings: dict[int, api.Pooling] = {}
-        self._pooling(1)
+        # One pooling per (frames in a window, windows in a call); the first is
+        # made now, so that a bad method or geometry fails before any frame.
+        self._poolings: dict[tuple[int, int], api.Pooling] = {}
+        self._pooling(1, 1)
+        # Several windows in one call give each output pixel the same window and
+        # arithmetic as one call each, except where: a float window's value range
+        # is its own (the kernels' fast paths follow it), dpid smooths its guide
+        # across output rows (it would cross frames), and stacking changes
+        # whether the rows are blocks (checked in _batch_size).
+        batchable = dtype.kind != "f" and spec.halo_rows == 0
+        limit = api.STRIP_BYTES if max_bytes is None else max_bytes
+        frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
+        self._batch_bytes = limit if batchable else 0
+        self._frame_bytes = frame_bytes
         # Input index -> (frame, its value range), for the frames a window to come reads.
         self._frames: dict[int, tuple[np.ndarray, tuple[float, float]]] = {}
         self._received = 0
-        self._emitted = 0  # output frames done
+        self._windows = 0  # time windows complete (pooled or waiting in _ready)
+        self._ready: list[tuple[int, int]] = []
+        self._emitted = 0  # output frames given out
 
-    def _pooling(self, n: int) -> api.Pooling:
-        if n not in self._poolings:
-            # The value range is set per window (float_range of its frames).
-            self._poolings[n] = api.Pooling(self._method, self.shape, self.dtype, (0.0, 1.0),
-                                            frames=n, **self._options)
-        return self._poolings[n]
+    def _pooling(self, n: int, batch: int) -> api.Pooling:
+        if (n, batch) not in self._poolings:
+            # The value range is set per call (float_range of its frames).
+            self._poolings[n, batch] = api.Pooling(self._method, self.shape, self.dtype, (0.0, 1.0),
+                                                   frames=n, batch=batch, **self._options)
+        return self._poolings[n, batch]
+
+    def _batch_size(self, n: int, available: int) -> int:
+        """Windows of ``n`` frames to pool in one call, of the ``available`` ones."""
+        batch = min(available, max(1, self._batch_bytes // max(1, n * self._frame_bytes)))
+        if batch > 1 and self._pooling(n, batch).block_rows != self._pooling(n, 1).block_rows:
+            return 1  # a frame's row blocks do not tile the stack (H is no multiple of k)
+        return batch
 
     @property
     def out_shape(self) -> tuple[int, ...]:
         """The shape of each output frame (as the frames': with or without channels)."""
-        out = self._pooling(1).out_shape
+        out = self._pooling(1, 1).out_shape
         return out[:2] if self._flat else out
 
     def feed(self, frame: Any) -> list[np.ndarray]:
-        """Take the next frame; return the output frames it completes (often none)."""
+        """Take the next frame; return the output frames now done (often none)."""
         arr = np.asarray(frame)
         if arr.dtype.kind in "uf" and not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -146,37 +166,91 @@ class FrameDownscaler:
                 raise ValueError(f"frame {self._received} contains NaN or infinite values")
         else:
             value_range = (0.0, 1.0)
-        if self._received >= self._emitted * self.time_stride:  # else between windows
+        if self._received >= self._windows * self.time_stride:  # else between windows
             self._frames[self._received] = (arr, value_range)
         self._received += 1
-        done = []
-        # Output frame f is complete once frame f*st + kt - 1 has arrived.
-        while self._emitted * self.time_stride + self.time_kernel <= self._received:
-            start = self._emitted * self.time_stride
-            done.append(self._pool_window(start, start + self.time_kernel))
-        return done
+        # Window w is complete once frame w*st + kt - 1 has arrived.
+        while self._windows * self.time_stride + self.time_kernel <= self._received:
+            start = self._windows * self.time_stride
+            self._ready.append((start, start + self.time_kernel))
+            self._windows += 1
+        if len(self._ready) * self.time_kernel * self._frame_bytes < self._batch_bytes:
+            return []
+        return self._pool_ready()
 
     def close(self) -> list[np.ndarray]:
-        """The output frames left once the last frame is in: the partial last window."""
+        """The output frames left once the last frame is in: the partial last window too."""
         if self._received == 0:
             raise ValueError("no frames were fed: a sequence needs at least one frame")
         windows = time_windows(self._received, self.time_kernel, self.time_stride)
-        done = [self._pool_window(start, stop) for start, stop in windows[self._emitted:]]
+        self._ready.extend(windows[self._windows:])
+        self._windows = len(windows)
+        done = self._pool_ready()
         self._frames.clear()
         return done
 
-    def _pool_window(self, start: int, stop: int) -> np.ndarray:
-        part = [self._frames[t] for t in range(start, stop)]
-        pooling = self._pooling(len(part))
-        lo = min(r[0] for _, r in part)
-        hi = max(r[1] for _, r in part)
-        pooling.set_value_range((lo, hi))
-        out = pooling.pool_image(interleave_frames([f for f, _ in part]), frame=self._emitted)
-        self._emitted += 1
+    def _pool_ready(self) -> list[np.ndarray]:
+        done: list[np.ndarray] = []
+        while self._ready:
+            n = self._ready[0][1] - self._ready[0][0]
+            same = next((k for k, (a, b) in enumerate(self._ready) if b - a != n), len(self._ready))
+            batch = self._batch_size(n, same)
+            windows, self._ready = self._ready[:batch], self._ready[batch:]
+            parts = [[self._frames[t] for t in range(a, b)] for a, b in windows]
+            pooling = self._pooling(n, batch)
+            pooling.set_value_range((min(r[0] for part in parts for _, r in part),
+                                     max(r[1] for part in parts for _, r in part)))
+            out = pooling.pool_image(stack_windows([[f for f, _ in part] for part in parts]),
+                                     frame=self._emitted)
+            out = out.reshape(batch, -1, *out.shape[1:])
+            done.extend(o[:, :, 0] if self._flat else o for o in out)
+            self._emitted += batch
         # Frames before the next window's start are read by no later window.
-        for t in [t for t in self._frames if t < self._emitted * self.time_stride]:
+        keep = self._windows * self.time_stride
+        for t in [t for t in self._frames if t < keep]:
             del self._frames[t]
-        return out[:, :, 0] if self._flat else out
+        return done
+
+
+def stack_windows(windows: list[list[np.ndarray]]) -> np.ndarray:
+    """The time windows' frames ``(H, W, C)`` as one C-contiguous image: each window's
+    frames interleaved row by row (:func:`downpool.geometry.interleave_axis`), the
+    windows one below the other (:func:`downpool.geometry.repeat_axis`).
+
+    Single frames that lie one after the other in one array (a ``(T, H, W, C)``
+    array's frames) are read where they are, without a copy.
+    """
+    if all(len(w) == 1 for w in windows):
+        frames = [w[0] for w in windows]
+        first = frames[0]
+        step = first.nbytes
+        address = first.__array_interface__["data"][0]
+        if first.flags.c_contiguous and all(
+                f.flags.c_contiguous and f.__array_interface__["data"][0] == address + k * step
+                for k, f in enumerate(frames)):
+            height, width, channels = first.shape
+            return np.lib.stride_tricks.as_strided(first, (len(frames) * height, width, channels),
+                                                   first.strides, writeable=False)
+        return np.concatenate(frames)
+    height, width, channels = windows[0][0].shape
+    n = len(windows[0])
+    out = np.empty((len(windows), height, n, width, channels), dtype=windows[0][0].dtype)
+    copies = [(out[k, :, t], frame) for k, w in enumerate(windows) for t, frame in enumerate(w)]
+    threads = min(numba_threads(), len(copies))
+    if threads > 1 and out.size >= 1 << 16:  # NumPy copies without the GIL
+        for job in [thread_pool(threads).submit(np.copyto, *c) for c in copies]:
+            job.result()
+    else:
+        for target, frame in copies:
+            target[...] = frame
+    return out.reshape(len(windows) * height * n, width, channels)
+
+
+def numba_threads() -> int:
+    """The kernels' thread count (:func:`downpool.threads.run_rows`)."""
+    import numba
+
+    return numba.get_num_threads()
 
 
 def downscale_frames(

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AxisWindows", "pooling_axis", "area_axis", "interleave_axis", "plan_windows",
+__all__ = ["AxisWindows", "pooling_axis", "area_axis", "interleave_axis", "repeat_axis",
+           "plan_windows",
            "block_length"]
 
 
@@ -101,6 +102,14 @@ def interleave_axis(axis: AxisWindows, n: int) -> AxisWindows:
     weight = np.repeat(axis.weight, n, axis=1) / n
     units = np.repeat(axis.units, n, axis=1)
     return AxisWindows(axis.start * n, axis.count * n, weight, units)
+
+
+def repeat_axis(axis: AxisWindows, n: int, period: int) -> AxisWindows:
+    """The windows of ``axis`` repeated ``n`` times, the k-th copy shifted by ``k * period``
+    inputs: the rows of ``n`` images of ``period`` rows stacked into one."""
+    shift = np.repeat(np.arange(n, dtype=np.int64) * period, axis.size)
+    return AxisWindows(np.tile(axis.start, n) + shift, np.tile(axis.count, n),
+                       np.tile(axis.weight, (n, 1)), np.tile(axis.units, (n, 1)))
 
 
 def block_length(axis: AxisWindows) -> int | None:

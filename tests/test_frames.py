@@ -169,22 +169,53 @@ def test_stochastic_sample_draws_one_pixel_of_the_3d_window(channels):
 @given(t=st.integers(1, 9), kt=st.integers(1, 4), ts=st.integers(1, 5),
        method=st.sampled_from(METHODS), seed=st.integers(0, 2**16))
 def test_frame_downscaler_holds_at_most_the_frames_a_window_reads(t, kt, ts, method, seed):
-    """Fed one frame at a time: the same output frames as the whole sequence, each as soon
-    as its window is complete, with no more than max(kt, ...) frames held."""
+    """Fed one frame at a time with ``max_bytes=0``: the same output frames as the whole
+    sequence, each as soon as its window is complete, with at most kt frames held."""
     rng = np.random.default_rng(seed)
     frames = frames_of(rng, t, 6, 5, np.uint8, 3)
     whole = downscale_frames(frames, method, time_kernel=kt, time_stride=ts)
     pooler = FrameDownscaler(frames.shape[1:], frames.dtype, method, time_kernel=kt,
-                             time_stride=ts)
+                             time_stride=ts, max_bytes=0)
     got = []
     for index, frame in enumerate(frames):
-        done = pooler.feed(frame)
-        got.extend(done)
+        got.extend(pooler.feed(frame.copy()))  # a decoder's new array per frame
         assert len(pooler._frames) <= kt
         # every window that ends at or before this frame has been given out
         assert len(got) == sum(1 for a, b in time_windows(t, kt, ts) if a + kt <= index + 1)
     got.extend(pooler.close())
     np.testing.assert_array_equal(np.stack(got), whole)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(t=st.integers(1, 12), kt=st.integers(1, 3), ts=st.integers(1, 3),
+       method=st.sampled_from(METHODS), dtype=st.sampled_from([np.uint8, np.uint16]),
+       geometry=st.sampled_from([{"kernel_size": 2}, {"kernel_size": 3}, {"size": (3, 2)},
+                                 {"kernel_size": 2, "stride": 1}]),
+       frames_per_call=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_several_windows_in_one_call_give_each_windows_result(t, kt, ts, method, dtype, geometry,
+                                                              frames_per_call, seed):
+    """Small integer frames are pooled several time windows per kernel call (``max_bytes``):
+    bit for bit what one call per window gives, the stochastic draws included, for frames
+    whose height is and is not a multiple of the kernel."""
+    if method == "dpid" and "stride" in geometry:
+        return
+    rng = np.random.default_rng(seed)
+    frames = frames_of(rng, t, 6, 5, dtype, 3)
+    kw = dict(time_kernel=kt, time_stride=ts, **geometry)
+    single = FrameDownscaler(frames.shape[1:], dtype, method, max_bytes=0, **kw)
+    expected = [o for f in frames for o in single.feed(f)] + single.close()
+    budget = frames_per_call * frames[0].nbytes
+    for pooler, bound in ((FrameDownscaler(frames.shape[1:], dtype, method, max_bytes=budget, **kw),
+                           kt + frames_per_call * max(kt, ts)),
+                          (FrameDownscaler(frames.shape[1:], dtype, method, **kw), t)):
+        got = []
+        for frame in frames:
+            got.extend(pooler.feed(frame.copy()))
+            assert len(pooler._frames) <= bound
+        got.extend(pooler.close())
+        np.testing.assert_array_equal(np.stack(got), np.stack(expected))
+    # and through downscale_frames, whose single frames are read in place
+    np.testing.assert_array_equal(downscale_frames(frames, method, **kw), np.stack(expected))
 
 
 @pytest.mark.parametrize("method", ["softpool", "dpid", "stochastic"])
