@@ -42,7 +42,8 @@ import click
 from . import interrupts
 from .cli import command_params, method_choice, method_param_options
 from .files import output_is_stream, remove_stale_temporaries
-from .io import DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
+from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS,
+                 IMAGE_EXTENSIONS)
 from .memory import available_bytes, format_bytes, parse_size
 from .methods import get_method
 
@@ -93,6 +94,12 @@ class Settings:
     fast_load: bool = False
     #: A Dask scheduler's address, or "local[:N]" (--scheduler); None: this machine.
     scheduler: str | None = None
+    #: "all": every frame of an animation, page of a TIFF or frame of a video;
+    #: "first": the first alone, as a still image (--frames).
+    frames: str = "all"
+    #: Frames pooled into one, and the step between them (--time-kernel, --time-stride).
+    time_kernel: int = 1
+    time_stride: int | None = None
 
     def pools_alpha(self, has_alpha: bool) -> bool:
         """Whether an image's alpha channel is pooled as alpha: a label method (mode)
@@ -329,14 +336,12 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
         with image_io.open_image(task.source, max_pixels=settings.max_pixels,
                                  before_decode=lambda header: _check_header(header, settings),
                                  to_srgb=settings.to_srgb) as source:
-            factor = source.shrink_on_load(settings.load_factor(source.full_shape))
-            if source.streamed:
-                outcome = _pool_streamed(source, settings, factor)
+            sequence = None
+            if settings.frames == "all" and source.n_frames > 1:
+                sequence = _pool_sequence(task.source, settings)
+                outcome = sequence.frames[0], None
             else:
-                with _native_section(source.header.format == "TIFF"):
-                    image = source.read()
-                outcome = _pool_whole(image, settings, source.full_shape if factor > 1 else None,
-                                      factor)
+                outcome = _pool_still(source, settings)
     except _Refused as refused:
         return failed(str(refused))
     except _PoolingFailed as fault:
@@ -344,6 +349,11 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
         return failed(_read_error(exc, task.source))
     pooled, like = outcome
+    if sequence is None and (settings.time_kernel > 1 or (settings.time_stride or 1) > 1):
+        import warnings
+
+        warnings.warn("--time-kernel and --time-stride pool frames, and this image has one: "
+                      "pooled in space only", stacklevel=1)
     folder = os.path.dirname(os.path.abspath(task.target))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -352,10 +362,18 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
     _check_stop()
     try:
-        with _native_section((fmt or like.format or "").upper() in ("TIFF", "TIF")):
-            image_io.write_image(task.target, pooled, like=like, format=fmt,
-                                 quality=settings.quality, strip=settings.strip,
-                                 replace=settings.overwrite, before_rename=_check_stop)
+        if sequence is not None and (len(sequence.frames) > 1 or (fmt or sequence.info.format)
+                                     in ANIMATED_FORMATS):
+            from .sequence_io import write_sequence
+
+            write_sequence(task.target, sequence.frames, sequence.durations, info=sequence.info,
+                           format=fmt, quality=settings.quality, strip=settings.strip,
+                           replace=settings.overwrite, before_rename=_check_stop)
+        else:
+            with _native_section((fmt or getattr(like, "format", "")).upper() in ("TIFF", "TIF")):
+                image_io.write_image(task.target, pooled, like=like, format=fmt,
+                                     quality=settings.quality, strip=settings.strip,
+                                     replace=settings.overwrite, before_rename=_check_stop)
     except FileExistsError:
         if settings.skip_existing:  # another run, into the same folder, was quicker
             return FileResult(task.source, task.target, "skipped",
@@ -364,6 +382,95 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     except Exception as exc:  # noqa: BLE001
         return failed(f"cannot write {task.target}: {_describe(exc, task.target)}")
     return FileResult(task.source, task.target, "done")
+
+
+def _pool_still(source: Any, settings: Settings) -> tuple[Any, Any]:
+    """One image (or an animation's first frame), decoded at 1/f with --fast-load."""
+    factor = source.shrink_on_load(settings.load_factor(source.full_shape))
+    if source.streamed:
+        return _pool_streamed(source, settings, factor)
+    with _native_section(source.header.format == "TIFF"):
+        image = source.read()
+    return _pool_whole(image, settings, source.full_shape if factor > 1 else None, factor)
+
+
+@dataclasses.dataclass
+class _PooledSequence:
+    """The pooled frames of a file of frames, their durations (ms) and what is kept of it."""
+
+    frames: list[Any]
+    durations: list[float]
+    info: Any
+
+
+def _pool_sequence(path: str, settings: Settings) -> _PooledSequence:
+    """Every frame of an animated GIF, WebP or PNG, or every page of a TIFF, pooled in
+    time and space as they are decoded (:class:`downpool.FrameDownscaler`): the frames
+    a time window reads are held, never the whole file.  Each output frame lasts the sum
+    of its input frames' durations (SPEC section 6)."""
+    from .frames import FrameDownscaler, time_windows
+    from .sequence_io import open_sequence
+
+    import warnings
+
+    kt = settings.time_kernel
+    st = settings.time_stride or kt
+    if settings.to_srgb:
+        warnings.warn("--to-srgb does not apply to animations and TIFF pages yet: their frames "
+                      "are pooled as stored, their profile kept", stacklevel=1)
+    pooled: list[Any] = []
+    durations: list[float] = []
+    with open_sequence(path) as sequence:
+        pooler = None
+        first = None
+        for index, (pixels, duration) in enumerate(sequence.frames()):  # decoding errors propagate
+            _check_stop()
+            durations.append(duration)
+            kind = (pixels.shape, pixels.dtype)
+            if kind != first:
+                if pooler is not None:
+                    if kt > 1 or st > 1:
+                        raise _PoolingFailed(
+                            f"page {index + 1} is {_describe_frame(pixels)} and page 1 "
+                            f"{_describe_frame(*first)}: pooling pages in time "
+                            f"(--time-kernel, --time-stride) needs pages of one size and kind")
+                    pooled.extend(pooler.close())
+                first = kind
+                pooler = _frame_pooler(pixels, settings, FrameDownscaler)
+            try:
+                pooled.extend(pooler.feed(pixels))
+            except Exception as exc:  # noqa: BLE001
+                raise _PoolingFailed(_describe(exc)) from None
+        pooled.extend(pooler.close())
+        info = sequence.info
+    if len(durations) != info.n_frames:
+        raise OSError(f"the file has {len(durations)} frames, not the {info.n_frames} it says")
+    if kt > 1 or st > 1:
+        windows = time_windows(len(durations), kt, st)
+        durations = [sum(durations[a:b]) for a, b in windows]
+    return _PooledSequence(pooled, durations, info)
+
+
+def _frame_pooler(pixels: Any, settings: Settings, pooler_class: Any) -> Any:
+    """A :class:`downpool.FrameDownscaler` for frames like ``pixels``, with the settings."""
+    geometry = _pooling_geometry(pixels.shape, settings)
+    has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
+    try:
+        return pooler_class(pixels.shape, pixels.dtype, settings.method,
+                            time_kernel=settings.time_kernel, time_stride=settings.time_stride,
+                            device=settings.device, has_alpha=settings.pools_alpha(has_alpha),
+                            linear=settings.linear, **geometry, **settings.params)
+    except Exception as exc:  # noqa: BLE001
+        raise _PoolingFailed(_describe(exc)) from None
+
+
+def _describe_frame(shape: Any, dtype: Any = None) -> str:
+    """``640x480 RGB 8-bit`` for a frame's pixels, or its shape and dtype."""
+    if dtype is None:
+        shape, dtype = shape.shape, shape.dtype
+    channels = shape[2] if len(shape) == 3 else 1
+    kind = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
+    return f"{shape[1]}x{shape[0]} {kind} {dtype.itemsize * 8}-bit"
 
 
 class _Refused(Exception):
@@ -1208,10 +1315,21 @@ def _check_template(template: str | None) -> None:
 @click.option("--width", type=click.IntRange(min=1), help="Output width; alone, keeps the aspect ratio.")
 @click.option("--height", type=click.IntRange(min=1), help="Output height; alone, keeps the aspect ratio.")
 @method_param_options
+@click.option("--time-kernel", "time_kernel", type=click.IntRange(min=1), default=1,
+              show_default=True,
+              help="Pool T frames of an animation, TIFF pages or video into one (3-D windows); "
+                   "each output frame lasts as long as its inputs together.")
+@click.option("--time-stride", "time_stride", type=click.IntRange(min=1),
+              help="Step between the frames pooled into one, with --time-kernel. [default: T]")
+@click.option("--frames", "frames", type=click.Choice(["all", "first"]), default="all",
+              show_default=True,
+              help="Keep every frame of animated GIF, WebP and PNG, TIFF pages and videos, or "
+                   "the first frame alone as a still image.")
 @click.option("--linear", is_flag=True, help="Pool in linear light (decode sRGB, pool, encode).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to compute.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff", "avif", "heic"],
+@click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp", "tiff", "gif", "avif",
+                                                  "heic"],
                                                  case_sensitive=False),
               help="Output format.  [default: the -o file's extension, else the input's]")
 @click.option("--quality", type=click.IntRange(1, 100),
@@ -1249,7 +1367,8 @@ def _check_template(template: str | None) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary still prints).")
 def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str | None,
            method: str, kernel_size: int | None, stride: int | None, scale: float | None,
-           size: tuple[int, int] | None, width: int | None, height: int | None, linear: bool,
+           size: tuple[int, int] | None, width: int | None, height: int | None,
+           time_kernel: int, time_stride: int | None, frames: str, linear: bool,
            device: str, fmt: str | None, quality: int | None, to_srgb: bool, fast_load: bool,
            strip: bool, max_pixels: int,
            max_memory: str, skip_existing: bool, overwrite: bool, jobs: int | None,
@@ -1286,6 +1405,9 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
                                f"{method}: it pools labels, whose values must stay as they are")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing contradict each other")
+    if frames == "first" and (time_kernel > 1 or time_stride is not None):
+        raise click.UsageError("--frames first keeps one frame: --time-kernel and --time-stride "
+                               "do not apply")
     _check_template(name)
     _memory_limit(max_memory, 1)  # a bad --max-memory is a usage error before any planning
     if device == "cuda":
@@ -1314,7 +1436,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
         format=output_format, quality=quality, strip=strip, max_pixels=max_pixels or None,
         overwrite=overwrite, skip_existing=skip_existing, max_memory=memory_limit,
         memory_is_auto=memory_is_auto, jobs=jobs, processes=processes, fast_load=fast_load,
-        scheduler=scheduler,
+        scheduler=scheduler, frames=frames, time_kernel=time_kernel, time_stride=time_stride,
     )
     sys.exit(run_batch(tasks, refused, settings, jobs, quiet))
 

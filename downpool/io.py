@@ -100,6 +100,8 @@ IMAGE_EXTENSIONS = frozenset(EXTENSION_FORMATS)
 
 # Formats whose files hold an alpha channel (GIF only one bit of it, which
 # Pillow's quantiser manages).
+#: Formats that hold several frames (:mod:`downpool.sequence_io` reads and writes them).
+ANIMATED_FORMATS = ("GIF", "WEBP", "PNG", "TIFF")
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "AVIF", "HEIF"}
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF", "AVIF", "HEIF"}
@@ -409,6 +411,13 @@ class ImageFile:
         self._convert = to_srgb and plain is not None and plain.icc_profile is not None
         self._load_options: dict[str, Any] = {}
         self._set_plain_shape(header.width, header.height)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of an animated GIF, WebP or PNG, or pages of a TIFF (1 for other formats)."""
+        if self._fmt not in ANIMATED_FORMATS:
+            return 1
+        return int(getattr(self._im, "n_frames", 1))
 
     @property
     def full_shape(self) -> tuple[int, int]:

@@ -1,0 +1,189 @@
+"""Files of several frames: animated GIF, WebP and PNG (APNG), and multi-page TIFF.
+
+Pillow decodes them a frame at a time, each frame coalesced onto the canvas
+(a full picture, whatever the file's disposal and blending), and writes them
+back with every frame's duration and the loop count.  Only the file I/O is
+here: pooling in time is :mod:`downpool.frames`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import IO, Any, Callable, Iterator
+
+import numpy as np
+
+from . import io as image_io
+from .files import put_file
+from .io import ANIMATED_FORMATS
+
+__all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "open_sequence", "write_sequence"]
+
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceInfo:
+    """What is kept of a file of frames.
+
+    Attributes
+    ----------
+    format : str
+        ``"GIF"``, ``"WEBP"``, ``"PNG"`` (APNG) or ``"TIFF"`` (pages).
+    n_frames : int
+    loop : int or None
+        How often the animation plays, as the file says it (0: for ever);
+        None where the file says nothing (a GIF without a loop extension plays once).
+    icc_profile : bytes or None
+        The first frame's ICC profile.
+    compression : str or None
+        For TIFF, the first page's compression (Pillow's name).
+    """
+
+    format: str
+    n_frames: int
+    loop: int | None
+    icc_profile: bytes | None
+    compression: str | None = None
+
+
+class SequenceFile:
+    """An opened file of frames (:func:`open_sequence`)."""
+
+    def __init__(self, im: Any, head: bytes) -> None:
+        self._im, self._head = im, head
+        fmt = im.format
+        self.info = SequenceInfo(fmt, int(getattr(im, "n_frames", 1)), im.info.get("loop"),
+                                 im.info.get("icc_profile") or None,
+                                 im.info.get("compression") if fmt == "TIFF" else None)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Each frame's pixels (uint8 or uint16; (H, W) or (H, W, C)) and duration in ms.
+
+        GIF, WebP and APNG frames are the whole canvas, in the first frame's
+        mode (L, LA, RGB or RGBA: a GIF whose first frame has a transparent
+        colour is RGBA throughout).  TIFF pages come as each is stored, as
+        :func:`downpool.io.read_image` reads a still TIFF.
+        """
+        im = self._im
+        mode = None
+        for index in range(self.info.n_frames):
+            try:
+                im.seek(index)
+                im.load()
+            except (EOFError, OSError, ValueError, SyntaxError) as exc:
+                raise OSError(f"frame {index + 1} of {self.info.n_frames} cannot be decoded: "
+                              f"{image_io._decode_failure(exc, self.info.format)}") from None
+            if self.info.format == "TIFF":
+                image_io._refuse_reduced_samples(im, "TIFF")
+                pixels, _, _ = image_io._pixels_and_mode(im, None, self._head)
+            else:
+                if mode is None:
+                    mode = image_io._pixels_and_mode(im, None, self._head)[1]
+                    mode = {"LA;16": "LA", "I;16": "L"}.get(mode, mode)
+                pixels = np.asarray(im if im.mode == mode else im.convert(mode))
+            yield pixels, float(im.info.get("duration") or 0.0)
+
+
+@contextlib.contextmanager
+def open_sequence(path: str | os.PathLike) -> Iterator[SequenceFile]:
+    """Open a file of frames; its frames are decoded as :meth:`SequenceFile.frames` goes.
+
+    The file was opened by :func:`downpool.io.open_image` before (its size
+    checked against ``--max-pixels``, its format one of ours); the errors are
+    that function's.
+    """
+    from PIL import Image
+
+    with open(os.fspath(path), "rb") as stream:
+        head = stream.read(64)
+        stream.seek(0)
+        saved_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # checked on the first frame by open_image
+        try:
+            im = Image.open(stream)
+        except Exception as exc:  # noqa: BLE001 - it opened a moment ago: say what changed
+            raise OSError(f"cannot open the frames: {exc}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+        with im:
+            yield SequenceFile(im, head)
+
+
+def write_sequence(
+    path: str | os.PathLike,
+    frames: list[np.ndarray],
+    durations: list[float],
+    info: SequenceInfo | None = None,
+    format: str | None = None,
+    quality: int | None = None,
+    strip: bool = False,
+    replace: bool = True,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
+    """Write ``frames`` as an animation (or TIFF pages) to ``path``, atomically.
+
+    Parameters
+    ----------
+    frames : list of ndarray
+        uint8 or uint16, (H, W) or (H, W, C), C in 1..4 (2 and 4 with alpha);
+        GIF, WebP and APNG frames all of one shape.
+    durations : list of float
+        Each frame's duration in milliseconds (GIF keeps hundredths of a second).
+    info : SequenceInfo, optional
+        The source's loop count, ICC profile (unless ``strip``) and TIFF compression.
+    format : str, optional
+        GIF, WEBP, PNG or TIFF; default the source's, else the extension's.
+    quality, strip, replace, before_rename
+        As for :func:`downpool.io.write_image`.
+
+    Raises
+    ------
+    UnsupportedImageError
+        A format that holds one frame (JPEG, BMP, AVIF, HEIF), or alpha for
+        one without it.
+    OSError
+        As :func:`downpool.io.write_image`.
+    """
+    path = os.fspath(path)
+    fmt = (format or (info.format if info is not None else None)
+           or image_io.format_for_extension(path) or "")
+    fmt = image_io._checked_format(frames[0], fmt)
+    if fmt not in ANIMATED_FORMATS:
+        raise image_io.UnsupportedImageError(
+            f"{fmt} holds one frame, and this file has {len(frames)}: write GIF, WebP, PNG or "
+            f"TIFF, or keep the first frame alone (--frames first)")
+    images = [image_io._to_pillow(f, fmt) for f in frames]
+    alpha = images[0].mode in ("LA", "RGBA")
+    options: dict[str, Any] = {}
+    loop = info.loop if info is not None else 0
+    if fmt != "TIFF":
+        options["duration"] = [max(0, round(d)) for d in durations]
+    if fmt == "GIF":
+        if alpha and images[0].mode == "LA":
+            images = [im.convert("RGBA") for im in images]
+        # Each frame is a whole picture: with alpha, the last one is cleared
+        # before the next is drawn, else it would show through.
+        options["disposal"] = 2 if alpha else 1
+        if loop is not None:
+            options["loop"] = loop
+    elif fmt in ("WEBP", "PNG"):
+        options["loop"] = 1 if loop is None else loop  # GIF without a loop plays once
+        if fmt == "WEBP":
+            options["quality"] = 90 if quality is None else int(quality)
+    else:  # TIFF pages
+        options["compression"] = (info.compression if info is not None and info.compression
+                                  in image_io._TIFF_KEPT_COMPRESSIONS else
+                                  image_io.TIFF_DEFAULT_COMPRESSION)
+        if options["compression"] == "jpeg":
+            options["quality"] = 90 if quality is None else int(quality)
+    if info is not None and info.icc_profile and not strip and fmt != "GIF":
+        options["icc_profile"] = info.icc_profile
+
+    def write(out: IO[bytes]) -> None:
+        images[0].save(out, format=fmt, save_all=True, append_images=images[1:], **options)
+        if before_rename is not None:
+            before_rename()
+
+    put_file(path, write, replace=replace)
