@@ -152,10 +152,10 @@ def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
     source = np.asarray(Image.open(folder / "palette.png").convert("RGBA"))
     np.testing.assert_array_equal(out, expected(source, True))
 
-    out, image = load(tmp_path / "out" / "anim.gif")  # both frames, written back as GIF
+    # Its second frame draws nothing (test_cli_frames.py has real animations): written
+    # back as GIF, where Pillow stores the two equal frames once.
+    out, image = load(tmp_path / "out" / "anim.gif")
     assert image.format == "GIF" and image.size == (9, 6)
-    with Image.open(tmp_path / "out" / "anim.gif") as animation:
-        assert animation.n_frames == 2
     first = np.asarray(Image.open(folder / "anim.gif").convert("RGB")).astype(int)
     assert np.abs(np.asarray(image.convert("RGB")).astype(int)
                   - expected(first.astype(np.uint8))).mean() < 8
