@@ -55,6 +55,14 @@ def _stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def _say(message: str, bar: Any) -> None:
+    """A line on stderr, above the progress bar where there is one."""
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        click.echo(message, err=True)
+
+
 def _progress_bar(total: int, quiet: bool) -> Any:
     """A tqdm bar on stderr for several images, when stderr is a terminal; else None."""
     if quiet or total < 2 or not _stderr_is_terminal():
@@ -171,7 +179,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     # The heavy imports, only now that the arguments are sound.
     from .compare import (compare_image, format_csv, format_json, format_table, montage,
                           montage_cells, save_montage)
-    from .io import read_image
+    from .io import open_image
 
     settings = dict(kernel_size=kernel_size, scale=scale, upsample=upsample, against=against)
     comparisons = []
@@ -181,7 +189,12 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     try:
         for file in files:
             try:
-                loaded = read_image(file)
+                with open_image(file) as source:
+                    frames = source.n_frames
+                    loaded = source.read()
+                if frames > 1:
+                    _say(f"downpool: note: {file} has {frames} frames: compared on the first "
+                         f"alone", bar)
                 result = compare_image(loaded.pixels, methods, has_alpha=loaded.has_alpha,
                                        name=file, params=given, keep_outputs=bool(montage_path),
                                        **settings)
@@ -192,11 +205,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
                 comparisons.append(result)
             except Exception as exc:  # noqa: BLE001  (any failure costs this file only)
                 failed.append((file, _cause(exc)))
-                message = f"downpool: error: {file}: {failed[-1][1]}"
-                if bar is not None:
-                    bar.write(message, file=sys.stderr)
-                else:
-                    click.echo(message, err=True)
+                _say(f"downpool: error: {file}: {failed[-1][1]}", bar)
             if bar is not None:
                 bar.update()
     finally:

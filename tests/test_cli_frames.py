@@ -199,3 +199,11 @@ def test_bad_frame_files_are_one_line_errors_and_the_batch_goes_on(tmp_path):
     assert result.returncode == 1
     assert "JPEG holds one frame, and this file has 3" in result.stderr
     assert not (tmp_path / "a.jpg").exists()
+
+
+def test_compare_says_it_compares_the_first_frame_of_an_animation(tmp_path):
+    source = save_animation(tmp_path / "a.gif", palette_frames(3, (32, 32)), [100] * 3, loop=0)
+    result = run_downpool("compare", source, "--methods", "avg,max", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert f"downpool: note: {source} has 3 frames: compared on the first alone" in result.stderr
+    assert len(result.stdout.strip().splitlines()) == 5  # header, 2 methods, 2 Pillow baselines
