@@ -46,6 +46,7 @@ from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT
                  IMAGE_EXTENSIONS)
 from .memory import available_bytes, format_bytes, parse_size
 from .methods import get_method
+from .video import VIDEO_EXTENSIONS, is_video
 
 __all__ = ["shrink", "Settings", "Task", "FileResult", "shrink_file", "plan_tasks", "memory_needed"]
 
@@ -332,6 +333,8 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
         if not settings.overwrite:
             return failed(f"output {task.target} exists (use --overwrite to replace it, "
                           "or --skip-existing to skip it)")
+    if is_video(task.source):
+        return _shrink_video(task, settings)
     try:
         with image_io.open_image(task.source, max_pixels=settings.max_pixels,
                                  before_decode=lambda header: _check_header(header, settings),
@@ -354,11 +357,9 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
 
         warnings.warn("--time-kernel and --time-stride pool frames, and this image has one: "
                       "pooled in space only", stacklevel=1)
-    folder = os.path.dirname(os.path.abspath(task.target))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        return failed(f"cannot create output folder {folder}: {_describe(exc, folder)}")
+    unmade = _make_output_folder(task.target)
+    if unmade is not None:
+        return failed(unmade)
     fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
     _check_stop()
     try:
@@ -382,6 +383,83 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     except Exception as exc:  # noqa: BLE001
         return failed(f"cannot write {task.target}: {_describe(exc, task.target)}")
     return FileResult(task.source, task.target, "done")
+
+
+def _shrink_video(task: Task, settings: Settings) -> FileResult:
+    """A video file, decoded, pooled and encoded a frame at a time (:mod:`downpool.video`):
+    the frames a time window reads are held, never the clip."""
+    from .frames import FrameDownscaler
+    from .video import VideoUnavailableError, rewrite_video
+
+    def failed(cause: str) -> FileResult:
+        return FileResult(task.source, task.target, "failed", cause)
+
+    if settings.frames == "first":
+        return failed("--frames first applies to images: a video keeps its frames")
+    if not is_video(task.target):
+        return failed(f"a video is written as a video: {task.target} is not .mp4, .m4v, .mov, "
+                      f".mkv or .webm (--format applies to images)")
+    unmade = _make_output_folder(task.target)
+    if unmade is not None:
+        return failed(unmade)
+
+    def pooler_for(shape: tuple[int, int, int]) -> Any:
+        # One call per output frame (max_bytes=0): only time_kernel frames are held.
+        return _StoppableFrames(_frame_pooler(_shape_only(shape), settings, FrameDownscaler,
+                                              max_bytes=0))
+
+    try:
+        rewrite_video(task.source, task.target, pooler_for,
+                      time_stride=settings.time_stride or settings.time_kernel,
+                      quality=settings.quality, replace=settings.overwrite,
+                      before_rename=_check_stop)
+    except _PoolingFailed as fault:
+        return failed(str(fault))
+    except VideoUnavailableError as exc:
+        return failed(str(exc))
+    except FileExistsError:
+        if settings.skip_existing:
+            return FileResult(task.source, task.target, "skipped",
+                              "output appeared while this one was being made")
+        return failed(f"output {task.target} appeared while it was being written; not replaced")
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
+        return failed(_read_error(exc, task.source))
+    return FileResult(task.source, task.target, "done")
+
+
+def _make_output_folder(target: str) -> str | None:
+    """Create the folder ``target`` goes in; the error where it cannot be made."""
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create output folder {folder}: {_describe(exc, folder)}"
+    return None
+
+
+class _StoppableFrames:
+    """A frame pooler that checks for a stop at each frame and says its faults as a file's."""
+
+    def __init__(self, pooler: Any) -> None:
+        self._pooler = pooler
+        self.out_shape = pooler.out_shape
+
+    def feed(self, frame: Any) -> list[Any]:
+        _check_stop()
+        try:
+            return self._pooler.feed(frame)
+        except Exception as exc:  # noqa: BLE001
+            raise _PoolingFailed(_describe(exc)) from None
+
+    def close(self) -> list[Any]:
+        return self._pooler.close()
+
+
+def _shape_only(shape: tuple[int, ...]) -> Any:
+    """An object with the ``shape`` and ``dtype`` of uint8 frames of ``shape``."""
+    import numpy as np
+
+    return np.broadcast_to(np.zeros((), np.uint8), shape)
 
 
 def _pool_still(source: Any, settings: Settings) -> tuple[Any, Any]:
@@ -451,7 +529,8 @@ def _pool_sequence(path: str, settings: Settings) -> _PooledSequence:
     return _PooledSequence(pooled, durations, info)
 
 
-def _frame_pooler(pixels: Any, settings: Settings, pooler_class: Any) -> Any:
+def _frame_pooler(pixels: Any, settings: Settings, pooler_class: Any,
+                  max_bytes: int | None = None) -> Any:
     """A :class:`downpool.FrameDownscaler` for frames like ``pixels``, with the settings."""
     geometry = _pooling_geometry(pixels.shape, settings)
     has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
@@ -459,7 +538,8 @@ def _frame_pooler(pixels: Any, settings: Settings, pooler_class: Any) -> Any:
         return pooler_class(pixels.shape, pixels.dtype, settings.method,
                             time_kernel=settings.time_kernel, time_stride=settings.time_stride,
                             device=settings.device, has_alpha=settings.pools_alpha(has_alpha),
-                            linear=settings.linear, **geometry, **settings.params)
+                            linear=settings.linear, max_bytes=max_bytes, **geometry,
+                            **settings.params)
     except Exception as exc:  # noqa: BLE001
         raise _PoolingFailed(_describe(exc)) from None
 
@@ -648,6 +728,10 @@ def _describe(exc: BaseException, own_path: str | None = None) -> str:
 # --- planning -------------------------------------------------------------------
 
 
+#: What a folder input is searched for: image and video files.
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
 def _walk_images(folder: Path, recursive: bool, skip: set[str],
                  unreadable: list[OSError]) -> Iterator[Path]:
     """Image files in ``folder`` (sorted; hidden names and the ``skip`` folders left out).
@@ -658,7 +742,7 @@ def _walk_images(folder: Path, recursive: bool, skip: set[str],
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.realpath(os.path.join(root, d)) not in skip)
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTENSIONS:
                 yield Path(root, name)
         if not recursive:
             break
