@@ -111,6 +111,35 @@ def open_sequence(path: str | os.PathLike) -> Iterator[SequenceFile]:
             yield SequenceFile(im, head)
 
 
+def _palettised(images: list[Any]) -> list[Any]:
+    """GIF frames in palette mode, each with its own adaptive palette, as Pillow's GIF
+    writer would make them (median cut; a transparent entry where alpha is 0), but on
+    threads: quantising is most of the time of writing a GIF, and Pillow does it
+    without the GIL."""
+    from PIL import Image
+
+    def palettised(im: Any) -> Any:
+        if im.mode == "L":
+            return im
+        if im.mode == "LA":
+            im = im.convert("RGBA")
+        im = im.convert("P", palette=Image.Palette.ADAPTIVE)
+        if im.palette.mode == "RGBA":
+            for rgba, index in im.palette.colors.items():
+                if rgba[3] == 0:
+                    im.info["transparency"] = index
+                    break
+        return im
+
+    threads = min(len(images), os.cpu_count() or 1)
+    if threads <= 1:
+        return [palettised(im) for im in images]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="downpool-gif") as pool:
+        return list(pool.map(palettised, images))
+
+
 def write_sequence(
     path: str | os.PathLike,
     frames: list[np.ndarray],
@@ -161,8 +190,7 @@ def write_sequence(
     if fmt != "TIFF":
         options["duration"] = [max(0, round(d)) for d in durations]
     if fmt == "GIF":
-        if alpha and images[0].mode == "LA":
-            images = [im.convert("RGBA") for im in images]
+        images = _palettised(images)
         # Each frame is a whole picture: with alpha, the last one is cleared
         # before the next is drawn, else it would show through.
         options["disposal"] = 2 if alpha else 1
