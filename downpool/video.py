@@ -10,8 +10,10 @@ pooling in time and space is :mod:`downpool.frames`.  PyAV is the extra
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from fractions import Fraction
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from .files import put_file
 
@@ -172,14 +174,12 @@ def _transcode(av: Any, reader: Any, video: Any, audio: Any, writer: Any,
             writer.mux(stream.encode(frame))
             frames_out += 1
 
-    streams = [video] + ([audio] if audio is not None else [])
     try:
-        for packet in reader.demux(*streams):
-            if packet.stream is video:
-                for frame in packet.decode():
-                    frames_in += 1
-                    encode(pooler.feed(frame.to_ndarray(format="rgb24")))
-            elif packet.dts is not None:  # audio, copied as it is
+        for pixels, packet in _read_ahead(_decoded(reader, video, audio), READ_AHEAD):
+            if packet is None:
+                frames_in += 1
+                encode(pooler.feed(pixels))
+            else:  # audio, copied as it is
                 packet.stream = audio_out
                 writer.mux(packet)
     except av.error.FFmpegError as exc:
@@ -194,6 +194,61 @@ def _transcode(av: Any, reader: Any, video: Any, audio: Any, writer: Any,
     writer.mux(stream.encode())  # flush the encoder
     return {"frames_in": frames_in, "frames_out": frames_out, "codec": encoder,
             "audio": audio.codec_context.name if audio is not None else None}
+
+
+#: Frames decoded ahead of the one being pooled (on a thread of their own).
+READ_AHEAD = 2
+
+
+def _decoded(reader: Any, video: Any, audio: Any) -> Iterator[tuple[Any, Any]]:
+    """``(RGB pixels, None)`` for each video frame and ``(None, packet)`` for each audio
+    packet, in the file's order."""
+    for packet in reader.demux(*[s for s in (video, audio) if s is not None]):
+        if packet.stream is video:
+            for frame in packet.decode():
+                yield frame.to_ndarray(format="rgb24"), None
+        elif packet.dts is not None:
+            yield None, packet
+
+
+def _read_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items``, made on a thread of their own up to ``depth`` ahead of the caller:
+    FFmpeg decodes and converts the next frames (without the GIL) while this one is
+    pooled and encoded.  What the thread raises is raised here."""
+    ahead: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            put((False, exc))
+
+    thread = threading.Thread(target=run, name="downpool-video-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = ahead.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()  # before the file is closed under it
 
 
 def _can_encode(av: Any, name: str | None) -> bool:
