@@ -153,3 +153,28 @@ def test_without_pyav_a_video_is_a_one_line_error_naming_the_extra(tmp_path):
     assert ('downpool: error: ' in result.stderr
             and 'video files need PyAV: pip install "downpool[video]"' in result.stderr)
     assert "Traceback" not in result.stderr and not (tmp_path / "out.mp4").exists()
+
+
+def test_ctrl_c_while_a_video_is_encoded_leaves_nothing_behind(tmp_path):
+    """Stopped between frames: exit 130, the summary, no output and no temporary file."""
+    import signal
+    import subprocess
+    import time
+
+    from cli_helpers import downpool_command
+
+    source = make_clip(tmp_path / "long.mp4", clip_frames(240, 96, 128), audio_seconds=0)
+    out = tmp_path / "out"
+    process = subprocess.Popen([*downpool_command(), "shrink", str(source), "-o",
+                                str(out / "long.mp4"), "-m", "dpid"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not temp_files(tmp_path) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the video was done before the signal came")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert not (out / "long.mp4").exists() and temp_files(tmp_path) == []
