@@ -122,16 +122,30 @@ def test_bad_videos_are_one_line_errors_and_the_batch_goes_on(tmp_path):
     indexed = make_clip(tmp_path / "indexed.mp4", clip_frames(24), audio_seconds=0,
                         movflags="faststart").read_bytes()  # index first: frames are counted
     (folder / "short.mp4").write_bytes(indexed[: len(indexed) * 2 // 3])
+    # A video stream given no frame: FFmpeg's MP4 muxer leaves the stream out.
+    silent = av.open(str(folder / "no_frames.mp4"), "w")
+    stream = silent.add_stream("libx264", rate=24)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    sound = silent.add_stream("aac", rate=44100)
+    sound.layout = "mono"
+    samples = av.AudioFrame.from_ndarray(np.zeros((1, 4410), np.float32), format="fltp",
+                                         layout="mono")
+    samples.sample_rate, samples.pts = 44100, 0
+    silent.mux(sound.encode(samples))
+    silent.mux(sound.encode())
+    silent.mux(stream.encode())
+    silent.close()
     save(folder / "still.png", clip_frames(1)[0])
     result = run_downpool("shrink", folder, "-o", tmp_path / "out")
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1
     errors = sorted(line for line in result.stderr.splitlines()
                     if line.startswith("downpool: error:"))
-    assert len(errors) == 3, errors
+    assert len(errors) == 4, errors
     assert "cut.mp4: cannot read the video: invalid data found" in errors[0]
     assert "empty.mp4: cannot read the video" in errors[1]
-    assert "short.mp4: truncated video: " in errors[2] and " of the 24 frames" in errors[2]
+    assert "no_frames.mp4: no video stream in the file" in errors[2]
+    assert "short.mp4: truncated video: " in errors[3] and " of the 24 frames" in errors[3]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4", "still.png"]
     assert temp_files(tmp_path) == []
 
