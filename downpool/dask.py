@@ -27,7 +27,7 @@ from .api import STRIP_BYTES, Pooling
 from .core import check_dtype
 from .methods import get_method
 
-__all__ = ["downscale", "pyramid", "pyramid_levels", "write_ngff", "NgffWriter",
+__all__ = ["downscale", "downscale_frames", "pyramid", "pyramid_levels", "write_ngff", "NgffWriter",
            "multiscales_metadata", "MissingExtraError", "NGFF_VERSION"]
 
 #: The OME-NGFF version of what :func:`write_ngff` writes.
@@ -59,15 +59,20 @@ def _zarr() -> Any:
 def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
               stride: Any = None, size: Any = None, scale: Any = None, device: str = "cpu",
               has_alpha: bool = False, linear: bool = False, max_bytes: int | None = None,
+              time_kernel: int | None = None, time_stride: int | None = None,
               **params: Any) -> Any:
     """Downscale a Dask array lazily, with exactly :func:`downpool.downscale`'s result.
 
     Parameters
     ----------
     array : dask.array.Array or array_like, shape (H, W) or (H, W, C)
-        Any chunking; the dtypes of :func:`downpool.downscale`.
+        Any chunking; the dtypes of :func:`downpool.downscale`.  With
+        ``time_kernel``, frames (T, H, W) or (T, H, W, C): see
+        :func:`downscale_frames`.
     method, kernel_size, stride, size, scale, has_alpha, linear, **params
         As for :func:`downpool.downscale`.
+    time_kernel, time_stride : int, optional
+        Pool frames in time as well (:func:`downscale_frames`).
     device : {"cpu", "auto", "cuda"}
         Where each task pools, on the worker that runs it (default the CPU).
     max_bytes : int, optional
@@ -95,6 +100,11 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     >>> downpool.dask.downscale(x, "dpid", kernel_size=4).shape
     (250, 200, 3)
     """
+    options = dict(kernel_size=kernel_size, stride=stride, size=size, scale=scale, device=device,
+                   has_alpha=has_alpha, linear=linear, **params)
+    if time_kernel is not None or time_stride is not None:
+        return downscale_frames(array, method, time_kernel=time_kernel or 1,
+                                time_stride=time_stride, max_bytes=max_bytes, **options)
     da = _dask_array()
     x = array if isinstance(array, da.Array) else da.asarray(array)
     spec = get_method(method)
@@ -106,8 +116,6 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     flat = x.ndim == 2
     if flat:
         x = x[:, :, None]
-    options = dict(kernel_size=kernel_size, stride=stride, size=size, scale=scale, device=device,
-                   has_alpha=has_alpha, linear=linear, **params)
     # The plan: float values get their range when computed; (0, 1) stands in.
     plan = Pooling(method, x.shape, x.dtype, (0.0, 1.0), **options)
     out_w, channels = plan.out_shape[1:]
@@ -134,15 +142,97 @@ def _pool_strip(part: np.ndarray, *value_range: np.ndarray, image_shape: tuple[i
                 method: str, first: int, stop: int, in_start: int,
                 options: dict[str, Any]) -> np.ndarray:
     """One task: output rows ``[first, stop)`` from the input rows from ``in_start`` on."""
-    if value_range:
-        lo, hi = (float(v) for v in value_range)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("image contains NaN or infinite values")
-        found = (lo, hi)
-    else:
-        found = (0.0, 1.0)
-    pooling = Pooling(method, image_shape, part.dtype, found, **options)
+    pooling = Pooling(method, image_shape, part.dtype, _found_range(value_range), **options)
     return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start)
+
+
+def downscale_frames(array: Any, method: str = "softpool", *, time_kernel: int = 1,
+                     time_stride: int | None = None, max_bytes: int | None = None,
+                     **options: Any) -> Any:
+    """Downscale a Dask array of frames lazily, with :func:`downpool.downscale_frames`'s result.
+
+    Parameters
+    ----------
+    array : dask.array.Array or array_like, shape (T, H, W) or (T, H, W, C)
+        Frames first; any chunking.
+    method, time_kernel, time_stride, **options
+        As for :func:`downpool.downscale_frames` (``device`` defaults to the CPU).
+    max_bytes : int, optional
+        About how much memory one task takes (default 32 MiB).
+
+    Returns
+    -------
+    dask.array.Array
+        (out_t, out_h, out_w[, C]): each task makes a strip of output rows of
+        one output frame from those rows of its time window's frames, so bit
+        for bit what ``downscale_frames`` gives for any chunking.
+
+    Examples
+    --------
+    >>> import dask.array as da, downpool.dask
+    >>> clip = da.zeros((10, 480, 640, 3), dtype="uint8", chunks=(4, 240, 320, 3))
+    >>> downpool.dask.downscale_frames(clip, "max", time_kernel=2, kernel_size=2).shape
+    (5, 240, 320, 3)
+    """
+    from .frames import check_time_geometry, time_windows
+
+    da = _dask_array()
+    x = array if isinstance(array, da.Array) else da.asarray(array)
+    check_dtype(x.dtype, labels=get_method(method).labels)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"frames must be 3-D (T, H, W) or 4-D (T, H, W, C), got shape {x.shape}")
+    if 0 in x.shape or any(math.isnan(n) for n in x.shape):
+        raise ValueError(f"array must have a known, non-empty shape, got {x.shape}")
+    kt, st = check_time_geometry(time_kernel, time_stride)
+    flat = x.ndim == 3
+    if flat:
+        x = x[..., None]
+    options.setdefault("device", "cpu")
+    frame_shape = x.shape[1:]
+    outputs = []
+    for f, (a, b) in enumerate(time_windows(x.shape[0], kt, st)):
+        n = b - a
+        plan = Pooling(method, frame_shape, x.dtype, (0.0, 1.0), frames=n, **options)
+        out_w, channels = plan.out_shape[1:]
+        window = x[a:b]
+        extra = [window.min(), window.max()] if x.dtype.kind == "f" else []
+        pieces = []
+        for first, stop, in_start, in_end in plan.strips(STRIP_BYTES if max_bytes is None
+                                                         else max_bytes):
+            # Interleaved rows [in_start, in_end) are frame rows in_start/n .. in_end/n.
+            part = window[:, in_start // n:in_end // n].rechunk(-1)
+            pieces.append(da.map_blocks(
+                _pool_frames_strip, part, *extra, dtype=x.dtype,
+                chunks=((stop - first,), (out_w,), (channels,)), drop_axis=0,
+                meta=np.empty((0, 0, 0), x.dtype), frame_shape=frame_shape, n=n, method=method,
+                first=first, stop=stop, in_start=in_start, frame=f, options=options,
+                token=f"downpool-frames-{method}"))
+        outputs.append(da.concatenate(pieces, axis=0))
+    out = da.stack(outputs)
+    return out[..., 0] if flat else out
+
+
+def _pool_frames_strip(part: np.ndarray, *value_range: np.ndarray, frame_shape: tuple[int, ...],
+                       n: int, method: str, first: int, stop: int, in_start: int, frame: int,
+                       options: dict[str, Any]) -> np.ndarray:
+    """One task: output rows ``[first, stop)`` of output frame ``frame`` from the rows of
+    its ``n`` frames (``part``: (n, rows, W, C)), interleaved as :mod:`downpool.frames` does."""
+    from .frames import stack_windows
+
+    found = _found_range(value_range)
+    pooling = Pooling(method, frame_shape, part.dtype, found, frames=n, **options)
+    rows = stack_windows([[np.ascontiguousarray(p) for p in part]])
+    return pooling.pool_strip(rows, first, stop, in_start, frame)
+
+
+def _found_range(value_range: tuple[np.ndarray, ...]) -> tuple[float, float]:
+    """A float array's (min, max), computed by Dask; (0, 1) for integers."""
+    if not value_range:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in value_range)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("image contains NaN or infinite values")
+    return lo, hi
 
 
 def pyramid_levels(shape: Sequence[int], levels: int | None = None,

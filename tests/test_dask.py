@@ -82,6 +82,29 @@ def test_any_chunking_gives_downscale_bits(problem, seed):
     np.testing.assert_array_equal(lazy.compute(scheduler="threads"), expected)
 
 
+@settings(max_examples=40, deadline=None)
+@given(problem=_problems(), t=st.integers(1, 5), kt=st.integers(1, 3),
+       ts=st.one_of(st.none(), st.integers(1, 3)), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_frames_in_any_chunking_give_downscale_frames_bits(problem, t, kt, ts, data, seed):
+    """(T, H, W[, C]) arrays with a time kernel: ``downscale_frames``' bits for any chunking,
+    the time axis chunked too (SPEC section 6)."""
+    case, shape, dtype, geometry, options, chunks, budget = problem
+    rng = np.random.default_rng(seed)
+    shape = (t, *shape)
+    if np.dtype(dtype).kind == "f":
+        frames = rng.random(shape).astype(dtype) * 3 - (0 if case.method in ("lp", "stochastic")
+                                                        else 1)
+    else:
+        frames = rng.integers(0, 8 if case.labels else np.iinfo(dtype).max, shape, dtype=dtype)
+    expected = downpool.downscale_frames(frames, case.method, time_kernel=kt, time_stride=ts,
+                                         **geometry, **options, **case.params)
+    chunks = (_chunks(data.draw, t), *chunks)
+    lazy = dd.downscale(da.from_array(frames, chunks=chunks), case.method, time_kernel=kt,
+                        time_stride=ts, max_bytes=budget, **geometry, **options, **case.params)
+    assert lazy.shape == expected.shape and lazy.dtype == expected.dtype
+    np.testing.assert_array_equal(lazy.compute(scheduler="threads"), expected)
+
+
 def test_errors_come_at_once_or_when_computed():
     x = da.zeros((8, 8), dtype=np.float32, chunks=4)
     with pytest.raises(ValueError, match="larger than the input|downscales"):
@@ -94,6 +117,14 @@ def test_errors_come_at_once_or_when_computed():
     negative = da.from_array(-np.ones((4, 4), np.float32), chunks=2)
     with pytest.raises(ValueError, match="non-negative"):
         dd.downscale(negative, "lp").compute()
+    with pytest.raises(ValueError, match="3-D .* or 4-D"):
+        dd.downscale(x, "avg", time_kernel=2)
+    with pytest.raises(ValueError, match="time_kernel must be a positive integer"):
+        dd.downscale_frames(da.zeros((2, 4, 4), dtype=np.uint8), "avg", time_kernel=0)
+    frames = np.zeros((3, 4, 4), np.float32)
+    frames[2, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        dd.downscale_frames(da.from_array(frames, chunks=2), "avg", time_kernel=3).compute()
 
 
 _CLUSTER_SCRIPT = """
