@@ -341,6 +341,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
                                  to_srgb=settings.to_srgb) as source:
             sequence = None
             if settings.frames == "all" and source.n_frames > 1:
+                _check_frame_format(task.target, settings, source.n_frames)
                 sequence = _pool_sequence(task.source, settings)
                 outcome = sequence.frames[0], None
             else:
@@ -460,6 +461,21 @@ def _shape_only(shape: tuple[int, ...]) -> Any:
     import numpy as np
 
     return np.broadcast_to(np.zeros((), np.uint8), shape)
+
+
+def _check_frame_format(target: str, settings: Settings, n_frames: int) -> None:
+    """Refuse, before any frame is decoded, frames that the output's format cannot hold."""
+    from .frames import time_windows
+    from .sequence_io import check_frame_format
+
+    fmt = settings.format or EXTENSION_FORMATS.get(Path(target).suffix.lower())
+    if fmt is not None:
+        kt = settings.time_kernel
+        out_frames = len(time_windows(n_frames, kt, settings.time_stride or kt))
+        try:
+            check_frame_format(fmt, out_frames)
+        except ValueError as exc:
+            raise _PoolingFailed(f"cannot write {target}: {exc}") from None
 
 
 def _pool_still(source: Any, settings: Settings) -> tuple[Any, Any]:

@@ -19,7 +19,8 @@ from . import io as image_io
 from .files import put_file
 from .io import ANIMATED_FORMATS
 
-__all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "open_sequence", "write_sequence"]
+__all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "open_sequence", "write_sequence",
+           "check_frame_format"]
 
 
 
@@ -111,6 +112,14 @@ def open_sequence(path: str | os.PathLike) -> Iterator[SequenceFile]:
             yield SequenceFile(im, head)
 
 
+def check_frame_format(fmt: str, n_frames: int) -> None:
+    """``UnsupportedImageError`` where ``n_frames`` frames cannot be written as ``fmt``."""
+    if n_frames > 1 and fmt not in ANIMATED_FORMATS:
+        raise image_io.UnsupportedImageError(
+            f"{fmt} holds one frame, and this file has {n_frames}: write GIF, WebP, PNG or "
+            f"TIFF, or keep the first frame alone (--frames first)")
+
+
 def _palettised(images: list[Any]) -> list[Any]:
     """GIF frames in palette mode, each with its own adaptive palette, as Pillow's GIF
     writer would make them (median cut; a transparent entry where alpha is 0), but on
@@ -179,10 +188,7 @@ def write_sequence(
     fmt = (format or (info.format if info is not None else None)
            or image_io.format_for_extension(path) or "")
     fmt = image_io._checked_format(frames[0], fmt)
-    if fmt not in ANIMATED_FORMATS:
-        raise image_io.UnsupportedImageError(
-            f"{fmt} holds one frame, and this file has {len(frames)}: write GIF, WebP, PNG or "
-            f"TIFF, or keep the first frame alone (--frames first)")
+    check_frame_format(fmt, len(frames))
     images = [image_io._to_pillow(f, fmt) for f in frames]
     alpha = images[0].mode in ("LA", "RGBA")
     options: dict[str, Any] = {}
