@@ -14,7 +14,7 @@ from . import colour
 from .core import PoolJob, check_image, dtype_max, quantize
 from .geometry import block_length, interleave_axis, plan_windows, repeat_axis
 from .methods import get_method, resolve_params
-from .strips import plan_strips, rows_between, strip_span
+from .strips import plan_strips, rows_between, strip_span, windows_between
 
 __all__ = ["downscale", "working_bytes", "DeviceUnavailableError", "Pooling", "STRIP_BYTES"]
 
@@ -263,6 +263,7 @@ class Pooling:
         #: The row block length of the whole image (0: not blocks); the kernels
         #: choose block kernels by it, not by a strip's rows.
         self.block_rows = block_length(self.rows) or 0
+        self.block_cols = block_length(self.cols) or 0
         if self.converted:
             self._work_dtype = np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
         self.set_value_range(value_range)
@@ -288,12 +289,16 @@ class Pooling:
             colour.premultiply(work)
         return work
 
-    def strips(self, max_bytes: float) -> list[tuple[int, int, int, int]]:
+    def strips(self, max_bytes: float, tile: tuple[int, int] | None = None,
+               ) -> list[tuple[int, int, int, int]]:
         """``(first, stop, in_start, in_end)``: output rows ``[first, stop)`` of each strip,
         in order, and the input rows ``[in_start, in_end)`` it reads, each strip's
-        working memory about ``max_bytes`` (at least one output row)."""
+        working memory about ``max_bytes`` (at least one output row).  ``tile``: the
+        strips of a tile of ``(output columns, input columns)``, not of the full width."""
         height, width, channels = self.shape
         out_w = self.cols.size
+        if tile is not None:
+            out_w, width = tile
         if self.converted:
             in_row_bytes, halo_row_bytes = _converted_row_bytes(
                 width, out_w, channels, self._work_dtype.itemsize, self.linear)
@@ -304,6 +309,15 @@ class Pooling:
                              halo_row_bytes, max_bytes)
         return [(first, stop, *strip_span(self.rows, first, stop, self.halo)[2:])
                 for first, stop in strips]
+
+    def column_tiles(self, max_columns: int) -> list[tuple[int, int, int, int]]:
+        """``(c_first, c_stop, x_start, x_end)``: output columns ``[c_first, c_stop)`` of each
+        tile, in order, and the input columns ``[x_start, x_end)`` it reads (with dpid's
+        column of halo), each tile about ``max_columns`` input columns (at least one
+        output column)."""
+        tiles = plan_strips(self.cols.start, self.cols.count, self.halo, 1, 0, 0, max_columns)
+        return [(first, stop, *strip_span(self.cols, first, stop, self.halo)[2:])
+                for first, stop in tiles]
 
     def pool_image(self, img: np.ndarray, frame: int = 0) -> np.ndarray:
         """The whole output from the C-contiguous ``img`` of :attr:`shape`; with alpha or
@@ -318,33 +332,43 @@ class Pooling:
         return out
 
     def pool_strip(self, part: np.ndarray, first: int, stop: int, in_start: int,
-                   frame: int = 0) -> np.ndarray:
+                   frame: int = 0, columns: tuple[int, int, int] | None = None) -> np.ndarray:
         """Output rows ``[first, stop)``, in the input's dtype, from ``part``: the input rows
         from ``in_start`` on, at least to the end of what those rows (and their halo) read.
         ``frame``: the output frame of a sequence (stochastic draws are keyed by the
-        output index over frame, row and column)."""
+        output index over frame, row and column).  ``columns``: ``(c_first, c_stop,
+        x_start)``, only the output columns ``[c_first, c_stop)`` of those rows, from the
+        input columns of ``part`` from ``x_start`` on (a tile, :meth:`column_tiles`)."""
         top, bottom, _, in_end = strip_span(self.rows, first, stop, self.halo)
-        if part.shape[0] < in_end - in_start or part.shape[1:] != self.shape[1:]:
-            raise ValueError(f"rows {first}-{stop} need input rows {in_start}-{in_end}, "
-                             f"got {part.shape[0]} rows of shape {part.shape[1:]}")
+        c_first, c_stop, x_start = (0, self.cols.size, 0) if columns is None else columns
+        left, right, _, x_end = strip_span(self.cols, c_first, c_stop, self.halo)
+        if (part.shape[0] < in_end - in_start or part.shape[1] < x_end - x_start
+                or part.shape[2:] != self.shape[2:]):
+            raise ValueError(f"rows {first}-{stop}, columns {c_first}-{c_stop} need input rows "
+                             f"{in_start}-{in_end} and columns {x_start}-{x_end}, got "
+                             f"{part.shape[0]} rows of shape {part.shape[1:]}")
         part = part[:in_end - in_start]  # rows below the last window are read by none
+        if columns is not None:  # and a tile's columns right of its last window
+            part = part[:, :x_end - x_start]
         rows = rows_between(self.rows, top, bottom, in_start)
-        out_w, channels = self.cols.size, self.shape[2]
-        common = dict(rows=rows, cols=self.cols, n_colour=self.n_colour,
+        cols = self.cols if columns is None else windows_between(self.cols, left, right, x_start)
+        out_w, channels = right - left, self.shape[2]
+        common = dict(rows=rows, cols=cols, n_colour=self.n_colour,
                       value_mode=self.value_mode, value_range=self.value_range,
-                      first_row=top + frame * self.frame_rows,
-                      block_rows=self.block_rows)
+                      first_row=top + frame * self.frame_rows, block_rows=self.block_rows,
+                      first_col=left, out_width=self.cols.size, block_cols=self.block_cols)
+        kept = (slice(first - top, stop - top), slice(c_first - left, c_stop - left))
         if not self.converted:
             job = PoolJob(image=np.ascontiguousarray(part), in_scale=1.0 / self._top,
                           out=np.empty((bottom - top, out_w, channels), dtype=self.dtype),
                           out_max=self._top, out_int=self.dtype.kind == "u", **common)
             self._pool(job)
-            return job.out[first - top:stop - top]
+            return job.out[kept]
         job = PoolJob(image=self._convert(part), in_scale=1.0,
                       out=np.empty((bottom - top, out_w, channels)), out_max=1.0, out_int=False,
                       **common)
         self._pool(job)
-        pooled = job.out[first - top:stop - top]
+        pooled = job.out[kept]
         if self.has_alpha:
             colour.unpremultiply(pooled)
         if self.linear:

@@ -71,7 +71,7 @@ def block_plan(job: PoolJob) -> BlockPlan | None:
     if job.image.dtype.kind == "u" and not (job.out_int and job.out.dtype == job.image.dtype):
         return None
     kh = block_length(job.rows) if job.block_rows is None else (job.block_rows or None)
-    kw = block_length(job.cols)
+    kw = block_length(job.cols) if job.block_cols is None else (job.block_cols or None)
     if kh is None or kw is None:
         return None
     constant = (kh == kw and kh in CONSTANT_BLOCKS and job.image.shape[2] in CONSTANT_CHANNELS

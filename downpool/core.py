@@ -138,6 +138,14 @@ class PoolJob:
         windows may look like blocks where the image's are not (a strip of one
         window) or not where they are (a strip of the partial last window);
         None: from ``rows``.
+    first_col : int
+        The whole image's output column that is column 0 of ``out`` (a tile of
+        columns, :meth:`downpool.api.Pooling.pool_strip`): stochastic draws.
+    out_width : int or None
+        The whole image's output width, by which stochastic draws are keyed
+        (row-major output index); None: ``cols.size``.
+    block_cols : int or None
+        As ``block_rows``, for the columns of a tile.
     """
 
     image: np.ndarray
@@ -152,6 +160,19 @@ class PoolJob:
     value_range: tuple[float, float]
     first_row: int = 0
     block_rows: int | None = None
+    first_col: int = 0
+    out_width: int | None = None
+    block_cols: int | None = None
+
+    @property
+    def draw_row(self) -> int:
+        """Output indices from one row to the next: the whole image's output width."""
+        return self.cols.size if self.out_width is None else self.out_width
+
+    @property
+    def first_index(self) -> int:
+        """The whole image's output index of ``out[0, 0]``, which stochastic draws follow."""
+        return self.first_row * self.draw_row + self.first_col
 
     def kernel_args(self) -> tuple:
         """The leading arguments every window kernel takes."""

@@ -200,13 +200,13 @@ def kernels(channels: int) -> SimpleNamespace:
 
     @cuda.jit
     def sample(img, in_scale, ys, yn, yw, y_shift, xs, xn, xw, out, out_max, out_int,
-               first_row, seed, value_mode, n_colour):
+               first_index, draw_row, seed, value_mode, n_colour):
         j, i = cuda.grid(2)
         if i < out.shape[0] and j < out.shape[1]:
             res = cuda.local.array(channels, float64)
             # The draw's index is the pixel's index in the whole output, so
-            # that strips and devices draw alike.
-            u = _uniform_draw(seed, (first_row + i) * out.shape[1] + j)
+            # that strips, tiles and devices draw alike.
+            u = _uniform_draw(seed, first_index + i * draw_row + j)
             _sample_window(img, in_scale, ys[i] - y_shift, yn[i], yw, i, xs[j], xn[j], xw, j,
                            u, value_mode, n_colour, res)
             for c in range(channels):
@@ -308,8 +308,8 @@ def _launch(kernel, n_rows: int, n_cols: int, *args) -> None:
 def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> None:
     """Run window kernel ``name`` over ``job``, strip by strip, with trailing arguments ``params``.
 
-    A ``params`` entry ``_FIRST_ROW`` is replaced by the strip's first output
-    row, ``_ROW_UNITS`` by the strip's rows of the row windows' coverage units.  ``name == "dpid"`` first makes each strip's smoothed guide.  Where
+    A ``params`` entry ``_FIRST_INDEX`` is replaced by the whole output's index
+    of the strip's first pixel (:attr:`PoolJob.first_index`), ``_ROW_UNITS`` by the strip's rows of the row windows' coverage units.  ``name == "dpid"`` first makes each strip's smoothed guide.  Where
     ``job.image`` and ``job.out`` are CUDA device arrays already, nothing is
     copied and the job runs as one strip.
     """
@@ -375,7 +375,7 @@ def _run(job: PoolJob, name: str, params: tuple, max_bytes: float | None) -> Non
                 stop - first, out_w, channels)
             _launch(kernel_set.smooth, stop - first, out_w, d_guide, top, first, out_h, d_smooth)
         trailing = [d_smooth] if guided else []
-        trailing.extend(job.first_row + first if p is _FIRST_ROW
+        trailing.extend(job.first_index + first * job.draw_row if p is _FIRST_INDEX
                         else yu[first:stop] if p is _ROW_UNITS else p for p in params)
         if name in _WINDOWS:  # one argument, a tuple
             trailing = [tuple(trailing)]
@@ -395,9 +395,9 @@ def _device_array(value):
     return None
 
 
-# Placeholders in ``params`` for the strip's first output row (stochastic sampling's draw
-# index) and its rows' coverage units (mode's).
-_FIRST_ROW = object()
+# Placeholders in ``params`` for the output index of the strip's first pixel (stochastic
+# sampling's draws) and its rows' coverage units (mode's).
+_FIRST_INDEX = object()
 _ROW_UNITS = object()
 
 
@@ -431,7 +431,8 @@ def pool_softpool(job: PoolJob, beta: float, *, max_bytes: float | None = None) 
 def pool_stochastic(job: PoolJob, mode: str, seed: int, *, max_bytes: float | None = None) -> None:
     """Stochastic pooling: one drawn pixel per window (``"sample"``) or the expectation."""
     if mode == "sample":
-        _run(job, "sample", (_FIRST_ROW, np.uint64(seed), job.value_mode, job.n_colour), max_bytes)
+        _run(job, "sample", (_FIRST_INDEX, job.draw_row, np.uint64(seed), job.value_mode,
+                             job.n_colour), max_bytes)
         return
     top = job.value_range[1]
     _run(job, "expectation", (top if top > 0.0 else 1.0,), max_bytes)

@@ -7,8 +7,10 @@ input chunking.  The output is made in strips of output rows
 read: strips that share input rows (overlapping strides, area boxes that
 straddle) each read them, dpid's strips carry the output row of halo its
 guide smoothing needs, stochastic draws are keyed by the global output row.
-A strip spans the full width, so each task gathers the column chunks of its
-rows, never the whole array; its memory is about ``max_bytes``.
+Strips are cut in tiles of output columns (:meth:`downpool.api.Pooling.column_tiles`),
+each from its input columns (and dpid's column of halo), keyed by the global
+output index: a task joins the chunks of its tile, about ``max_bytes`` of input
+(by default four chunks), never a full-width band or the whole array.
 
 :func:`pyramid` makes each level by ``kernel_size=2`` from the level above
 (of each page, for a stack of pages) and can write them as an OME-NGFF 0.4
@@ -76,13 +78,13 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     device : {"cpu", "auto", "cuda"}
         Where each task pools, on the worker that runs it (default the CPU).
     max_bytes : int, optional
-        About how much memory one task's strip takes (default 32 MiB);
-        the output's row chunks are the strips.
+        About how many bytes of input one task reads (default: four of the
+        array's chunks, from 1 to 32 MiB); the output's chunks are the tiles.
 
     Returns
     -------
     dask.array.Array
-        (out_h, out_w[, C]) with the input's dtype, chunked in strips of rows.
+        (out_h, out_w[, C]) with the input's dtype, chunked in tiles.
 
     Raises
     ------
@@ -123,27 +125,44 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
         extra = [x.min(), x.max()]  # 0-d arrays: every task gets them
     else:
         extra = []
-    pieces = []
-    for first, stop, in_start, in_end in plan.strips(STRIP_BYTES if max_bytes is None
-                                                     else max_bytes):
-        # Only the strip's rows of each chunk are joined: no full-width band of
-        # whole input chunks is ever made.
-        part = x[in_start:in_end].rechunk(-1)
-        pieces.append(da.map_blocks(
-            _pool_strip, part, *extra, dtype=x.dtype, chunks=((stop - first,), (out_w,),
-                                                               (channels,)),
-            meta=np.empty((0, 0, 0), x.dtype), image_shape=x.shape, method=method, first=first,
-            stop=stop, in_start=in_start, options=options, token=f"downpool-{method}"))
-    out = da.concatenate(pieces, axis=0)
+    budget = _task_bytes(x) if max_bytes is None else max_bytes
+    # Tiles about as wide as tall: a task joins the chunks of its tile, never a
+    # full-width band of the array.
+    side = max(1, math.isqrt(max(1, int(budget) // (channels * x.dtype.itemsize))))
+    tiles = plan.column_tiles(side)
+    widest = max(tiles, key=lambda t: t[3] - t[2])
+    strips = plan.strips(budget, tile=(widest[1] - widest[0], widest[3] - widest[2]))
+    grid = []
+    for first, stop, in_start, in_end in strips:
+        row = []
+        for c_first, c_stop, x_start, x_end in tiles:
+            part = x[in_start:in_end, x_start:x_end].rechunk(-1)
+            row.append(da.map_blocks(
+                _pool_strip, part, *extra, dtype=x.dtype,
+                chunks=((stop - first,), (c_stop - c_first,), (channels,)),
+                meta=np.empty((0, 0, 0), x.dtype), image_shape=x.shape, method=method,
+                first=first, stop=stop, in_start=in_start, columns=(c_first, c_stop, x_start),
+                options=options, token=f"downpool-{method}"))
+        grid.append([[piece] for piece in row])  # np.block's nesting: rows, columns, channels
+    out = da.block(grid)
     return out[:, :, 0] if flat else out
+
+
+def _task_bytes(x: Any) -> int:
+    """The input one task reads by default: about four of ``x``'s largest chunks (a tile of
+    2x2 chunks), from 1 MiB to :data:`downpool.api.STRIP_BYTES`."""
+    chunk = math.prod(max(c) for c in x.chunks) * x.dtype.itemsize
+    return int(min(STRIP_BYTES, max(1 << 20, 4 * chunk)))
 
 
 def _pool_strip(part: np.ndarray, *value_range: np.ndarray, image_shape: tuple[int, ...],
                 method: str, first: int, stop: int, in_start: int,
-                options: dict[str, Any]) -> np.ndarray:
-    """One task: output rows ``[first, stop)`` from the input rows from ``in_start`` on."""
+                columns: tuple[int, int, int], options: dict[str, Any]) -> np.ndarray:
+    """One task: output rows ``[first, stop)`` and columns ``columns[:2]`` from the input
+    rows from ``in_start`` on and columns from ``columns[2]`` on."""
     pooling = Pooling(method, image_shape, part.dtype, _found_range(value_range), **options)
-    return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start)
+    return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start,
+                              columns=columns)
 
 
 def downscale_frames(array: Any, method: str = "softpool", *, time_kernel: int = 1,

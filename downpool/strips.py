@@ -83,5 +83,11 @@ def strip_span(gy, first: int, stop: int, halo: int) -> tuple[int, int, int, int
 
 def rows_between(gy: AxisWindows, top: int, bottom: int, in_start: int) -> AxisWindows:
     """Row windows ``[top, bottom)`` of ``gy``, for an image whose row 0 is input row ``in_start``."""
-    return AxisWindows(gy.start[top:bottom] - in_start, gy.count[top:bottom], gy.weight[top:bottom],
-                       gy.units[top:bottom])
+    return windows_between(gy, top, bottom, in_start)
+
+
+def windows_between(axis: AxisWindows, first: int, stop: int, offset: int) -> AxisWindows:
+    """Windows ``[first, stop)`` of ``axis``, for a part whose index 0 is input ``offset``
+    (rows of a strip, columns of a tile)."""
+    return AxisWindows(axis.start[first:stop] - offset, axis.count[first:stop],
+                       axis.weight[first:stop], axis.units[first:stop])

@@ -187,6 +187,29 @@ def test_frames_on_cuda_equal_cpu(method, params):
 
 
 @needs_gpu
+@pytest.mark.parametrize(("method", "params"), [("stochastic", {"mode": "sample", "seed": 3}),
+                                                ("dpid", {}), ("mode", {})],
+                         ids=["sample", "dpid", "mode"])
+def test_tiles_of_columns_on_cuda_equal_the_whole_image(method, params):
+    """A tile of output columns (downpool.dask's tasks): the draws by the whole image's
+    output index, dpid's column of halo, on the GPU as on the CPU."""
+    from downpool.api import Pooling
+
+    image = _image((13, 17, 3), np.uint8, seed=9)
+    whole = downpool.downscale(image, method, kernel_size=2, device="cuda", **params)
+    pooling = Pooling(method, image.shape, image.dtype, (0.0, 1.0), kernel_size=2,
+                      device="cuda", **params)
+    out = np.zeros_like(whole)
+    for c_first, c_stop, x_start, x_end in pooling.column_tiles(4):
+        for first, stop, in_start, in_end in pooling.strips(1, tile=(c_stop - c_first,
+                                                                     x_end - x_start)):
+            out[first:stop, c_first:c_stop] = pooling.pool_strip(
+                image[in_start:in_end, x_start:x_end], first, stop, in_start,
+                columns=(c_first, c_stop, x_start))
+    np.testing.assert_array_equal(out, whole)
+
+
+@needs_gpu
 @pytest.mark.parametrize(("method", "params"), CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_alpha_and_linear_light_on_cuda_equal_cpu(method, params):
     image = _image((10, 9, 4), np.float32, seed=3)

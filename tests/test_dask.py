@@ -136,10 +136,15 @@ x = da.from_array(image, chunks=(64, 100, 3))
 with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                   dashboard_address=":0") as cluster, Client(cluster) as client:
     lazy = dd.downscale(x, "dpid", kernel_size=3, max_bytes=60000)
-    futures = client.compute(lazy.to_delayed().ravel().tolist())
+    tasks = lazy.to_delayed()  # the grid of tiles
+    futures = client.compute(tasks.ravel().tolist())
     wait(futures)
     workers = {worker for who in client.who_has(futures).values() for worker in who}
-    result = np.concatenate([future.result() for future in futures])
+    tiles = [future.result() for future in futures]
+    grid = [[[tiles[r * tasks.shape[1] + c]] for c in range(tasks.shape[1])]
+            for r in range(tasks.shape[0])]
+    result = np.block(grid)
+    assert tasks.shape[1] > 1, tasks.shape  # tiles of columns, not full-width strips
 same = np.array_equal(result, downpool.downscale(image, "dpid", kernel_size=3))
 print(len(workers), same)
 """

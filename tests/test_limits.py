@@ -206,7 +206,7 @@ def _general_kernel_sample(image, seed, geometry, max_values=None):
                   out_int=False, n_colour=channels, value_mode=1 if channels in (3, 4) else 0,
                   value_range=value_range)
     stochastic.stochastic_sample_kernel(*job.kernel_args(), stochastic.job_draws(job, seed),
-                                        job.value_mode, job.n_colour,
+                                        job.draw_row, job.value_mode, job.n_colour,
                                         stochastic.sample_kernel_form(job, max_values),
                                         0, rows.size)  # every output row
     return job.out.reshape(job.out.shape[:2] + arr.shape[2:])

@@ -98,6 +98,44 @@ def test_any_strip_height_gives_the_whole_image(height, width, channels, method,
     np.testing.assert_array_equal(stripped, whole)
 
 
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 30), width=st.integers(1, 30), channels=st.sampled_from([1, 3, 4]),
+       dtype=st.sampled_from(DTYPES), method=st.sampled_from(sorted(downpool.METHODS)),
+       geometry=st.sampled_from(GEOMETRIES + [{"kernel_size": 4, "stride": 5}]),
+       strip_bytes=st.integers(1, 3000), tile_columns=st.integers(1, 12),
+       converted=st.booleans(), seed=st.integers(0, 2**32))
+def test_tiles_of_columns_give_the_whole_image(height, width, channels, dtype, method, geometry,
+                                               strip_bytes, tile_columns, converted, seed):
+    """Tiles of output rows and columns (``Pooling.column_tiles``, ``pool_strip(columns=)``),
+    each from its input rows and columns only: the whole image's bits, dpid's column of
+    halo, area boxes that straddle tiles, the stochastic draws of the whole image, the
+    whole image's blocks (a tile of the partial last window is not pooled as blocks)."""
+    spec = downpool.METHODS[method]
+    if spec.area_only and "stride" in geometry:
+        geometry = {"kernel_size": 3}
+    if "size" in geometry:
+        geometry = {"size": (min(height, 7), min(width, 11))}
+    image = _image((height, width, channels), dtype, seed)
+    options = ({"has_alpha": channels == 4, "linear": channels != 4}
+               if converted and not spec.labels and channels > 1 else {})
+    params = {"mode": "sample", "seed": seed} if method == "stochastic" else {}
+    whole = downpool.downscale(image, method, device="cpu", **geometry, **options, **params)
+    range_ = (0.0, 1.0) if image.dtype.kind == "u" else (float(image.min()), float(image.max()))
+    pooling = api.Pooling(method, image.shape, image.dtype, range_, device="cpu", **geometry,
+                          **options, **params)
+    out = np.full(whole.shape, 7, dtype=whole.dtype)
+    tiles = pooling.column_tiles(tile_columns)
+    assert [t[:2] for t in tiles] == sorted(t[:2] for t in tiles)
+    assert tiles[0][0] == 0 and tiles[-1][1] == whole.shape[1]
+    for c_first, c_stop, x_start, x_end in tiles:
+        for first, stop, in_start, in_end in pooling.strips(
+                strip_bytes, tile=(c_stop - c_first, x_end - x_start)):
+            part = image[in_start:in_end, x_start:x_end]
+            out[first:stop, c_first:c_stop] = pooling.pool_strip(
+                part, first, stop, in_start, columns=(c_first, c_stop, x_start))
+    np.testing.assert_array_equal(out.view(np.uint8), whole.view(np.uint8))
+
+
 def test_no_full_size_float_copy(monkeypatch):
     """Peak NumPy memory of an RGBA call with alpha: the strips' floats, not the image's.
 

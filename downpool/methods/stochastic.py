@@ -162,10 +162,10 @@ _selection_value = inlined(selection_value)
 
 @jit(nogil=True)
 def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max, out_int,
-                             draws, value_mode, n_colour, buffered_dims, i0, i1):
+                             draws, draw_row, value_mode, n_colour, buffered_dims, i0, i1):
     """Stochastic sample of output rows ``i0`` to ``i1``, copying every channel of the
-    pixel drawn from each window; ``draws`` is the job's
-    :func:`draw_base`.
+    pixel drawn from each window; ``draws`` is the job's :func:`draw_base` and
+    ``draw_row`` the whole image's output width (:attr:`PoolJob.draw_row`).
 
     Where ``buffered_dims`` is ``(0,)``, the selection values of each output
     row's window rows are made first, in a pass along them, and each window
@@ -188,7 +188,8 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
         if len(buffered_dims) == 0:
             for j in range(n_cols):
                 sample_window(img, in_scale, y0, ny, yw, i, xs[j], xn[j], xw, j,
-                              uniform_draw_after(draws, i * n_cols + j), value_mode, n_colour, res)
+                              uniform_draw_after(draws, i * draw_row + j), value_mode, n_colour,
+                              res)
                 store_pixel(out, i, j, res, out_max, out_int)
             continue
         for r in range(ny):
@@ -196,7 +197,7 @@ def stochastic_sample_kernel(img, in_scale, ys, yn, yw, xs, xn, xw, out, out_max
                 values[r, x] = _selection_value(img, y0 + r, x, value_mode, n_colour)
         for j in range(n_cols):
             r, x = _weighted_pick(img, y0, ny, yw, i, xs[j], xn[j], xw, j,
-                                  uniform_draw_after(draws, i * n_cols + j), value_mode,
+                                  uniform_draw_after(draws, i * draw_row + j), value_mode,
                                   n_colour, values, (0,))
             for c in range(channels):
                 out[i, j, c] = stored(img[y0 + r, x, c] * in_scale, out_max, out_int)
@@ -218,7 +219,7 @@ def sample_kernel_form(job: PoolJob, max_values: int | None = None) -> tuple:
 class StochasticParams(NamedTuple):
     """The parameters :func:`stochastic_blocks` takes: the expectation's ``unit`` (the
     image's largest value; ``in_scale`` is then divided by it), and the sample's
-    selection value, draws and coverages."""
+    selection value, draws (and the whole image's output width, ``draw_row``) and coverages."""
 
     in_scale: float
     out_max: float
@@ -226,6 +227,7 @@ class StochasticParams(NamedTuple):
     n_colour: int
     value_mode: int
     draws: np.uint64
+    draw_row: int
     yw: np.ndarray
     xw: np.ndarray
 
@@ -288,7 +290,7 @@ def _sample_row(rows, img, i, y0, ny, first, n_cols, block_h, block_w, channels,
     # Integers, which the copy below indexes with as they are; a buffer of its own
     # (a view of a scratch row as integers added 1.4 s to the first call).
     picks = np.empty(n_windows, np.int64)
-    row_length = o.shape[0] // channels
+    row_length = params.draw_row
     for r in range(block_h):
         # selection_value, from the contiguous row (views from 0: see the module).
         src = rows[y0 + r, start:start + width * channels]
@@ -353,7 +355,7 @@ def _sample_into(img, i, y0, ny, x0, nx, j, channels, o, base, params):
                                                params.yw, params.xw)
     # The window's coverages are all equal (a block): the general pick's weights.
     r, x = _weighted_pick(img, y0, ny, yw, i, x0, nx, xw, j,
-                          uniform_draw_after(draw_from, i * (o.shape[0] // channels) + j),
+                          uniform_draw_after(draw_from, i * params.draw_row + j),
                           value_mode, n_colour, yw, ())
     y = y0 + r
     for c in range(channels):
@@ -393,9 +395,9 @@ def stochastic_blocks(img, rows, out_rows, kh_dims, kw_dims, c_dims, edge_dims, 
 
 
 def job_draws(job: PoolJob, seed: int) -> np.uint64:
-    """The stochastic draws of ``job``'s output rows: those of rows ``job.first_row`` on."""
+    """The stochastic draws of ``job``'s output: those from ``job.first_index`` on."""
     # Numba returns a uint64 to Python as an int: typed again as one here.
-    return np.uint64(draw_base(np.uint64(seed), job.first_row * job.cols.size))
+    return np.uint64(draw_base(np.uint64(seed), job.first_index))
 
 
 def pool(job: PoolJob, mode: str, seed: int) -> None:
@@ -407,9 +409,10 @@ def pool(job: PoolJob, mode: str, seed: int) -> None:
             run_blocks(plan, stochastic_blocks, job.image, job.out,
                        StochasticParams(float(job.in_scale), float(job.out_max), 0.0,
                                         int(job.n_colour), int(job.value_mode), draws,
-                                        job.rows.weight, job.cols.weight), SAMPLE)
+                                        int(job.draw_row), job.rows.weight, job.cols.weight),
+                       SAMPLE)
         else:
-            run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(), draws,
+            run_rows(stochastic_sample_kernel, job.out, *job.kernel_args(), draws, job.draw_row,
                      job.value_mode, job.n_colour, sample_kernel_form(job))
         return
     # sum c a^2 / sum c a is homogeneous of degree 1: pool a / hi, which cannot
@@ -420,6 +423,7 @@ def pool(job: PoolJob, mode: str, seed: int) -> None:
         run_blocks(plan, stochastic_blocks, job.image, job.out,
                    StochasticParams(float(job.in_scale / unit), float(job.out_max), float(unit),
                                     int(job.n_colour), int(job.value_mode), job_draws(job, 0),
-                                    job.rows.weight, job.cols.weight), EXPECTATION)
+                                    int(job.draw_row), job.rows.weight, job.cols.weight),
+                   EXPECTATION)
     else:
         run_separable(job, MODE_SQUARES, ref=unit, in_scale=job.in_scale / unit)
