@@ -474,7 +474,7 @@ _PTX_SCRIPT = textwrap.dedent(r"""
                     table, count, weight, out, 255.0, True]
             trailing = {
                 "avg": [], "max": [], "lp": [2.0], "softpool": [4.4], "expectation": [1.0],
-                "sample": [0, np.uint64(1), 1, channels], "dpp": [0.0, 1.0, False],
+                "sample": [0, 2, np.uint64(1), 1, channels], "dpp": [0.0, 1.0, False],
                 "dpid": [np.zeros((2, 2, channels)), channels, 1.0],
                 "mode": [np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)],
             }
