@@ -10,7 +10,7 @@ guide smoothing needs, stochastic draws are keyed by the global output row.
 Strips are cut in tiles of output columns (:meth:`downpool.api.Pooling.column_tiles`),
 each from its input columns (and dpid's column of halo), keyed by the global
 output index: a task joins the chunks of its tile, about ``max_bytes`` of input
-(by default four chunks), never a full-width band or the whole array.
+(32 MiB by default), never a full-width band or the whole array.
 
 :func:`pyramid` makes each level by ``kernel_size=2`` from the level above
 (of each page, for a stack of pages) and can write them as an OME-NGFF 0.4
@@ -78,8 +78,8 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
     device : {"cpu", "auto", "cuda"}
         Where each task pools, on the worker that runs it (default the CPU).
     max_bytes : int, optional
-        About how many bytes of input one task reads (default: four of the
-        array's chunks, from 1 to 32 MiB); the output's chunks are the tiles.
+        About how many bytes of input one task reads (default 32 MiB, a square
+        tile); the output's chunks are the tiles.
 
     Returns
     -------
@@ -125,7 +125,7 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
         extra = [x.min(), x.max()]  # 0-d arrays: every task gets them
     else:
         extra = []
-    budget = _task_bytes(x) if max_bytes is None else max_bytes
+    budget = STRIP_BYTES if max_bytes is None else max_bytes
     # Tiles about as wide as tall: a task joins the chunks of its tile, never a
     # full-width band of the array.
     side = max(1, math.isqrt(max(1, int(budget) // (channels * x.dtype.itemsize))))
@@ -146,13 +146,6 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
         grid.append([[piece] for piece in row])  # np.block's nesting: rows, columns, channels
     out = da.block(grid)
     return out[:, :, 0] if flat else out
-
-
-def _task_bytes(x: Any) -> int:
-    """The input one task reads by default: about four of ``x``'s largest chunks (a tile of
-    2x2 chunks), from 1 MiB to :data:`downpool.api.STRIP_BYTES`."""
-    chunk = math.prod(max(c) for c in x.chunks) * x.dtype.itemsize
-    return int(min(STRIP_BYTES, max(1 << 20, 4 * chunk)))
 
 
 def _pool_strip(part: np.ndarray, *value_range: np.ndarray, image_shape: tuple[int, ...],
