@@ -342,7 +342,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
             sequence = None
             if settings.frames == "all" and source.n_frames > 1:
                 _check_frame_format(task.target, settings, source.n_frames)
-                sequence = _pool_sequence(task.source, settings)
+                sequence = _pool_sequence(source, settings)
                 outcome = sequence.frames[0], None
             else:
                 outcome = _pool_still(source, settings)
@@ -361,7 +361,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     unmade = _make_output_folder(task.target)
     if unmade is not None:
         return failed(unmade)
-    fmt = settings.format or EXTENSION_FORMATS.get(Path(task.target).suffix.lower())
+    fmt = _output_format(task.target, settings)
     _check_stop()
     try:
         if sequence is not None and (len(sequence.frames) > 1 or (fmt or sequence.info.format)
@@ -377,10 +377,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
                                      quality=settings.quality, strip=settings.strip,
                                      replace=settings.overwrite, before_rename=_check_stop)
     except FileExistsError:
-        if settings.skip_existing:  # another run, into the same folder, was quicker
-            return FileResult(task.source, task.target, "skipped",
-                              "output appeared while this one was being made")
-        return failed(f"output {task.target} appeared while it was being written; not replaced")
+        return _appeared_meanwhile(task, settings)
     except Exception as exc:  # noqa: BLE001
         return failed(f"cannot write {task.target}: {_describe(exc, task.target)}")
     return FileResult(task.source, task.target, "done")
@@ -389,7 +386,6 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
 def _shrink_video(task: Task, settings: Settings) -> FileResult:
     """A video file, decoded, pooled and encoded a frame at a time (:mod:`downpool.video`):
     the frames a time window reads are held, never the clip."""
-    from .frames import FrameDownscaler
     from .video import VideoUnavailableError, rewrite_video
 
     def failed(cause: str) -> FileResult:
@@ -406,8 +402,9 @@ def _shrink_video(task: Task, settings: Settings) -> FileResult:
 
     def pooler_for(shape: tuple[int, int, int]) -> Any:
         # One call per output frame (max_bytes=0): only time_kernel frames are held.
-        return _StoppableFrames(_frame_pooler(_shape_only(shape), settings, FrameDownscaler,
-                                              max_bytes=0))
+        import numpy as np
+
+        return _frame_pooler(shape, np.dtype(np.uint8), settings, max_bytes=0)
 
     try:
         rewrite_video(task.source, task.target, pooler_for,
@@ -419,13 +416,25 @@ def _shrink_video(task: Task, settings: Settings) -> FileResult:
     except VideoUnavailableError as exc:
         return failed(str(exc))
     except FileExistsError:
-        if settings.skip_existing:
-            return FileResult(task.source, task.target, "skipped",
-                              "output appeared while this one was being made")
-        return failed(f"output {task.target} appeared while it was being written; not replaced")
+        return _appeared_meanwhile(task, settings)
     except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
         return failed(_read_error(exc, task.source))
     return FileResult(task.source, task.target, "done")
+
+
+def _appeared_meanwhile(task: Task, settings: Settings) -> FileResult:
+    """The result where the output appeared while it was being made (a write that
+    replaces nothing)."""
+    if settings.skip_existing:  # another run, into the same folder, was quicker
+        return FileResult(task.source, task.target, "skipped",
+                          "output appeared while this one was being made")
+    return FileResult(task.source, task.target, "failed",
+                      f"output {task.target} appeared while it was being written; not replaced")
+
+
+def _output_format(target: str, settings: Settings) -> str | None:
+    """The format a file is written in: --format, else the output's extension's."""
+    return settings.format or EXTENSION_FORMATS.get(Path(target).suffix.lower())
 
 
 def _make_output_folder(target: str) -> str | None:
@@ -456,19 +465,12 @@ class _StoppableFrames:
         return self._pooler.close()
 
 
-def _shape_only(shape: tuple[int, ...]) -> Any:
-    """An object with the ``shape`` and ``dtype`` of uint8 frames of ``shape``."""
-    import numpy as np
-
-    return np.broadcast_to(np.zeros((), np.uint8), shape)
-
-
 def _check_frame_format(target: str, settings: Settings, n_frames: int) -> None:
     """Refuse, before any frame is decoded, frames that the output's format cannot hold."""
     from .frames import time_windows
     from .sequence_io import check_frame_format
 
-    fmt = settings.format or EXTENSION_FORMATS.get(Path(target).suffix.lower())
+    fmt = _output_format(target, settings)
     if fmt is not None:
         kt = settings.time_kernel
         out_frames = len(time_windows(n_frames, kt, settings.time_stride or kt))
@@ -497,73 +499,69 @@ class _PooledSequence:
     info: Any
 
 
-def _pool_sequence(path: str, settings: Settings) -> _PooledSequence:
-    """Every frame of an animated GIF, WebP or PNG, or every page of a TIFF, pooled in
-    time and space as they are decoded (:class:`downpool.FrameDownscaler`): the frames
-    a time window reads are held, never the whole file.  Each output frame lasts the sum
-    of its input frames' durations (SPEC section 6)."""
-    from .frames import FrameDownscaler, time_windows
-    from .sequence_io import open_sequence
-
+def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
+    """Every frame of an animated GIF, WebP or PNG, or every page of a TIFF, of the opened
+    ``source``, pooled in time and space as they are decoded
+    (:class:`downpool.FrameDownscaler`): the frames a time window reads are held, never
+    the whole file.  Each output frame lasts the sum of its input frames' durations
+    (SPEC section 6)."""
     import warnings
+
+    from .frames import time_windows
+    from .sequence_io import SequenceFile
 
     kt = settings.time_kernel
     st = settings.time_stride or kt
     if settings.to_srgb:
         warnings.warn("--to-srgb does not apply to animations and TIFF pages yet: their frames "
                       "are pooled as stored, their profile kept", stacklevel=1)
+    sequence = SequenceFile(source)
     pooled: list[Any] = []
     durations: list[float] = []
-    with open_sequence(path) as sequence:
-        pooler = None
-        first = None
-        for index, (pixels, duration) in enumerate(sequence.frames()):  # decoding errors propagate
-            _check_stop()
-            durations.append(duration)
-            kind = (pixels.shape, pixels.dtype)
-            if kind != first:
-                if pooler is not None:
-                    if kt > 1 or st > 1:
-                        raise _PoolingFailed(
-                            f"page {index + 1} is {_describe_frame(pixels)} and page 1 "
-                            f"{_describe_frame(*first)}: pooling pages in time "
-                            f"(--time-kernel, --time-stride) needs pages of one size and kind")
-                    pooled.extend(pooler.close())
-                first = kind
-                pooler = _frame_pooler(pixels, settings, FrameDownscaler)
-            try:
-                pooled.extend(pooler.feed(pixels))
-            except Exception as exc:  # noqa: BLE001
-                raise _PoolingFailed(_describe(exc)) from None
-        pooled.extend(pooler.close())
-        info = sequence.info
+    pooler = first = None
+    for index, (pixels, duration) in enumerate(sequence.frames()):  # decoding errors propagate
+        durations.append(duration)
+        kind = (pixels.shape, pixels.dtype)
+        if kind != first:
+            if pooler is not None:
+                if kt > 1 or st > 1:
+                    raise _PoolingFailed(
+                        f"page {index + 1} is {_describe_frame(*kind)} and page 1 "
+                        f"{_describe_frame(*first)}: pooling pages in time "
+                        f"(--time-kernel, --time-stride) needs pages of one size and kind")
+                pooled.extend(pooler.close())
+            first = kind
+            pooler = _frame_pooler(*kind, settings)
+        pooled.extend(pooler.feed(pixels))
+    pooled.extend(pooler.close())
+    info = sequence.info
     if len(durations) != info.n_frames:
         raise OSError(f"the file has {len(durations)} frames, not the {info.n_frames} it says")
     if kt > 1 or st > 1:
-        windows = time_windows(len(durations), kt, st)
-        durations = [sum(durations[a:b]) for a, b in windows]
+        durations = [sum(durations[a:b]) for a, b in time_windows(len(durations), kt, st)]
     return _PooledSequence(pooled, durations, info)
 
 
-def _frame_pooler(pixels: Any, settings: Settings, pooler_class: Any,
-                  max_bytes: int | None = None) -> Any:
-    """A :class:`downpool.FrameDownscaler` for frames like ``pixels``, with the settings."""
-    geometry = _pooling_geometry(pixels.shape, settings)
-    has_alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)
+def _frame_pooler(shape: tuple[int, ...], dtype: Any, settings: Settings,
+                  max_bytes: int | None = None) -> "_StoppableFrames":
+    """A :class:`downpool.FrameDownscaler` for frames of ``shape`` and ``dtype``, with the
+    settings, that checks for a stop at each frame."""
+    from .frames import FrameDownscaler
+
+    geometry = _pooling_geometry(shape, settings)
+    has_alpha = len(shape) == 3 and shape[2] in (2, 4)
     try:
-        return pooler_class(pixels.shape, pixels.dtype, settings.method,
-                            time_kernel=settings.time_kernel, time_stride=settings.time_stride,
-                            device=settings.device, has_alpha=settings.pools_alpha(has_alpha),
-                            linear=settings.linear, max_bytes=max_bytes, **geometry,
-                            **settings.params)
+        return _StoppableFrames(FrameDownscaler(
+            shape, dtype, settings.method, time_kernel=settings.time_kernel,
+            time_stride=settings.time_stride, device=settings.device,
+            has_alpha=settings.pools_alpha(has_alpha), linear=settings.linear,
+            max_bytes=max_bytes, **geometry, **settings.params))
     except Exception as exc:  # noqa: BLE001
         raise _PoolingFailed(_describe(exc)) from None
 
 
-def _describe_frame(shape: Any, dtype: Any = None) -> str:
-    """``640x480 RGB 8-bit`` for a frame's pixels, or its shape and dtype."""
-    if dtype is None:
-        shape, dtype = shape.shape, shape.dtype
+def _describe_frame(shape: tuple[int, ...], dtype: Any) -> str:
+    """``640x480 RGB 8-bit`` for frames of ``shape`` and ``dtype``."""
     channels = shape[2] if len(shape) == 3 else 1
     kind = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
     return f"{shape[1]}x{shape[0]} {kind} {dtype.itemsize * 8}-bit"

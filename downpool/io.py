@@ -419,6 +419,15 @@ class ImageFile:
             return 1
         return int(getattr(self._im, "n_frames", 1))
 
+    def pillow_image(self) -> tuple[Any, bytes]:
+        """The opened Pillow image and the file's first bytes, for reading every frame
+        through Pillow (:mod:`downpool.sequence_io`) instead of :meth:`read`.  Call once,
+        before the pixels are read."""
+        if self._used:
+            raise RuntimeError("the pixels of an ImageFile can be read once")
+        self._used = True
+        return self._im, self._head
+
     @property
     def full_shape(self) -> tuple[int, int]:
         """(H, W) of the upright image at its full size (for :meth:`shrink_on_load`)."""

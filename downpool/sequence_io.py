@@ -8,7 +8,6 @@ here: pooling in time is :mod:`downpool.frames`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import IO, Any, Callable, Iterator
@@ -19,7 +18,7 @@ from . import io as image_io
 from .files import put_file
 from .io import ANIMATED_FORMATS
 
-__all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "open_sequence", "write_sequence",
+__all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "write_sequence",
            "check_frame_format"]
 
 
@@ -50,10 +49,13 @@ class SequenceInfo:
 
 
 class SequenceFile:
-    """An opened file of frames (:func:`open_sequence`)."""
+    """The frames of a file that :func:`downpool.io.open_image` opened (``source``, an
+    :class:`~downpool.io.ImageFile`), decoded by Pillow as :meth:`frames` goes; the
+    size of its first frame checked as that of a still image."""
 
-    def __init__(self, im: Any, head: bytes) -> None:
-        self._im, self._head = im, head
+    def __init__(self, source: Any) -> None:
+        im, self._head = source.pillow_image()
+        self._im = im
         fmt = im.format
         self.info = SequenceInfo(fmt, int(getattr(im, "n_frames", 1)), im.info.get("loop"),
                                  im.info.get("icc_profile") or None,
@@ -85,31 +87,6 @@ class SequenceFile:
                     mode = {"LA;16": "LA", "I;16": "L"}.get(mode, mode)
                 pixels = np.asarray(im if im.mode == mode else im.convert(mode))
             yield pixels, float(im.info.get("duration") or 0.0)
-
-
-@contextlib.contextmanager
-def open_sequence(path: str | os.PathLike) -> Iterator[SequenceFile]:
-    """Open a file of frames; its frames are decoded as :meth:`SequenceFile.frames` goes.
-
-    The file was opened by :func:`downpool.io.open_image` before (its size
-    checked against ``--max-pixels``, its format one of ours); the errors are
-    that function's.
-    """
-    from PIL import Image
-
-    with open(os.fspath(path), "rb") as stream:
-        head = stream.read(64)
-        stream.seek(0)
-        saved_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # checked on the first frame by open_image
-        try:
-            im = Image.open(stream)
-        except Exception as exc:  # noqa: BLE001 - it opened a moment ago: say what changed
-            raise OSError(f"cannot open the frames: {exc}") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved_limit
-        with im:
-            yield SequenceFile(im, head)
 
 
 def check_frame_format(fmt: str, n_frames: int) -> None:
