@@ -24,7 +24,7 @@ import numpy as np
 from . import api
 from .core import check_dtype, float_range
 from .methods import get_method
-from .threads import thread_pool
+from .threads import map_on_threads
 
 __all__ = ["downscale_frames", "FrameDownscaler", "time_windows", "check_time_geometry"]
 
@@ -236,21 +236,12 @@ def stack_windows(windows: list[list[np.ndarray]]) -> np.ndarray:
     n = len(windows[0])
     out = np.empty((len(windows), height, n, width, channels), dtype=windows[0][0].dtype)
     copies = [(out[k, :, t], frame) for k, w in enumerate(windows) for t, frame in enumerate(w)]
-    threads = min(numba_threads(), len(copies))
-    if threads > 1 and out.size >= 1 << 16:  # NumPy copies without the GIL
-        for job in [thread_pool(threads).submit(np.copyto, *c) for c in copies]:
-            job.result()
+    if out.size >= 1 << 16:  # NumPy copies without the GIL
+        map_on_threads(lambda copy: np.copyto(*copy), copies)
     else:
         for target, frame in copies:
             target[...] = frame
     return out.reshape(len(windows) * height * n, width, channels)
-
-
-def numba_threads() -> int:
-    """The kernels' thread count (:func:`downpool.threads.run_rows`)."""
-    import numba
-
-    return numba.get_num_threads()
 
 
 def downscale_frames(

@@ -117,13 +117,9 @@ def _palettised(images: list[Any]) -> list[Any]:
                     break
         return im
 
-    threads = min(len(images), os.cpu_count() or 1)
-    if threads <= 1:
-        return [palettised(im) for im in images]
-    from concurrent.futures import ThreadPoolExecutor
+    from .threads import map_on_threads
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="downpool-gif") as pool:
-        return list(pool.map(palettised, images))
+    return map_on_threads(palettised, images)
 
 
 def write_sequence(

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["thread_pool", "run_rows"]
+__all__ = ["thread_pool", "kernel_threads", "run_rows", "map_on_threads"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -35,20 +35,35 @@ def thread_pool(threads: int) -> ThreadPoolExecutor:
     return pool
 
 
+def kernel_threads() -> int:
+    """The kernels' thread count: ``numba.get_num_threads()``, so that ``NUMBA_NUM_THREADS``
+    and ``numba.set_num_threads`` govern them as they would Numba's own parallel loops
+    (which no CPU kernel uses)."""
+    import numba
+
+    return numba.get_num_threads()
+
+
+def map_on_threads(function, items: list) -> list:
+    """``[function(item) for item in items]``, on the kernels' threads where there are
+    several: for work that runs without the GIL (NumPy copies, Pillow's quantiser)."""
+    threads = min(kernel_threads(), len(items))
+    if threads <= 1:
+        return [function(item) for item in items]
+    return list(thread_pool(threads).map(function, items))
+
+
 def run_rows(kernel, out: np.ndarray, *args) -> None:
     """``kernel(*args, i0, i1)`` for ranges of ``out``'s rows that split them between threads.
 
-    The thread count is ``numba.get_num_threads()``, so ``NUMBA_NUM_THREADS``
-    and ``numba.set_num_threads`` govern these kernels as they would
-    Numba's own parallel loops (which no CPU kernel uses).  The first, empty range runs on the calling thread, so
+    The thread count is :func:`kernel_threads`.  The first, empty range runs on the
+    calling thread, so
     that a kernel that has to be compiled is compiled once, there.  The work
     is counted as the values of ``out`` and of ``args[0]``, the image every
     kernel reads: a thumbnail of a large image is worth splitting too.
     """
-    import numba
-
     n_rows = out.shape[0]
-    threads = min(numba.get_num_threads(), n_rows)
+    threads = min(kernel_threads(), n_rows)
     kernel(*args, 0, 0)
     if threads <= 1 or out.size + args[0].size < _MIN_PARALLEL:
         kernel(*args, 0, n_rows)
