@@ -178,13 +178,13 @@ def write_sequence(
     elif fmt in ("WEBP", "PNG"):
         options["loop"] = 1 if loop is None else loop  # GIF without a loop plays once
         if fmt == "WEBP":
-            options["quality"] = 90 if quality is None else int(quality)
+            options["quality"] = image_io._DEFAULT_QUALITY if quality is None else int(quality)
     else:  # TIFF pages
         options["compression"] = (info.compression if info is not None and info.compression
                                   in image_io._TIFF_KEPT_COMPRESSIONS else
                                   image_io.TIFF_DEFAULT_COMPRESSION)
         if options["compression"] == "jpeg":
-            options["quality"] = 90 if quality is None else int(quality)
+            options["quality"] = image_io._DEFAULT_QUALITY if quality is None else int(quality)
     if info is not None and info.icc_profile and not strip and fmt != "GIF":
         options["icc_profile"] = info.icc_profile
 

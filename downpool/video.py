@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from .files import put_file
+from .io import _DEFAULT_QUALITY
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoUnavailableError", "is_video", "crf_for_quality",
            "rewrite_video"]
@@ -36,7 +37,6 @@ WEBM_CODECS = {"vp8", "vp9", "av1"}
 WEBM_AUDIO = {"opus", "vorbis"}
 #: The encoder used where the input's cannot be written.
 FALLBACK_ENCODER = "libx264"
-DEFAULT_QUALITY = 90
 
 
 class VideoUnavailableError(RuntimeError):
@@ -269,7 +269,7 @@ def _video_stream(writer: Any, encoder: str, rate: Fraction, shape: tuple[int, .
     # 4:2:0 needs even sizes; an odd pooled size keeps full chroma instead.
     stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
     stream.time_base = 1 / rate
-    quality = DEFAULT_QUALITY if quality is None else int(quality)
+    quality = _DEFAULT_QUALITY if quality is None else int(quality)
     if encoder in CRF_RANGES:
         crf = crf_for_quality(quality, CRF_RANGES[encoder])
         stream.options = {"crf": str(crf)}
