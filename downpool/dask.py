@@ -120,41 +120,59 @@ def downscale(array: Any, method: str = "softpool", *, kernel_size: Any = None,
         x = x[:, :, None]
     # The plan: float values get their range when computed; (0, 1) stands in.
     plan = Pooling(method, x.shape, x.dtype, (0.0, 1.0), **options)
-    out_w, channels = plan.out_shape[1:]
-    if x.dtype.kind == "f":
-        extra = [x.min(), x.max()]  # 0-d arrays: every task gets them
-    else:
-        extra = []
-    budget = STRIP_BYTES if max_bytes is None else max_bytes
-    # Tiles about as wide as tall: a task joins the chunks of its tile, never a
-    # full-width band of the array.
-    side = max(1, math.isqrt(max(1, int(budget) // (channels * x.dtype.itemsize))))
-    tiles = plan.column_tiles(side)
-    widest = max(tiles, key=lambda t: t[3] - t[2])
-    strips = plan.strips(budget, tile=(widest[1] - widest[0], widest[3] - widest[2]))
-    grid = []
-    for first, stop, in_start, in_end in strips:
-        row = []
-        for c_first, c_stop, x_start, x_end in tiles:
-            part = x[in_start:in_end, x_start:x_end].rechunk(-1)
-            row.append(da.map_blocks(
-                _pool_strip, part, *extra, dtype=x.dtype,
-                chunks=((stop - first,), (c_stop - c_first,), (channels,)),
-                meta=np.empty((0, 0, 0), x.dtype), image_shape=x.shape, method=method,
-                first=first, stop=stop, in_start=in_start, columns=(c_first, c_stop, x_start),
-                options=options, token=f"downpool-{method}"))
-        grid.append([[piece] for piece in row])  # np.block's nesting: rows, columns, channels
-    out = da.block(grid)
+    extra = [x.min(), x.max()] if x.dtype.kind == "f" else []  # 0-d: every task gets them
+    out = _tiled(plan, lambda rows, cols: x[rows, cols], extra, max_bytes, method=method,
+                 options=options)
     return out[:, :, 0] if flat else out
 
 
-def _pool_strip(part: np.ndarray, *value_range: np.ndarray, image_shape: tuple[int, ...],
-                method: str, first: int, stop: int, in_start: int,
-                columns: tuple[int, int, int], options: dict[str, Any]) -> np.ndarray:
-    """One task: output rows ``[first, stop)`` and columns ``columns[:2]`` from the input
-    rows from ``in_start`` on and columns from ``columns[2]`` on."""
-    pooling = Pooling(method, image_shape, part.dtype, _found_range(value_range), **options)
-    return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start,
+def _tiled(plan: Pooling, read: Any, extra: list, max_bytes: int | None, frames: int = 1,
+           **task: Any) -> Any:
+    """``plan``'s output as a grid of tasks: strips of output rows cut into tiles of
+    output columns, each pooled by :func:`_pool_tile` from ``read(rows, cols)`` (the
+    slices of input rows, interleaved over ``frames`` frames, and columns it reads).
+
+    Tiles are about as wide as tall, about ``max_bytes`` (default 32 MiB) of input: a
+    task joins the chunks of its tile, never a full-width band of the array.
+    """
+    da = _dask_array()
+    budget = STRIP_BYTES if max_bytes is None else max_bytes
+    channels, dtype = plan.shape[2], plan.dtype
+    side = max(1, math.isqrt(max(1, int(budget) // (channels * dtype.itemsize * frames))))
+    tiles = plan.column_tiles(side)
+    widest = max(tiles, key=lambda t: t[3] - t[2])
+    grid = []
+    for first, stop, in_start, in_end in plan.strips(
+            budget, tile=(widest[1] - widest[0], widest[3] - widest[2])):
+        row = []
+        for c_first, c_stop, x_start, x_end in tiles:
+            part = read(slice(in_start, in_end), slice(x_start, x_end)).rechunk(-1)
+            row.append([da.map_blocks(
+                _pool_tile, part, *extra, dtype=dtype,
+                chunks=((stop - first,), (c_stop - c_first,), (channels,)),
+                drop_axis=0 if part.ndim == 4 else [], meta=np.empty((0, 0, 0), dtype),
+                shape=(plan.shape[0] // frames, *plan.shape[1:]),
+                frames=frames, first=first, stop=stop, in_start=in_start,
+                columns=(c_first, c_stop, x_start), token=f"downpool-{task['method']}",
+                **task)])
+        grid.append(row)  # np.block's nesting: rows, columns, channels
+    return da.block(grid)
+
+
+def _pool_tile(part: np.ndarray, *value_range: np.ndarray, shape: tuple[int, ...], method: str,
+               frames: int, first: int, stop: int, in_start: int, columns: tuple[int, int, int],
+               options: dict[str, Any], frame: int = 0) -> np.ndarray:
+    """One task: output rows ``[first, stop)`` and columns ``columns[:2]`` from ``part``,
+    the input rows from ``in_start`` on and columns from ``columns[2]`` on: of an image
+    of ``shape``, or (``part`` of shape (n, rows, W, C)) of output frame ``frame`` of
+    ``frames`` frames of ``shape``, interleaved as :mod:`downpool.frames` does."""
+    pooling = Pooling(method, shape, part.dtype, _found_range(value_range), frames=frames,
+                      **options)
+    if part.ndim == 4:
+        from .frames import stack_windows
+
+        part = stack_windows([[np.ascontiguousarray(p) for p in part]])
+    return pooling.pool_strip(np.ascontiguousarray(part), first, stop, in_start, frame,
                               columns=columns)
 
 
@@ -170,14 +188,15 @@ def downscale_frames(array: Any, method: str = "softpool", *, time_kernel: int =
     method, time_kernel, time_stride, **options
         As for :func:`downpool.downscale_frames` (``device`` defaults to the CPU).
     max_bytes : int, optional
-        About how much memory one task takes (default 32 MiB).
+        About how many bytes of input one task reads (default 32 MiB).
 
     Returns
     -------
     dask.array.Array
-        (out_t, out_h, out_w[, C]): each task makes a strip of output rows of
-        one output frame from those rows of its time window's frames, so bit
-        for bit what ``downscale_frames`` gives for any chunking.
+        (out_t, out_h, out_w[, C]): each task makes a tile of one output frame
+        (as :func:`downscale` does) from those rows and columns of its time
+        window's frames, so bit for bit what ``downscale_frames`` gives for any
+        chunking.
 
     Examples
     --------
@@ -205,36 +224,15 @@ def downscale_frames(array: Any, method: str = "softpool", *, time_kernel: int =
     for f, (a, b) in enumerate(time_windows(x.shape[0], kt, st)):
         n = b - a
         plan = Pooling(method, frame_shape, x.dtype, (0.0, 1.0), frames=n, **options)
-        out_w, channels = plan.out_shape[1:]
         window = x[a:b]
         extra = [window.min(), window.max()] if x.dtype.kind == "f" else []
-        pieces = []
-        for first, stop, in_start, in_end in plan.strips(STRIP_BYTES if max_bytes is None
-                                                         else max_bytes):
-            # Interleaved rows [in_start, in_end) are frame rows in_start/n .. in_end/n.
-            part = window[:, in_start // n:in_end // n].rechunk(-1)
-            pieces.append(da.map_blocks(
-                _pool_frames_strip, part, *extra, dtype=x.dtype,
-                chunks=((stop - first,), (out_w,), (channels,)), drop_axis=0,
-                meta=np.empty((0, 0, 0), x.dtype), frame_shape=frame_shape, n=n, method=method,
-                first=first, stop=stop, in_start=in_start, frame=f, options=options,
-                token=f"downpool-frames-{method}"))
-        outputs.append(da.concatenate(pieces, axis=0))
+        # Interleaved rows [start, stop) are the window's frame rows start/n .. stop/n.
+        outputs.append(_tiled(
+            plan, lambda rows, cols, window=window, n=n:
+            window[:, rows.start // n:rows.stop // n, cols], extra, max_bytes, frames=n,
+            method=method, options=options, frame=f))
     out = da.stack(outputs)
     return out[..., 0] if flat else out
-
-
-def _pool_frames_strip(part: np.ndarray, *value_range: np.ndarray, frame_shape: tuple[int, ...],
-                       n: int, method: str, first: int, stop: int, in_start: int, frame: int,
-                       options: dict[str, Any]) -> np.ndarray:
-    """One task: output rows ``[first, stop)`` of output frame ``frame`` from the rows of
-    its ``n`` frames (``part``: (n, rows, W, C)), interleaved as :mod:`downpool.frames` does."""
-    from .frames import stack_windows
-
-    found = _found_range(value_range)
-    pooling = Pooling(method, frame_shape, part.dtype, found, frames=n, **options)
-    rows = stack_windows([[np.ascontiguousarray(p) for p in part]])
-    return pooling.pool_strip(rows, first, stop, in_start, frame)
 
 
 def _found_range(value_range: tuple[np.ndarray, ...]) -> tuple[float, float]:
