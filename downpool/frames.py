@@ -16,13 +16,13 @@ smoothed over the output frame's rows and columns, never across frames.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from . import api
 from .core import check_dtype, float_range
+from .geometry import positive_int
 from .methods import get_method
 from .threads import map_on_threads
 
@@ -32,13 +32,13 @@ __all__ = ["downscale_frames", "FrameDownscaler", "time_windows", "check_time_ge
 def check_time_geometry(time_kernel: Any, time_stride: Any) -> tuple[int, int]:
     """``(kt, st)`` as integers, ``st`` defaulting to ``kt``; ``ValueError`` unless both
     are positive integers."""
-    for name, value in (("time_kernel", time_kernel), ("time_stride", time_stride)):
-        if value is None and name == "time_stride":
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    def positive(name: str, value: Any) -> int:
+        if not positive_int(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    kt = int(time_kernel)
-    return kt, kt if time_stride is None else int(time_stride)
+        return int(value)
+
+    kt = positive("time_kernel", time_kernel)
+    return kt, kt if time_stride is None else positive("time_stride", time_stride)
 
 
 def time_windows(n_frames: int, time_kernel: int, time_stride: int) -> list[tuple[int, int]]:
@@ -120,9 +120,8 @@ class FrameDownscaler:
         # whether the rows are blocks (checked in _batch_size).
         batchable = dtype.kind != "f" and spec.halo_rows == 0
         limit = api.STRIP_BYTES if max_bytes is None else max_bytes
-        frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
         self._batch_bytes = limit if batchable else 0
-        self._frame_bytes = frame_bytes
+        self._frame_bytes = int(np.prod(self.shape)) * dtype.itemsize
         # Input index -> (frame, its value range), for the frames a window to come reads.
         self._frames: dict[int, tuple[np.ndarray, tuple[float, float]]] = {}
         self._received = 0

@@ -129,18 +129,19 @@ def block_length(axis: AxisWindows) -> int | None:
     return k if bool(np.all((axis.weight == axis.weight[:, :1]) | ~inside)) else None
 
 
-def _positive_int(value: Any) -> bool:
+def positive_int(value: Any) -> bool:
+    """Whether ``value`` is an integer >= 1 (not a bool)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _pair(method: str, name: str, value: Any) -> tuple[int, int]:
     """Accept ``k`` or ``(kh, kw)`` of positive integers."""
-    if _positive_int(value):
+    if positive_int(value):
         return int(value), int(value)
     if (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(_positive_int(v) for v in value)
+        and all(positive_int(v) for v in value)
     ):
         return int(value[0]), int(value[1])
     raise ValueError(
