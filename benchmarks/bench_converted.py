@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from source_trees import import_path  # noqa: E402
 
 CASE = """
 import resource, sys, time
@@ -60,7 +62,7 @@ def main() -> None:
           + " |")
     print("|---|" + "---|" * len(trees))
     for method, options in CASES:
-        cells = [subprocess.run([sys.executable, "-c", CASE, tree, method, repr(options),
+        cells = [subprocess.run([sys.executable, "-P", "-c", CASE, import_path(tree), method, repr(options),
                                  str(args.repeat)], capture_output=True, text=True,
                                 check=True).stdout.strip() for tree in trees]
         label = ", ".join([method, *options])

@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from source_trees import import_path  # noqa: E402
+
+sys.path.insert(0, import_path(ROOT))
 
 import downpool  # noqa: E402
 from downpool.api import DeviceUnavailableError, _kernels  # noqa: E402

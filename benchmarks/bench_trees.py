@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from cases import DEFAULT_CASES  # noqa: E402
+from source_trees import import_path  # noqa: E402
 
 TIMED = """
 import sys, time
@@ -72,7 +73,7 @@ print(time.perf_counter() - start)
 def _run(code: str, tree: str, method: str, params: dict, geometry: dict, *extra: str,
          env: dict | None = None) -> float:
     # -P: this checkout's folder must not come before the tree on sys.path.
-    out = subprocess.run([sys.executable, "-P", "-c", code, tree, method, repr(params),
+    out = subprocess.run([sys.executable, "-P", "-c", code, import_path(tree), method, repr(params),
                           repr(geometry), *extra], capture_output=True, text=True, check=True,
                          env=env, cwd=tempfile.gettempdir()).stdout
     return float(out.split()[-1])

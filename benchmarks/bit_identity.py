@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from source_trees import import_path  # noqa: E402
 
 #: (name, geometry) over every image.
 GEOMETRIES = [
@@ -48,7 +50,6 @@ def _images(megapixels: float, quick: bool):
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_kernels import make_image
 
     big = make_image(megapixels, "uint8")
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                        cwd=ROOT, check=True, capture_output=True)
         try:
             theirs_file = Path(tmp) / "theirs.json"
-            env = dict(os.environ, PYTHONPATH=str(tree))
+            env = dict(os.environ, PYTHONPATH=import_path(tree))
             # -P: the checkout's own folder must not come first on sys.path.
             command = [sys.executable, "-P", str(Path(__file__).resolve()), "--hashes",
                        str(theirs_file), "--megapixels", str(args.megapixels)]
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                            check=False, capture_output=True)
+    sys.path.insert(0, import_path(ROOT))  # this checkout's code, not an installed copy
     ours = hashes(args.megapixels, args.quick, methods)
     only_ours = sorted(set(ours) - set(theirs))
     differ = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
