@@ -42,6 +42,7 @@ import click
 from . import interrupts
 from .cli import command_params, method_choice, method_param_options
 from .files import output_is_stream, remove_stale_temporaries
+from .geometry import output_size
 from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS,
                  IMAGE_EXTENSIONS)
 from .memory import available_bytes, format_bytes, parse_size
@@ -137,7 +138,7 @@ class Settings:
             if geometry["stride"] not in (None, k):
                 return 1
             return next((f for f in LOAD_FACTORS if k % f == 0 and k // f >= 2), 1)
-        out_h, out_w = geometry.get("size") or _pooled_size(geometry, shape)
+        out_h, out_w = output_size(shape, **geometry)
         h, w = shape
         return next((f for f in LOAD_FACTORS if h >= 2 * f * out_h and w >= 2 * f * out_w), 1)
 
@@ -154,10 +155,10 @@ class Settings:
             return geometry
         if "size" in geometry:
             return geometry
-        out = _pooled_size(geometry, full)
+        out = output_size(full, **geometry)
         if "kernel_size" in geometry:
             k = geometry["kernel_size"] // factor
-            if _pooled_size({"kernel_size": k}, loaded) == out:
+            if output_size(loaded, kernel_size=k) == out:
                 return {"kernel_size": k, "stride": None}
         return {"size": out}
 
@@ -671,7 +672,7 @@ def memory_needed(header: Any, settings: Settings) -> int:
 
     shape = (header.height, header.width, header.channels)
     geometry = settings.geometry((header.height, header.width))
-    out_size = geometry.get("size") or _pooled_size(geometry, (header.height, header.width))
+    out_size = output_size((header.height, header.width), **geometry)
     held = header.pixels * header.channels * header.bytes_per_sample
     if header.streamed:
         held = min(held, 2 * STREAM_STRIP_BYTES + BAND_BYTES)
@@ -696,16 +697,6 @@ def _check_header(header: Any, settings: Settings) -> None:
                        f"{', use a smaller -j' if settings.jobs > 1 else ''} or set --max-memory")
     raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, above "
                    f"--max-memory {format_bytes(settings.max_memory)}")
-
-
-def _pooled_size(geometry: dict[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
-    """The output (height, width) of a kernel or scale geometry, without loading any kernel."""
-    h, w = shape
-    if "scale" in geometry:
-        return max(1, round(h * geometry["scale"])), max(1, round(w * geometry["scale"]))
-    k = geometry.get("kernel_size") or 2
-    s = geometry.get("stride") or k
-    return (max(1, -(-(h - k) // s) + 1) if h >= k else 1), (max(1, -(-(w - k) // s) + 1) if w >= k else 1)
 
 
 def _larger_than_input(geometry: dict[str, Any], shape: tuple[int, int]) -> str | None:

@@ -53,6 +53,12 @@ class AxisWindows:
         return int(self.start.shape[0])
 
 
+def pooled_length(n_in: int, k: int, s: int) -> int:
+    """The number of integer pooling windows along an axis (see :func:`pooling_axis`)."""
+    n_out = -(-(n_in - k) // s) + 1 if n_in >= k else 1
+    return min(n_out, -(-n_in // s))
+
+
 def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     """Integer pooling windows: kernel ``k``, stride ``s``, partial edge windows.
 
@@ -62,8 +68,7 @@ def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     holds no pixel; it is dropped (as PyTorch's ``ceil_mode`` does), which
     caps ``n_out`` at ``ceil(n_in / s)``.
     """
-    n_out = -(-(n_in - k) // s) + 1 if n_in >= k else 1
-    n_out = min(n_out, -(-n_in // s))
+    n_out = pooled_length(n_in, k, s)
     start = np.arange(n_out, dtype=np.int64) * s
     count = np.minimum(start + k, n_in) - start
     inside = np.arange(int(count.max())) < count[:, None]
@@ -161,6 +166,21 @@ def output_size_for_scale(method: str, shape: tuple[int, int], scale: Any) -> tu
             f"{method}: scale must be a number in (0, 1] (downpool only downscales), got {scale!r}"
         )
     return tuple(max(1, round(n * float(scale))) for n in shape)  # type: ignore[return-value]
+
+
+def output_size(shape: tuple[int, int], kernel_size: Any = None, stride: Any = None,
+                size: Any = None, scale: Any = None, *, method: str = "downscale",
+                ) -> tuple[int, int]:
+    """The output (height, width) that :func:`plan_windows` gives an image of ``shape``,
+    without building any window: the same rules (``dpid``'s kernel sizes too, whose
+    ``ceil(n / k)`` is the integer count at stride k)."""
+    if size is not None:
+        return _pair(method, "size", size)
+    if scale is not None:
+        return output_size_for_scale(method, shape, scale)
+    kh, kw = _pair(method, "kernel_size", 2 if kernel_size is None else kernel_size)
+    sh, sw = (kh, kw) if stride is None else _pair(method, "stride", stride)
+    return pooled_length(shape[0], kh, sh), pooled_length(shape[1], kw, sw)
 
 
 def plan_windows(
