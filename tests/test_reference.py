@@ -396,11 +396,15 @@ MAGNITUDE_CASES = _magnitude_cases()
     ("dpp", {"lam": 100.0, "variant": "asym"}), ("dpid", {"lam": 100.0})], ids=lambda v: str(v))
 @pytest.mark.parametrize("case", MAGNITUDE_CASES, ids=[c[0] for c in MAGNITUDE_CASES])
 def test_extreme_magnitudes(case, method, params):
-    """Float data near the ends of the dtype's range: finite, and 1e-5 relative to the data."""
+    """Float data near the ends of the dtype's range: finite, and 1e-5 relative to the data;
+    signed data to lp or stochastic is a ValueError."""
     _, image, scale = case
-    if method in ("lp", "stochastic") and image.min() < 0:
-        return
     for geom in [{"kernel_size": 2}, {"size": (3, 4)}]:
+        if method in ("lp", "stochastic") and image.min() < 0:
+            # SPEC 3: lp and stochastic need non-negative values.
+            with pytest.raises(ValueError, match=f"^{method}: needs non-negative values"):
+                downscale(image, method, **geom, **params)
+            continue
         check(image, method, params, geom, data_scale=scale)
 
 
