@@ -25,6 +25,16 @@ import downpool
 from downpool import compare as cmp
 from downpool.cli import main
 
+#: The methods of SPEC section 3's table, in its order: what ``--methods all`` runs.
+SPEC_METHODS = ["avg", "max", "lp", "softpool", "stochastic", "dpp", "dpid", "mode"]
+
+#: The montage layout, written out here rather than read from ``downpool.compare``:
+#: README ("downpool compare", ``--montage``): "Each image is a block five cells wide";
+#: the cell sizes are those of the "Montage layout" comment in src/downpool/compare.py:
+#: a 192-pixel square tile over a 30-pixel label, 6 pixels between cells and around
+#: the edge.  A cell is then 192 + 6 = 198 wide and 192 + 30 + 6 = 228 high.
+MONTAGE_COLUMNS, TILE_SIDE, LABEL_HEIGHT, GAP = 5, 192, 30, 6
+
 FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
@@ -81,7 +91,8 @@ def test_scores_equal_skimage_on_the_same_arrays_against_original(upsample):
                         else Image.Resampling.LANCZOS)
             box = (0, 0, 11, 15)
         else:
-            y = downpool.downscale(x, score.method, kernel_size=k, **score.params)
+            # the method's defaults, not the parameters compare reports it used
+            y = downpool.downscale(x, score.method, kernel_size=k)
             # Pooling windows start at 0 and are k wide: X ends at W/k output
             # pixels; dpid's area geometry covers X exactly.
             box = (0, 0, 11, 15) if score.method == "dpid" else (0, 0, 21 / k, 30 / k)
@@ -102,7 +113,7 @@ def test_scores_equal_skimage_on_the_same_arrays_against_reference():
         elif score.method == "pillow-lanczos":
             y = reference
         else:
-            y = downpool.downscale(x, score.method, kernel_size=4, **score.params)
+            y = downpool.downscale(x, score.method, kernel_size=4)  # its defaults
         assert (score.ssim, score.psnr) == _metrics(reference, y), score.method
     lanczos = result.scores[-1]
     assert lanczos.reference and lanczos.ssim == 1.0 and math.isinf(lanczos.psnr)
@@ -119,7 +130,7 @@ def test_scale_passes_the_same_size_to_every_method():
 def test_a_constant_image_scores_psnr_inf_for_every_method(against, upsample):
     pixels = np.full((16, 18, 3), (200, 17, 99), dtype=np.uint8)
     result = cmp.compare_image(pixels, "all", kernel_size=2, against=against, upsample=upsample)
-    assert len(result.scores) == len(downpool.METHODS) + 2
+    assert len(result.scores) == len(SPEC_METHODS) + 2
     for score in result.scores:
         assert math.isinf(score.psnr) and score.psnr > 0, score.method
         assert score.ssim == pytest.approx(1.0), score.method
@@ -155,7 +166,7 @@ def test_too_small_for_the_ssim_window_is_a_clear_error():
 
 
 def test_parse_methods_names_the_allowed_methods():
-    assert cmp.parse_methods("all") == list(downpool.METHODS)
+    assert cmp.parse_methods("all") == SPEC_METHODS
     assert cmp.parse_methods("dpid, avg,dpid") == ["dpid", "avg"]
     with pytest.raises(ValueError, match="avg, max, lp, softpool, stochastic, dpp, dpid"):
         cmp.parse_methods("avg,nope")
@@ -202,12 +213,12 @@ def test_montage_has_the_documented_size():
     comparison = cmp.compare_image(_textured((40, 60, 3)), "avg,softpool,dpid", kernel_size=2,
                                    keep_outputs=True)
     picture = cmp.montage([comparison, comparison])
-    tiles = 1 + 3 + 2  # original, three methods, two baselines
-    columns = min(tiles, cmp.MONTAGE_COLUMNS)
-    rows = math.ceil(tiles / columns)
-    expected = (columns * (cmp.TILE_SIDE + cmp.GAP) + cmp.GAP,
-                2 * rows * (cmp.TILE_SIDE + cmp.LABEL_HEIGHT + cmp.GAP) + cmp.GAP)
-    assert picture.size == expected == cmp.montage_size(2, tiles)
+    # 1 + 3 + 2 = 6 cells per image (original, three methods, two baselines): 5 columns,
+    # 2 rows per image, 2 images.
+    expected = (5 * (TILE_SIDE + GAP) + GAP, 2 * 2 * (TILE_SIDE + LABEL_HEIGHT + GAP) + GAP)
+    assert expected == (996, 918)
+    assert picture.size == expected
+    assert cmp.montage_size(2, 6) == expected
 
 
 # --- the command -------------------------------------------------------------------
@@ -219,7 +230,7 @@ def test_table_for_one_image_lists_every_method_and_marks_the_best(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{image}: 20x24 -> 10x12, k=2")
-    for name in [*downpool.METHODS, "pillow-box", "pillow-lanczos"]:
+    for name in [*SPEC_METHODS, "pillow-box", "pillow-lanczos"]:
         assert any(line.split()[0] == name for line in lines[2:]), name
     assert "beta=4.4" in result.stdout and "variant=sym" in result.stdout
     assert result.stdout.count("*") >= 4  # three columns marked, plus the legend
@@ -326,7 +337,9 @@ def test_montage_option_writes_a_png_of_the_expected_size(tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(target) as picture:
         assert picture.format == "PNG"
-        assert picture.size == cmp.montage_size(2, 1 + 2 + 2)
+        # 1 + 2 + 2 = 5 cells per image: one row of five, for each of the 2 images
+        assert picture.size == (5 * (TILE_SIDE + GAP) + GAP,
+                                2 * (TILE_SIDE + LABEL_HEIGHT + GAP) + GAP) == (996, 462)
         picture.load()
     assert sorted(p.name for p in target.parent.iterdir()) == ["montage.png"]  # no temp left
     umask = os.umask(0)
