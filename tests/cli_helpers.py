@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["downpool_command", "run_downpool", "random_image", "smooth_image", "save", "load",
-           "srgb_icc_profile", "temp_files", "write_png", "read_png", "png_chunks", "tiff_ifd",
-           "exif_block", "write_tiff", "write_bmp565"]
+__all__ = ["downpool_command", "run_downpool", "no_traceback", "summary", "random_image",
+           "smooth_image", "save", "load", "srgb_icc_profile", "temp_files", "write_png", "read_png",
+           "png_chunk", "png_chunks", "tiff_ifd", "exif_block", "write_tiff", "write_bmp565"]
 
 
 def downpool_command() -> list[str]:
@@ -36,6 +36,22 @@ def run_downpool(*args: object, cwd: Path | None = None, timeout: float = 120,
     """Run ``downpool ARGS...``; stdout and stderr are captured as text (so not a TTY)."""
     return subprocess.run([*downpool_command(), *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def no_traceback(output: subprocess.CompletedProcess | str) -> None:
+    """No Python traceback in a run's stderr and stdout, or in ``output`` if it is text."""
+    texts = [output] if isinstance(output, str) else [output.stderr, output.stdout]
+    for text in texts:
+        assert "Traceback" not in (text or ""), text
+
+
+def summary(output: subprocess.CompletedProcess | str) -> str:
+    """The one line of a batch's summary (``N done, ...``) in a run's stderr, or in
+    ``output`` if it is text (a stderr read from a Popen)."""
+    stderr = output if isinstance(output, str) else output.stderr
+    lines = [line for line in stderr.splitlines() if " done, " in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
 
 
 def random_image(shape: tuple[int, ...], dtype=np.uint8, seed: int = 0) -> np.ndarray:
@@ -91,7 +107,8 @@ def _predict(kind: int, row: bytes | bytearray, prev: bytes, x: int, step: int) 
     return (0, left, up, (left + up) // 2, _paeth(left, up, corner))[kind]
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and CRC."""
     return (struct.pack(">I", len(body)) + kind + body
             + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
 
@@ -115,9 +132,9 @@ def write_png(path: Path, pixels: np.ndarray, chunks: tuple[tuple[bytes, bytes],
         raw.append(kind)
         raw.extend((row[x] - _predict(kind, row, prev, x, step)) & 0xFF for x in range(len(row)))
     header = struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-                     + b"".join(_chunk(k, b) for k, b in chunks)
-                     + _chunk(b"IDAT", zlib.compress(bytes(raw))) + _chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+                     + b"".join(png_chunk(k, b) for k, b in chunks)
+                     + png_chunk(b"IDAT", zlib.compress(bytes(raw))) + png_chunk(b"IEND", b""))
     return path
 
 

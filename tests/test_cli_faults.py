@@ -25,17 +25,8 @@ import numpy as np
 import pytest
 
 import downpool
-from cli_helpers import downpool_command, load, random_image, run_downpool, save, temp_files
-
-
-def _summary(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if " done, " in line]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def _no_traceback(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
+from cli_helpers import (downpool_command, load, no_traceback, png_chunk, random_image,
+                         run_downpool, save, summary, temp_files)
 
 
 # --- outputs that are not regular files ----------------------------------------------------
@@ -98,7 +89,7 @@ def test_a_symlink_output_is_written_through_and_other_special_files_are_refused
     assert result.returncode == 1
     assert f"cannot write {sock_path}: is a socket" in result.stderr
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
-    _no_traceback(result.stderr)
+    no_traceback(result.stderr)
 
 
 # --- signals -----------------------------------------------------------------------------------
@@ -188,23 +179,23 @@ def test_sigterm_mid_batch_drops_files_in_flight_and_leaves_nothing_running(tmp_
     os.kill(_main_pid(process), signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
-    _no_traceback(stderr)
+    no_traceback(stderr)
     assert "interrupted" in stderr and " done, " in stderr
     assert _wait_group_gone(process.pid) == []
     assert temp_files(tmp_path) == []
     written = sorted(p.name for p in out.iterdir())
     assert 2 <= len(written) < 12
-    [summary] = [line for line in stderr.splitlines() if " done, " in line]
-    done = int(summary.split()[1])
+    line = summary(stderr)
+    done = int(line.split()[1])
     if "--processes" in jobs:
         # Known race of worker processes: a worker stopped between putting its
         # output in place and sending its result leaves a whole file that the
         # summary does not count (README, "-j").  Threads check before the rename.
-        assert len(written) - 1 <= done <= len(written), summary
+        assert len(written) - 1 <= done <= len(written), line
     else:
-        assert done == len(written), summary
-    assert summary.startswith(f"downpool: {done} done, 0 skipped, 0 failed in ")
-    assert summary.endswith(f"; interrupted, {12 - done} not processed")
+        assert done == len(written), line
+    assert line.startswith(f"downpool: {done} done, 0 skipped, 0 failed in ")
+    assert line.endswith(f"; interrupted, {12 - done} not processed")
     for name in written:
         assert load(out / name)[0].shape == (120, 120, 3)  # each whole
 
@@ -289,7 +280,7 @@ def test_ctrl_c_during_start_up_prints_the_summary_and_exits_130(tmp_path):
         if process.returncode == 0:
             continue  # it had finished already
         assert process.returncode == 130, (delay, stderr)
-        _no_traceback(stderr)
+        no_traceback(stderr)
         assert "interrupted" in stderr and " done, " in stderr, stderr
     assert temp_files(tmp_path) == []
 
@@ -314,7 +305,7 @@ def test_ctrl_c_while_the_kernel_thread_starts_exits_130(tmp_path):
     result = subprocess.run([*downpool_command(), "shrink", str(source), "-o", str(tmp_path / "out.png")],
                             env=env, stderr=subprocess.PIPE, text=True, timeout=60)
     assert result.returncode == 130, result.stderr
-    _no_traceback(result.stderr)
+    no_traceback(result.stderr)
     assert "interrupted" in result.stderr, result.stderr
     assert not (tmp_path / "out.png").exists()
     assert temp_files(tmp_path) == []
@@ -356,7 +347,7 @@ def test_an_unreadable_folder_is_an_error_and_the_exit_status_is_1(tmp_path):
                                     preexec_fn=preexec, timeout=120)
             assert result.returncode == 1, result.stderr
             assert f"downpool: error: {locked}: cannot read this folder: Permission denied" in result.stderr
-            _no_traceback(result.stderr)
+            no_traceback(result.stderr)
     finally:
         locked.chmod(0o755)
 
@@ -409,11 +400,9 @@ def test_two_runs_into_one_folder_with_skip_existing_both_succeed(tmp_path):
 
 def _declared_png(path: Path, width: int, height: int) -> Path:
     """A tiny PNG whose header declares a huge RGBA image (its data stops at once)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+                     + png_chunk(b"IDAT", zlib.compress(bytes(1000))) + png_chunk(b"IEND", b""))
     return path
 
 
@@ -437,11 +426,11 @@ def test_an_image_too_big_for_the_memory_left_is_refused_up_front_and_the_batch_
                              "--method", "avg", "--max-pixels", "4000000000"], capture_output=True,
                             text=True, preexec_fn=limit, timeout=120)
     assert result.returncode == 1, result.stderr
-    _no_traceback(result.stderr)
+    no_traceback(result.stderr)
     [error] = [l for l in result.stderr.splitlines() if l.startswith("downpool: error: ")]
     assert error.startswith(f"downpool: error: {folder / 'bomb.png'}: 64000x62000 image needs about ")
     assert "of memory to pool, more than the " in error
-    assert _summary(result).startswith("downpool: 1 done, 0 skipped, 1 failed")
+    assert summary(result).startswith("downpool: 1 done, 0 skipped, 1 failed")
     np.testing.assert_array_equal(load(tmp_path / "out" / "good.png")[0], downpool.downscale(pixels, "avg"))
 
     result = run_downpool("shrink", folder / "good.png", "--max-memory", "1K")

@@ -18,13 +18,10 @@ import pytest
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 import downpool
-from cli_helpers import (downpool_command, exif_block, load, png_chunks, random_image, read_png,
-                         run_downpool, save, temp_files, write_bmp565, write_tiff)
+from cli_helpers import (downpool_command, exif_block, load, no_traceback, png_chunk, png_chunks,
+                         random_image, read_png, run_downpool, save, temp_files, write_bmp565,
+                         write_tiff)
 from downpool.exif import photoshop_app13
-
-
-def _no_traceback(result: subprocess.CompletedProcess) -> None:
-    assert "Traceback" not in result.stderr, result.stderr
 
 
 def _errors(result: subprocess.CompletedProcess) -> list[str]:
@@ -53,8 +50,8 @@ def test_trns_key_colour_becomes_alpha_in_gray_rgb_16_bit_and_low_bit_pngs(tmp_p
                                      for x in range(0, 16, 4)) for row in two_bit)
     header = struct.pack(">IIBBBBB", 16, 12, 2, 0, 0, 0, 0)
     (tmp_path / "gray2.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"tRNS", struct.pack(">H", 2))
-        + _chunk(b"IDAT", zlib.compress(packed)) + _chunk(b"IEND", b""))
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"tRNS", struct.pack(">H", 2))
+        + png_chunk(b"IDAT", zlib.compress(packed)) + png_chunk(b"IEND", b""))
 
     result = run_downpool("shrink", tmp_path, "-o", tmp_path / "out", "--method", "avg", "-q")
     assert result.returncode == 0, result.stderr
@@ -81,10 +78,6 @@ def test_trns_key_colour_becomes_alpha_in_gray_rgb_16_bit_and_low_bit_pngs(tmp_p
     # The key colour does not leak into the visible pixels next to it.
     rgb_out, _ = load(tmp_path / "out" / "rgb.png")
     assert np.all(rgb_out[:, :2, 3] == 0) and np.all(rgb_out[:, 2, 3] == 128)  # half of 255, up
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 # --- EXIF, XMP, IPTC, resolution, PNG chunks -----------------------------------------------
@@ -250,7 +243,7 @@ def test_rgb565_bmp_and_signed_16_bit_gray_tiff_are_read(tmp_path):
     result = run_downpool("shrink", tmp_path / "rgb565.bmp", tmp_path / "signed.tif",
                           tmp_path / "negative.tif", "--method", "avg")
     assert result.returncode == 1
-    _no_traceback(result)
+    no_traceback(result)
     # Pillow spreads each 5- or 6-bit value over 8 bits (v * 255 // 31): no two values meet.
     decoded = np.dstack([(c * 255 // top).astype(np.uint8)
                          for c, top in ((red, 31), (green, 63), (blue, 31))])
@@ -288,7 +281,7 @@ def test_damaged_png_chunks_and_unsupported_formats_are_errors_in_words(tmp_path
                           tmp_path / "photo.heic", tmp_path / "cut.tif", tmp_path / "good.png",
                           "--method", "avg")
     assert result.returncode == 1
-    _no_traceback(result)
+    no_traceback(result)
     causes = {
         "bad_crc.png": "corrupt PNG file: the checksum of its IDAT chunk is wrong",
         "past_end.png": "truncated PNG file: its IDAT chunk runs past the end of the file",

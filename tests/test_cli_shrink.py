@@ -26,19 +26,9 @@ import pytest
 from PIL import Image
 
 import downpool
-from cli_helpers import (downpool_command, load, random_image, read_png, run_downpool, save,
-                         smooth_image, srgb_icc_profile, temp_files, write_png)
-
-
-def _no_traceback(result: subprocess.CompletedProcess) -> None:
-    assert "Traceback" not in result.stderr, result.stderr
-    assert "Traceback" not in result.stdout, result.stdout
-
-
-def _summary(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if " done, " in line]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+from cli_helpers import (downpool_command, load, no_traceback, random_image, read_png,
+                         run_downpool, save, smooth_image, srgb_icc_profile, summary, temp_files,
+                         write_png)
 
 
 # --- help and usage -------------------------------------------------------------------
@@ -82,7 +72,7 @@ def test_usage_errors_exit_2_and_touch_nothing(tmp_path, args, message):
     result = run_downpool("shrink", source, *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
-    _no_traceback(result)
+    no_traceback(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
@@ -132,7 +122,7 @@ def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
 
     result = run_downpool("shrink", folder, "-o", tmp_path / "out", "-q")
     assert result.returncode == 0, result.stderr
-    assert _summary(result).startswith("downpool: 10 done, 0 skipped, 0 failed in ")
+    assert summary(result).startswith("downpool: 10 done, 0 skipped, 0 failed in ")
     assert "%|" not in result.stderr  # stderr is a pipe here: no progress bar
 
     def expected(pixels, has_alpha=False):
@@ -320,7 +310,7 @@ def test_unusable_device_fails_once_before_the_batch(tmp_path):
     result = run_downpool("shrink", tmp_path, "--device", "cuda")
     assert result.returncode == 1
     assert result.stderr.count("downpool: error: ") == 1 and "cuda" in result.stderr.lower()
-    _no_traceback(result)
+    no_traceback(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
 
 
@@ -347,8 +337,8 @@ def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
     result = run_downpool("shrink", folder, missing, "--width", "8", "--max-pixels", "5000",
                           "--method", "avg")
     assert result.returncode == 1
-    _no_traceback(result)
-    assert _summary(result).startswith("downpool: 2 done, 0 skipped, 6 failed in ")
+    no_traceback(result)
+    assert summary(result).startswith("downpool: 2 done, 0 skipped, 6 failed in ")
     assert f"downpool: warning: {folder / 'odd_exif.jpg'}: Corrupt EXIF data" in result.stderr
     causes = {
         folder / "corrupt.jpg": "truncated",
@@ -380,11 +370,11 @@ def test_unwritable_output_folder_is_a_per_file_error(tmp_path):
     blocker.write_text("a file, not a folder")
     result = run_downpool("shrink", tmp_path / "a.png", tmp_path / "b.png", "-o", blocker / "out")
     assert result.returncode == 1
-    _no_traceback(result)
+    no_traceback(result)
     for name in ["a.png", "b.png"]:
         assert (f"downpool: error: {tmp_path / name}: cannot create output folder "
                 f"{blocker / 'out'}: Not a directory") in result.stderr
-    assert _summary(result).startswith("downpool: 0 done, 0 skipped, 2 failed")
+    assert summary(result).startswith("downpool: 0 done, 0 skipped, 2 failed")
 
 
 def test_read_only_output_folder_is_a_per_file_error(tmp_path):
@@ -416,7 +406,7 @@ def test_existing_outputs_are_kept_skipped_or_replaced_and_inputs_never_replaced
     assert output.read_bytes() == first
 
     result = run_downpool("shrink", source, "--beta", "0", "--skip-existing")
-    assert result.returncode == 0 and _summary(result).startswith("downpool: 0 done, 1 skipped")
+    assert result.returncode == 0 and summary(result).startswith("downpool: 0 done, 1 skipped")
     assert output.read_bytes() == first
 
     result = run_downpool("shrink", source, "--beta", "0", "--overwrite")
@@ -458,9 +448,9 @@ def test_output_folder_mirrors_the_input_tree(tmp_path):
     # neither from a folder walk, nor when a shell glob names them.
     assert run_downpool("shrink", tree, "-r").returncode == 0
     result = run_downpool("shrink", tree, "-r", "--skip-existing")
-    assert _summary(result).startswith("downpool: 0 done, 3 skipped, 0 failed"), result.stderr
+    assert summary(result).startswith("downpool: 0 done, 3 skipped, 0 failed"), result.stderr
     result = run_downpool("shrink", *sorted(tree.glob("*.png")), "--skip-existing")
-    assert _summary(result).startswith("downpool: 0 done, 2 skipped, 0 failed"), result.stderr
+    assert summary(result).startswith("downpool: 0 done, 2 skipped, 0 failed"), result.stderr
     assert f"skipping: {tree / 'a_softpool.png'}: it is the output of {tree / 'a.png'}" in result.stderr
     assert not list(tree.rglob("*_softpool_softpool*"))
 
@@ -477,7 +467,7 @@ def test_two_jobs_give_the_same_files_as_one(tmp_path, jobs):
     one = run_downpool("shrink", folder, "-o", tmp_path / "j1", "-j", "1", *args)
     two = run_downpool("shrink", folder, "-o", tmp_path / "j2", *jobs, *args)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    assert _summary(two).startswith("downpool: 6 done, 0 skipped, 0 failed")
+    assert summary(two).startswith("downpool: 6 done, 0 skipped, 0 failed")
     for i in range(6):
         a, b = (tmp_path / j / f"img{i}.png" for j in ("j1", "j2"))
         assert a.read_bytes() == b.read_bytes()
@@ -646,7 +636,7 @@ def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, job
 
     result = run_downpool("shrink", *args[1:], "--skip-existing")
     assert result.returncode == 0, result.stderr
-    assert _summary(result).startswith(
+    assert summary(result).startswith(
         f"downpool: {count - len(written)} done, {len(written)} skipped, 0 failed")
     assert len(list(out.iterdir())) == count
     last = f"img{count - 1:02d}.png"
