@@ -16,16 +16,8 @@ import downpool
 from downpool.geometry import area_axis, pooling_axis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import DTYPES, random_image  # noqa: E402
 from reference import DEFAULTS as SPEC_DEFAULTS  # noqa: E402  (SPEC section 3, written once)
-
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
-
-
-def _rand(shape, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "u":
-        return rng.integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
-    return rng.random(shape).astype(dtype)
 
 
 # --- METHODS ----------------------------------------------------------------
@@ -54,7 +46,7 @@ def test_methods_registry_is_read_only():
 @pytest.mark.parametrize("method", list(downpool.METHODS))
 def test_result_keeps_dtype_and_ndim(method, dtype):
     for shape in [(9, 7), (9, 7, 1), (9, 7, 3), (9, 7, 4), (9, 7, 5)]:
-        out = downpool.downscale(_rand(shape, dtype), method, kernel_size=2)
+        out = downpool.downscale(random_image(shape, dtype), method, kernel_size=2)
         assert out.dtype == dtype
         assert out.shape == (5, 4) + shape[2:]
 
@@ -65,22 +57,22 @@ def test_input_is_never_modified(method):
     if downpool.METHODS[method].labels:  # no alpha or linear light
         options = options[:1]
     for has_alpha, linear in options:
-        img = _rand((8, 10, 4), np.uint8)
+        img = random_image((8, 10, 4), np.uint8)
         before = img.copy()
         downpool.downscale(img, method, kernel_size=3, has_alpha=has_alpha, linear=linear)
         np.testing.assert_array_equal(img, before)
-    f = _rand((8, 10, 3), np.float32)
+    f = random_image((8, 10, 3), np.float32)
     before = f.copy()
     downpool.downscale(f, method, scale=0.5)
     np.testing.assert_array_equal(f, before)
 
 
 def test_non_contiguous_and_big_endian_inputs_are_accepted():
-    img = _rand((12, 16, 3), np.float64)
+    img = random_image((12, 16, 3), np.float64)
     view = img[::2, ::-1]  # strided, negative step
     expected = downpool.downscale(np.ascontiguousarray(view), "softpool", kernel_size=2)
     np.testing.assert_array_equal(downpool.downscale(view, "softpool", kernel_size=2), expected)
-    u16 = _rand((6, 6), np.uint16)
+    u16 = random_image((6, 6), np.uint16)
     swapped = u16.astype(">u2")
     out = downpool.downscale(swapped, "avg", kernel_size=2)
     assert out.dtype == np.uint16
@@ -88,7 +80,7 @@ def test_non_contiguous_and_big_endian_inputs_are_accepted():
 
 
 def test_default_method_is_softpool_and_default_geometry_is_k2():
-    img = _rand((6, 9, 3), np.float64)
+    img = random_image((6, 9, 3), np.float64)
     out = downpool.downscale(img)
     np.testing.assert_array_equal(out, downpool.downscale(img, "softpool", kernel_size=2))
     assert out.shape == (3, 5, 3)
@@ -144,14 +136,14 @@ def test_scale_rounds_each_axis_and_keeps_at_least_one_pixel():
 
 
 def test_dpid_kernel_size_means_ceil_division_size():
-    img = _rand((11, 7, 3), np.uint8)
+    img = random_image((11, 7, 3), np.uint8)
     out = downpool.downscale(img, "dpid", kernel_size=(2, 3))
     assert out.shape == (6, 3, 3)
     np.testing.assert_array_equal(out, downpool.downscale(img, "dpid", size=(6, 3)))
 
 
 def test_kernel_larger_than_image_gives_one_partial_window():
-    img = _rand((3, 2), np.float64)
+    img = random_image((3, 2), np.float64)
     out = downpool.downscale(img, "max", kernel_size=5)
     assert out.shape == (1, 1)
     assert out[0, 0] == img.max()
@@ -294,7 +286,7 @@ def test_has_alpha_needs_two_channels():
 
 
 def test_cuda_device_is_a_clear_error_and_auto_is_cpu():
-    img = _rand((4, 4), np.float32)
+    img = random_image((4, 4), np.float32)
     with pytest.raises(downpool.DeviceUnavailableError, match="no usable CUDA GPU"):
         downpool.downscale(img, "avg", device="cuda")
     np.testing.assert_array_equal(

@@ -34,6 +34,7 @@ from downpool.strips import plan_strips
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import CASES  # noqa: E402
+from helpers import DTYPES, random_image  # noqa: E402
 
 HAS_NUMBA_CUDA = find_spec("numba_cuda") is not None
 
@@ -50,8 +51,6 @@ def _gpu_unavailable_reason() -> str | None:
 GPU_REASON = _gpu_unavailable_reason()
 needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=str(GPU_REASON))
 needs_numba_cuda = pytest.mark.skipif(not HAS_NUMBA_CUDA, reason="numba-cuda is not installed")
-
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 
 #: (method, params): every case of tests/cases.py, the ends of every parameter range
 #: of SPEC section 3 among them.
@@ -70,13 +69,6 @@ GEOMETRIES = [
     {"scale": 0.3},
 ]
 GEOMETRY_IDS = ["k2", "k3x2-s2x3", "k5", "size5x4", "scale0.3"]
-
-
-def _image(shape, dtype, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "u":
-        return rng.integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
-    return rng.random(shape).astype(dtype)
 
 
 def _applies(method: str, geometry: dict) -> bool:
@@ -130,7 +122,7 @@ def test_working_values_equal_the_cpu(gpu, method, params, geometry, dtype):
     """Every method, geometry, dtype and parameter range: within 1e-5 of the CPU on [0, 1] data."""
     if not _applies(method, geometry):
         pytest.skip("dpid takes no stride")
-    job = _job(_image((12, 11, 3), dtype), method, geometry)
+    job = _job(random_image((12, 11, 3), dtype), method, geometry)
     expected = _pool(cpu, job, method, params)
     result = _pool(gpu, job, method, params)
     assert np.isfinite(result).all()
@@ -151,7 +143,7 @@ def test_downscale_on_cuda_equals_cpu(method, params, dtype):
     may round either way; the working values agree within 1e-5 (above).
     """
     for shape in [(12, 11), (12, 11, 2), (12, 11, 4)]:
-        image = _image(shape, dtype, seed=len(shape))
+        image = random_image(shape, dtype, seed=len(shape))
         expected = downpool.downscale(image, method, kernel_size=3, device="cpu", **params)
         result = downpool.downscale(image, method, kernel_size=3, device="cuda", **params)
         assert result.dtype == expected.dtype and result.shape == expected.shape
@@ -168,7 +160,7 @@ def test_downscale_on_cuda_equals_cpu(method, params, dtype):
 def test_frames_on_cuda_equal_cpu(method, params):
     """SPEC section 6's 3-D windows on the GPU: 5 frames, overlapping time windows of 2
     and a partial last one of 3, an integer and an area geometry."""
-    floats = np.stack([_image((8, 6, 3), np.float32, seed=t) for t in range(5)])
+    floats = np.stack([random_image((8, 6, 3), np.float32, seed=t) for t in range(5)])
     if get_method(method).labels:
         floats = np.round(floats * 3)
     # uint8 frames are pooled several windows per call (downpool.frames)
@@ -195,7 +187,7 @@ def test_tiles_of_columns_on_cuda_equal_the_whole_image(method, params):
     output index, dpid's column of halo, on the GPU as on the CPU."""
     from downpool.api import Pooling
 
-    image = _image((13, 17, 3), np.uint8, seed=9)
+    image = random_image((13, 17, 3), np.uint8, seed=9)
     whole = downpool.downscale(image, method, kernel_size=2, device="cuda", **params)
     pooling = Pooling(method, image.shape, image.dtype, (0.0, 1.0), kernel_size=2,
                       device="cuda", **params)
@@ -212,7 +204,7 @@ def test_tiles_of_columns_on_cuda_equal_the_whole_image(method, params):
 @needs_gpu
 @pytest.mark.parametrize(("method", "params"), CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_alpha_and_linear_light_on_cuda_equal_cpu(method, params):
-    image = _image((10, 9, 4), np.float32, seed=3)
+    image = random_image((10, 9, 4), np.float32, seed=3)
     for has_alpha, linear in [(True, False), (False, True), (True, True)]:
         kw = dict(size=(4, 4), has_alpha=has_alpha, linear=linear, **params)
         np.testing.assert_allclose(downpool.downscale(image, method, device="cuda", **kw),
@@ -229,7 +221,7 @@ def test_alpha_in_strips_on_cuda_equals_one_strip(monkeypatch, method, params):
     continue from each strip's first row, dpid's halo rows are dropped."""
     from downpool import api
 
-    image = _image((13, 9, 4), np.uint8, seed=8)
+    image = random_image((13, 9, 4), np.uint8, seed=8)
     kw = dict(kernel_size=2, has_alpha=True, device="cuda", **params)
     whole = downpool.downscale(image, method, **kw)
     monkeypatch.setattr(api, "STRIP_BYTES", 1)
@@ -242,7 +234,7 @@ def test_alpha_in_strips_on_cuda_equals_one_strip(monkeypatch, method, params):
 @pytest.mark.parametrize("method", ["softpool", "lp", "dpp", "dpid", "stochastic"])
 def test_float_extremes_equal_the_cpu(gpu, method):
     """Float inputs far outside [0, 1]: relative agreement, no overflow."""
-    image = _image((9, 8, 3), np.float64, seed=5) * 1e300
+    image = random_image((9, 8, 3), np.float64, seed=5) * 1e300
     params = {"softpool": {"beta": 1e4}, "lp": {"p": 1000.0}, "dpp": {"lam": 100.0},
               "dpid": {"lam": 60.0}, "stochastic": {"mode": "expectation"}}[method]
     job = _job(image, method, {"size": (4, 3)})
@@ -268,7 +260,7 @@ def test_mode_on_label_images_equals_the_cpu(dtype):
 
 @needs_gpu
 def test_stochastic_sample_picks_the_cpu_pixels_for_every_seed():
-    image = _image((12, 12, 3), np.uint8, seed=7)
+    image = random_image((12, 12, 3), np.uint8, seed=7)
     for seed in [0, 1, 99, 2**64 - 1]:
         for geometry in [{"kernel_size": 3}, {"size": (5, 7)}]:
             np.testing.assert_array_equal(
@@ -280,7 +272,7 @@ def test_stochastic_sample_picks_the_cpu_pixels_for_every_seed():
 @pytest.mark.parametrize("size", [(1, 1), (1, 5), (6, 1), (2, 2), (2, 11)])
 def test_dpid_guide_smoothing_at_one_and_two_pixel_edges(gpu, size):
     """The [1 2 1] smoothing's border cases: an axis of length 1 or 2, also across strips."""
-    job = _job(_image((12, 11, 3), np.uint16, seed=4), "dpid", {"size": size})
+    job = _job(random_image((12, 11, 3), np.uint16, seed=4), "dpid", {"size": size})
     for lam in [0.0, 1.0]:
         expected = _pool(cpu, job, "dpid", {"lam": lam})
         for max_bytes in [None, 1]:
@@ -332,7 +324,7 @@ def test_strips_give_the_unstripped_result(gpu, method, params, geometry):
     """
     if not _applies(method, geometry):
         pytest.skip("dpid takes no stride")
-    job = _job(_image((12, 11, 3), np.uint8, seed=11), method, geometry)
+    job = _job(random_image((12, 11, 3), np.uint8, seed=11), method, geometry)
     whole = _pool(gpu, job, method, params)
     counts = set()
     for max_bytes in [1, 400, 900, 1800, 4000]:
@@ -387,7 +379,7 @@ def _record_copies(monkeypatch) -> list:
 @pytest.mark.parametrize("method", ["avg", "stochastic", "dpid"])
 def test_one_copy_each_way_in_the_image_dtype(gpu, monkeypatch, method, dtype):
     """The input goes to the device once, in its own dtype; the output comes back once."""
-    image = _image((12, 11, 3), dtype)
+    image = random_image((12, 11, 3), dtype)
     copies = _record_copies(monkeypatch)
     result = downpool.downscale(image, method, kernel_size=2, device="cuda")
     monkeypatch.undo()
@@ -528,7 +520,7 @@ def test_device_resident_job_is_not_copied(gpu, monkeypatch, method):
     """A job whose image and out are device arrays runs in place (the benchmark's kernel timing)."""
     from numba import cuda
 
-    job = _job(_image((12, 11, 3), np.uint8), method, {"size": (5, 4)})
+    job = _job(random_image((12, 11, 3), np.uint8), method, {"size": (5, 4)})
     expected = _pool(gpu, job, method, {})
     d_image, d_out = cuda.to_device(job.image), cuda.device_array(job.out.shape)
     resident = dataclasses.replace(job, image=d_image, out=d_out)

@@ -23,13 +23,12 @@ from reference import (  # noqa: E402
     time_windows as reference_time_windows,
     to_work,
 )
+from helpers import DTYPES, random_image  # noqa: E402
 from test_reference import (  # noqa: E402
     DERANDOMIZE,
-    DTYPES,
     PARAMS,
     as_labels,
     geometries,
-    random_image,
 )
 
 EXAMPLES = int(os.environ.get("DOWNPOOL_TEST_EXAMPLES", "25"))
@@ -37,7 +36,8 @@ METHODS = list(downpool.METHODS)
 
 
 def frames_of(rng, t, h, w, dtype, layout):
-    return np.stack([random_image(rng, (h, w), dtype, layout) for _ in range(t)])
+    return np.stack([random_image((h, w), dtype, rng, layout=layout, extremes=True)
+                     for _ in range(t)])
 
 
 def check_frames(frames, method, params, geom, time_kernel, time_stride, *, data_scale=1.0,

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import downpool  # noqa: E402
 from cases import DEFAULT_CASES  # noqa: E402
+from helpers import DTYPES, random_image  # noqa: E402
 from reference import (  # noqa: E402
     FLOAT_TOL,
     assert_matches,
@@ -36,7 +37,6 @@ from reference import (  # noqa: E402
     window_ranges,
 )
 
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 METHODS = list(downpool.METHODS)
 #: every method with its default parameters, plus the stochastic expectation mode
 ALL_CASES = [(c.method, c.params) for c in DEFAULT_CASES]
@@ -48,13 +48,6 @@ CONVERTED_IDS = [c.id for c in DEFAULT_CASES if not c.labels]
 
 def downscale(image, method, **kw):
     return downpool.downscale(image, method, device="cpu", **kw)
-
-
-def rand(rng, shape, dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind == "u":
-        return rng.integers(0, int(dtype_max(dtype)) + 1, size=shape).astype(dtype)
-    return rng.random(shape).astype(dtype)
 
 
 def geoms_for(method):
@@ -78,7 +71,7 @@ def test_sample_copies_one_window_pixel(dtype, channels):
     """(a) Every output pixel is one of its window's pixels, all channels from the same one."""
     rng = np.random.default_rng(10)
     shape = (15, 17) if channels is None else (15, 17, channels)
-    img = rand(rng, shape, dtype)
+    img = random_image(shape, dtype, rng)
     for geom in geoms_for("stochastic"):
         for seed in (0, 12345):
             out = downscale(img, "stochastic", seed=seed, **geom)
@@ -97,7 +90,7 @@ def test_sample_copies_one_window_pixel(dtype, channels):
 def test_sample_with_alpha_copies_one_pixel():
     """With premultiplied alpha the copied pixel comes back (up to rounding) and has alpha > 0."""
     rng = np.random.default_rng(11)
-    img = rand(rng, (12, 14, 4), np.float32)
+    img = random_image((12, 14, 4), np.float32, rng)
     img[..., 3] = np.where(rng.random((12, 14)) < 0.3, 0.0, 0.2 + 0.8 * img[..., 3])
     out = downscale(img, "stochastic", kernel_size=3, has_alpha=True)
     rows, cols = plan("stochastic", img.shape[:2], kernel_size=3)
@@ -115,7 +108,7 @@ def test_sample_with_alpha_copies_one_pixel():
 def test_sample_seeds():
     """(b) Same seed, same result; a different seed gives a different result."""
     rng = np.random.default_rng(12)
-    img = rand(rng, (64, 64, 3), np.uint8)
+    img = random_image((64, 64, 3), np.uint8, rng)
     a = downscale(img, "stochastic", kernel_size=2, seed=7)
     assert np.array_equal(a, downscale(img, "stochastic", kernel_size=2, seed=7))
     assert not np.array_equal(a, downscale(img, "stochastic", kernel_size=2, seed=8))
@@ -130,7 +123,7 @@ def test_sample_seeds():
 def test_sample_independent_of_thread_count():
     """(c) The draw is a function of (seed, output index) only: 1 and 2 Numba threads agree."""
     rng = np.random.default_rng(13)
-    img = rand(rng, (96, 80, 4), np.float32)
+    img = random_image((96, 80, 4), np.float32, rng)
     before = numba.get_num_threads()
     try:
         results = []
@@ -231,7 +224,7 @@ def test_sample_block_kernels_pick_the_general_kernels_pixels(dtype, channels, b
     if channels is not None:
         shape += (channels,)
     rng = np.random.default_rng(data.getrandbits(32))
-    image = rand(rng, shape, dtype)
+    image = random_image(shape, dtype, rng)
     image[rng.random(shape[:2]) < zeros] = 0
     got = downscale(image, "stochastic", seed=seed, **geometry)
     np.testing.assert_array_equal(got, _general_kernel_sample(image, seed, geometry))
@@ -253,7 +246,7 @@ def test_sample_general_kernel_buffered_values_pick_as_sample_window(dtype, chan
     if channels is not None:
         shape += (channels,)
     rng = np.random.default_rng(data.getrandbits(32))
-    image = rand(rng, shape, dtype)
+    image = random_image(shape, dtype, rng)
     image[rng.random(shape[:2]) < zeros] = 0
     size = tuple(max(1, int(n * f)) for n, f in zip(shape[:2], fraction))
     buffered = _general_kernel_sample(image, seed, {"size": size})
@@ -432,7 +425,7 @@ def test_sample_value_for_three_channels_with_alpha_ignores_alpha():
 # ============================================================ limits of parameters
 
 def _cases_unit(rng, shape=(14, 15, 3)):
-    return [rand(rng, shape, d) for d in DTYPES]
+    return [random_image(shape, d, rng) for d in DTYPES]
 
 
 @pytest.mark.parametrize("geom", [{"kernel_size": 3}, {"kernel_size": 2, "stride": 1},
@@ -465,7 +458,7 @@ def test_parameters_that_give_avg(geom):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_dpid_lam0_is_area_average(dtype):
     rng = np.random.default_rng(21)
-    img = rand(rng, (17, 14, 3), dtype)
+    img = random_image((17, 14, 3), dtype, rng)
     for geom, size in [({"kernel_size": 3}, (6, 5)), ({"size": (7, 4)}, (7, 4)),
                        ({"scale": 0.3}, (5, 4)), ({"kernel_size": (4, 5)}, (5, 3))]:
         out = downscale(img, "dpid", lam=0.0, **geom)
@@ -635,7 +628,7 @@ def test_output_within_window_range(method, dtype):
     """
     rng = np.random.default_rng(30)
     for layout in [(12, 17), (12, 17, 3)]:
-        img = rand(rng, layout, dtype)
+        img = random_image(layout, dtype, rng)
         if np.dtype(dtype).kind == "f" and method not in ("lp", "stochastic"):
             img = (img * 20 - 10).astype(dtype)
         if method == "dpid":
@@ -678,7 +671,7 @@ def test_identity(method, params):
     rng = np.random.default_rng(31)
     for dtype in DTYPES:
         for shape in [(9, 11), (9, 11, 1), (9, 11, 3), (9, 11, 4)]:
-            img = rand(rng, shape, dtype)
+            img = random_image(shape, dtype, rng)
             geoms = [{"size": shape[:2]}, {"scale": 1.0}, {"kernel_size": 1}]
             if method != "dpid":
                 geoms.append({"kernel_size": 1, "stride": 1})
@@ -700,7 +693,7 @@ def test_input_never_modified(method, params):
     """
     rng = np.random.default_rng(32)
     for dtype in DTYPES:
-        base = rand(rng, (14, 12, 4), dtype)
+        base = random_image((14, 12, 4), dtype, rng)
         views = [base, base[::2, ::-1], np.asfortranarray(base), base[..., :3], base[..., 0].T]
         for n, img in enumerate(views):
             snapshot = img.copy()
@@ -753,7 +746,7 @@ def test_identity_with_alpha_and_linear(method, params):
     colour becomes 0 where alpha is 0 (SPEC 4: 0 where the pooled alpha is 0)."""
     rng = np.random.default_rng(33)
     for dtype in DTYPES:
-        img = rand(rng, (7, 9, 4), dtype)
+        img = random_image((7, 9, 4), dtype, rng)
         img[2, :, 3] = 0
         expected = img.copy()
         expected[2, :, :3] = 0

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import downpool  # noqa: E402
 from cases import REFERENCE_CASES  # noqa: E402
+from helpers import DTYPES, random_image  # noqa: E402
 from reference import (  # noqa: E402
     area_axis,
     assert_matches,
@@ -37,7 +38,6 @@ DERANDOMIZE = "DOWNPOOL_TEST_EXAMPLES" not in os.environ
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_images")
 
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
 LAYOUTS = ["2d", 1, 3, 4]  # (H, W) or (H, W, C)
 
 #: (method, params) of the deterministic cases (tests/cases.py); stochastic
@@ -77,26 +77,6 @@ def downscale(image, method, **kw):
 def geometry_ok(method, geom):
     """dpid always uses the area geometry and rejects ``stride``."""
     return not (method == "dpid" and "stride" in geom)
-
-
-def random_image(rng, shape, dtype, layout=None, lo=0.0, hi=1.0):
-    """Random image; integer dtypes use their full range, floats ``[lo, hi]``.
-
-    A few pixels are set to the extremes (0 and max) so that saturation is exercised.
-    """
-    if layout is not None and layout != "2d":
-        shape = (*shape, layout)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "u":
-        top = int(dtype_max(dtype))
-        img = rng.integers(0, top + 1, size=shape).astype(dtype)
-        flat = img.reshape(-1)
-        n = max(1, flat.size // 20)
-        flat[rng.integers(0, flat.size, n)] = 0
-        flat[rng.integers(0, flat.size, n)] = top
-    else:
-        img = (lo + (hi - lo) * rng.random(shape)).astype(dtype)
-    return img
 
 
 def check(image, method, params, geom, *, data_scale=1.0, has_alpha=False, linear=False, tol=None):
@@ -165,7 +145,7 @@ def test_reference_softpool_matches_naive_formula():
 def test_random_arrays_every_geometry(method, params, dtype, layout):
     """3-channel images get every geometry; the other layouts alternate halves of the list."""
     rng = np.random.default_rng(abs(hash((method, str(params), np.dtype(dtype).name, layout))) % 2**32)
-    image = random_image(rng, (13, 17), dtype, layout)
+    image = random_image((13, 17), dtype, rng, layout=layout, extremes=True)
     li = LAYOUTS.index(layout)
     for gi, geom in enumerate(GEOMETRIES):
         if layout != 3 and (gi + li) % 2:
@@ -198,7 +178,7 @@ def test_block_kernels(method, params, dtype, layout):
     for shape, geom in BLOCK_CASES:
         if method == "dpid" and "kernel_size" in geom and shape[0] % geom["kernel_size"]:
             continue  # dpid's size from k would not divide the image: not blocks
-        check(random_image(rng, shape, dtype, layout), method, params, geom)
+        check(random_image(shape, dtype, rng, layout=layout, extremes=True), method, params, geom)
 
 
 @pytest.mark.parametrize("method,params", METHOD_CASES, ids=CASE_IDS)
@@ -227,8 +207,8 @@ def _range_cases():
     return [
         ("f64-unit", rng.random(shape), 1.0),
         ("f32-unit", rng.random(shape).astype(np.float32), 1.0),
-        ("u8", random_image(rng, shape[:2], np.uint8, 3), 1.0),
-        ("u16", random_image(rng, shape[:2], np.uint16, 3), 1.0),
+        ("u8", random_image(shape[:2], np.uint8, rng, layout=3, extremes=True), 1.0),
+        ("u16", random_image(shape[:2], np.uint16, rng, layout=3, extremes=True), 1.0),
         ("f64-1e6", rng.uniform(-1e6, 1e6, shape), 1e6),
         ("f32-1e6", rng.uniform(-1e6, 1e6, shape).astype(np.float32), 1e6),
         ("f64-offset", 1e6 + rng.random(shape), 1e6),
@@ -260,7 +240,7 @@ def _softpool_f32_cases():
     cases = []
     for dtype in (np.uint8, np.uint16):
         for layout, shape in [(3, (12, 16)), (1, (13, 17)), ("2d", (9, 6)), (3, (15, 11))]:
-            image = random_image(rng, shape, dtype, layout)
+            image = random_image(shape, dtype, rng, layout=layout, extremes=True)
             for beta, used in [(4.4, True), (16.0, True), (16.001, False)]:
                 cases.append((f"{np.dtype(dtype).name}-{layout}-{shape}-beta{beta}", image, beta,
                               1.0, used))
@@ -276,7 +256,7 @@ def _softpool_f32_cases():
         ("wide", 0.0, 1.0, 16.5, False),
     ]:
         for layout, shape in [(3, (12, 16)), ("2d", (11, 13))]:
-            image = random_image(rng, shape, np.float32, layout, lo=lo, hi=hi)
+            image = random_image(shape, np.float32, rng, layout=layout, extremes=True, lo=lo, hi=hi)
             # Windows that hold both ends of the range: weights e^-8 and e^8 side by side.
             image[::3, ::2] = np.float32(lo)
             image[1::3, 1::2] = np.float32(hi)
@@ -467,7 +447,7 @@ ALPHA_GEOMS = [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2}, {"size": (4,
 
 def alpha_image(rng, dtype, channels):
     """Random colour with an alpha channel that has fully transparent regions."""
-    img = random_image(rng, (10, 13), dtype, channels)
+    img = random_image((10, 13), dtype, rng, layout=channels, extremes=True)
     top = dtype_max(img.dtype)
     a = img[..., -1]
     a[:4, :4] = 0          # whole windows transparent
@@ -494,7 +474,8 @@ def test_premultiplied_alpha(method, params, dtype, channels):
 @pytest.mark.parametrize("method,params", CONVERTED_CASES, ids=CONVERTED_IDS)
 def test_linear_light(method, params, dtype, has_alpha):
     rng = np.random.default_rng(7)
-    img = alpha_image(rng, dtype, 4) if has_alpha else random_image(rng, (10, 13), dtype, 3)
+    img = (alpha_image(rng, dtype, 4) if has_alpha
+           else random_image((10, 13), dtype, rng, layout=3, extremes=True))
     for geom in ALPHA_GEOMS:
         if geometry_ok(method, geom):
             check(img, method, params, geom, has_alpha=has_alpha, linear=True)
@@ -518,7 +499,7 @@ def images(draw, nonneg=True, max_side=24):
     layout = draw(st.sampled_from(LAYOUTS + [2, 5]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    img = random_image(rng, (h, w), dtype, layout)
+    img = random_image((h, w), dtype, rng, layout=layout, extremes=True)
     if np.dtype(dtype).kind == "f" and not nonneg and draw(st.booleans()):
         img = (img * 200 - 100).astype(dtype)
     if draw(st.booleans()):  # some flat regions

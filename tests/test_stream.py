@@ -11,17 +11,9 @@ from hypothesis import strategies as st
 
 import downpool
 from downpool import RowDownscaler
-
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
+from helpers import DTYPES, random_image
 GEOMETRIES = [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2}, {"scale": 0.37},
               {"kernel_size": (2, 3), "stride": (3, 1)}]
-
-
-def _image(shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "u":
-        return rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
-    return (rng.random(shape) * 3 - 1).astype(dtype)
 
 
 def _value_range(image):
@@ -68,7 +60,7 @@ def test_bands_give_the_whole_image(dtype, height, width, channels, method, geom
     if options.get("has_alpha") and channels in (None, 1):
         channels = 4
     shape = (height, width) if channels is None else (height, width, channels)
-    image = _image(shape, dtype, seed)
+    image = random_image(shape, dtype, seed, lo=-1.0, hi=2.0)
     params = {"seed": seed} if method == "stochastic" else {}
     if downpool.METHODS[method].labels:
         options = {}  # labels: no alpha or linear light
@@ -141,7 +133,7 @@ def test_bad_bands_are_errors():
 
 
 def test_wider_value_range_stays_within_the_spec():
-    image = _image((20, 18, 3), np.float32, 5)
+    image = random_image((20, 18, 3), np.float32, 5, lo=-1.0, hi=2.0)
     expected = downpool.downscale(image, "softpool", kernel_size=2, device="cpu")
     pooler = RowDownscaler(image.shape, image.dtype, "softpool", kernel_size=2,
                            value_range=(-10.0, 10.0), device="cpu")

@@ -19,8 +19,7 @@ from downpool import api
 from downpool.geometry import area_axis, pooling_axis
 from downpool.strips import plan_strips, rows_between, strip_span
 from downpool.methods.stochastic import draw_base, uniform_draw, uniform_draw_after
-
-DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
+from helpers import DTYPES, random_image
 OPTIONS = [{"has_alpha": True}, {"linear": True}, {"has_alpha": True, "linear": True}]
 #: Odd sizes (partial windows at the bottom), overlapping windows, area
 #: boxes that straddle strips, and an output size.
@@ -29,13 +28,6 @@ GEOMETRIES = [{"kernel_size": 2}, {"kernel_size": 3, "stride": 2}, {"scale": 0.3
 PARAMS = {"stochastic": [{"mode": "sample", "seed": 2**63 + 5}, {"mode": "expectation"}],
           "dpp": [{}, {"variant": "asym", "lam": 2.0}], "softpool": [{}, {"beta": 300.0}],
           "lp": [{}, {"p": 7.5}], "dpid": [{}, {"lam": 3.0}]}
-
-
-def _image(shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "u":
-        return rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
-    return rng.random(shape).astype(dtype)
 
 
 def _stripped_and_whole(monkeypatch, image, method, strip_bytes=1, **kw):
@@ -63,7 +55,7 @@ def test_strips_equal_the_whole_image(monkeypatch, method, dtype):
     if downpool.METHODS[method].labels:
         pytest.skip("a label method takes no alpha or linear light: downscale makes no strips")
     for shape, seed in [((37, 29, 4), 1), ((33, 31, 3), 2), ((25, 20, 2), 3)]:
-        image = _image(shape, dtype, seed)
+        image = random_image(shape, dtype, seed)
         for geometry in GEOMETRIES:
             if method == "dpid" and "stride" in geometry:
                 continue
@@ -90,7 +82,7 @@ def test_any_strip_height_gives_the_whole_image(height, width, channels, method,
         geometry = {"kernel_size": 3}
     if "size" in geometry:
         geometry = {"size": (min(height, 7), min(width, 11))}
-    image = _image((height, width, channels), np.uint8, seed)
+    image = random_image((height, width, channels), np.uint8, seed)
     params = {"mode": "sample", "seed": seed} if method == "stochastic" else {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         stripped, whole, _ = _stripped_and_whole(monkeypatch, image, method, strip_bytes,
@@ -115,7 +107,7 @@ def test_tiles_of_columns_give_the_whole_image(height, width, channels, dtype, m
         geometry = {"kernel_size": 3}
     if "size" in geometry:
         geometry = {"size": (min(height, 7), min(width, 11))}
-    image = _image((height, width, channels), dtype, seed)
+    image = random_image((height, width, channels), dtype, seed)
     options = ({"has_alpha": channels == 4, "linear": channels != 4}
                if converted and not spec.labels and channels > 1 else {})
     params = {"mode": "sample", "seed": seed} if method == "stochastic" else {}
@@ -142,7 +134,7 @@ def test_no_full_size_float_copy(monkeypatch):
     A float32 copy of the 1200x1000 RGBA image takes 19.2 MB; with 1 MB strips
     the call's peak is the uint8 output (1.2 MB) and a few strips.
     """
-    image = _image((1200, 1000, 4), np.uint8, 4)
+    image = random_image((1200, 1000, 4), np.uint8, 4)
     monkeypatch.setattr(api, "STRIP_BYTES", 1 << 20)
     downpool.downscale(image[:8, :8], "softpool", kernel_size=2, has_alpha=True, device="cpu")
     for options in OPTIONS:
