@@ -3,6 +3,7 @@
 The tests run the installed console script in a subprocess, as a user would,
 on image files they write with Pillow (or, for 16-bit colour PNG, which
 Pillow cannot write or read, with :func:`write_png` and :func:`read_png`).
+The pixels come from the image makers of ``helpers``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["downpool_command", "run_downpool", "no_traceback", "summary", "random_image",
-           "smooth_image", "save", "load", "srgb_icc_profile", "temp_files", "write_png", "read_png",
-           "png_chunk", "png_chunks", "tiff_ifd", "exif_block", "write_tiff", "write_bmp565"]
+# Defined in helpers; named here too because tests/test_cli_fast_load.py imports it from here.
+from helpers import smooth_image  # noqa: F401
+
+__all__ = ["downpool_command", "run_downpool", "no_traceback", "summary", "save", "load",
+           "srgb_icc_profile", "temp_files", "write_png", "read_png", "png_chunk", "png_chunks",
+           "tiff_ifd", "exif_block", "write_tiff", "write_bmp565"]
 
 
 def downpool_command() -> list[str]:
@@ -52,26 +56,6 @@ def summary(output: subprocess.CompletedProcess | str) -> str:
     lines = [line for line in stderr.splitlines() if " done, " in line]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-def random_image(shape: tuple[int, ...], dtype=np.uint8, seed: int = 0) -> np.ndarray:
-    """Smooth-ish random pixels, so that pooling methods give different results."""
-    rng = np.random.default_rng(seed)
-    top = np.iinfo(dtype).max
-    base = rng.integers(0, top, size=shape, dtype=np.int64)
-    ramp = np.linspace(0, top // 3, shape[1], dtype=np.int64)
-    ramp = ramp[None, :] if len(shape) == 2 else ramp[None, :, None]
-    return np.clip(base // 2 + ramp, 0, top).astype(dtype)
-
-
-def smooth_image(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """Gradients with a little noise: content that JPEG keeps close, for lossy formats."""
-    rng = np.random.default_rng(seed)
-    h, w, c = shape
-    y, x = np.mgrid[0:h, 0:w]
-    channels = [(40 + 150 * x / max(w - 1, 1) + 30 * (k % 2) * y / max(h - 1, 1)) for k in range(c)]
-    base = np.stack(channels, axis=-1) + rng.normal(0, 3, size=shape)
-    return np.clip(np.rint(base), 0, 255).astype(np.uint8)
 
 
 def save(path: Path, pixels: np.ndarray, mode: str | None = None, **options) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DTYPES", "random_image"]
+__all__ = ["DTYPES", "random_image", "textured_image", "smooth_image"]
 
 #: The image dtypes of SPEC section 1.
 DTYPES = [np.uint8, np.uint16, np.float32, np.float64]
@@ -46,3 +46,24 @@ def random_image(shape: tuple[int, ...], dtype=np.uint8, seed: int | np.random.G
         flat[rng.integers(0, flat.size, n)] = 0
         flat[rng.integers(0, flat.size, n)] = top
     return image
+
+
+def textured_image(shape: tuple[int, ...], dtype=np.uint8, seed: int = 0) -> np.ndarray:
+    """Random integer pixels at half range over a left-to-right ramp (to a third of the range):
+    texture and a gradient, so that the pooling methods give different results."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    base = rng.integers(0, top, size=shape, dtype=np.int64)
+    ramp = np.linspace(0, top // 3, shape[1], dtype=np.int64)
+    ramp = ramp[None, :] if len(shape) == 2 else ramp[None, :, None]
+    return np.clip(base // 2 + ramp, 0, top).astype(dtype)
+
+
+def smooth_image(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Gradients with a little noise: uint8 content that JPEG keeps close, for lossy formats."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    y, x = np.mgrid[0:h, 0:w]
+    channels = [(40 + 150 * x / max(w - 1, 1) + 30 * (k % 2) * y / max(h - 1, 1)) for k in range(c)]
+    base = np.stack(channels, axis=-1) + rng.normal(0, 3, size=shape)
+    return np.clip(np.rint(base), 0, 255).astype(np.uint8)

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 
 import downpool
-from cli_helpers import (downpool_command, load, no_traceback, png_chunk, random_image,
-                         run_downpool, save, summary, temp_files)
+from cli_helpers import (downpool_command, load, no_traceback, png_chunk, run_downpool, save,
+                         summary, temp_files)
+from helpers import textured_image
 
 
 # --- outputs that are not regular files ----------------------------------------------------
@@ -35,7 +36,7 @@ from cli_helpers import (downpool_command, load, no_traceback, png_chunk, random
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
 def test_a_character_device_output_is_written_into_and_stays_a_device(tmp_path):
     """``-o /dev/null --overwrite`` once turned /dev/null into a regular file (as root)."""
-    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    source = save(tmp_path / "a.png", textured_image((8, 8, 3)))
     null = tmp_path / "null"
     os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # the null device
     for extra in ([], ["--overwrite"]):
@@ -46,7 +47,7 @@ def test_a_character_device_output_is_written_into_and_stays_a_device(tmp_path):
 
 
 def test_a_fifo_output_gets_the_file_and_stays_a_fifo(tmp_path):
-    pixels = random_image((10, 12, 3), seed=1)
+    pixels = textured_image((10, 12, 3), seed=1)
     source = save(tmp_path / "a.png", pixels)
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
@@ -64,11 +65,11 @@ def test_a_fifo_output_gets_the_file_and_stays_a_fifo(tmp_path):
 
 
 def test_a_symlink_output_is_written_through_and_other_special_files_are_refused(tmp_path):
-    pixels = random_image((10, 12, 3), seed=2)
+    pixels = textured_image((10, 12, 3), seed=2)
     source = save(tmp_path / "a.png", pixels)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    target = save(elsewhere / "target.png", random_image((4, 4, 3)))
+    target = save(elsewhere / "target.png", textured_image((4, 4, 3)))
     link = tmp_path / "link.png"
     link.symlink_to(target)
     result = run_downpool("shrink", source, "-o", link, "--method", "avg")
@@ -97,7 +98,7 @@ def test_a_symlink_output_is_written_through_and_other_special_files_are_refused
 
 def _batch(folder: Path, count: int = 12, side: int = 400) -> None:
     for i in range(count):
-        save(folder / f"img{i:02d}.png", random_image((side, side, 3), seed=i))
+        save(folder / f"img{i:02d}.png", textured_image((side, side, 3), seed=i))
 
 
 def _start(args: list, out: Path, written: int = 2) -> subprocess.Popen:
@@ -245,7 +246,7 @@ def test_a_killed_runs_temporaries_are_removed_and_a_live_runs_are_not(tmp_path)
     try:
         live_temps = set(temp_files(out)) - {stale}
         assert len(live_temps) == 1
-        save(tmp_path / "a.png", random_image((8, 8, 3)))
+        save(tmp_path / "a.png", textured_image((8, 8, 3)))
         result = run_downpool("shrink", tmp_path / "a.png", "-o", out / "a.png", "--skip-existing")
         assert result.returncode == 0, result.stderr
         assert "removed 1 temporary file left by a run that was killed" in result.stderr
@@ -259,7 +260,7 @@ def test_ctrl_c_during_start_up_prints_the_summary_and_exits_130(tmp_path):
     """Once Python's own start-up is over (site has run), a Ctrl-C at any moment of the
     command's start-up ends with the summary and 130, never a traceback. The test knows
     when site is done from a sitecustomize that writes to a pipe."""
-    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    source = save(tmp_path / "a.png", textured_image((8, 8, 3)))
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
@@ -290,7 +291,7 @@ def test_ctrl_c_while_the_kernel_thread_starts_exits_130(tmp_path):
     """A Ctrl-C that arrives inside the start of the thread that loads Numba (a window of
     microseconds that the test above hit once in CI) still ends with the summary and 130.
     A sitecustomize sends the signal from within Thread.start."""
-    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    source = save(tmp_path / "a.png", textured_image((8, 8, 3)))
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
@@ -327,9 +328,9 @@ def _as_nobody() -> bool:
 
 def test_an_unreadable_folder_is_an_error_and_the_exit_status_is_1(tmp_path):
     tree = tmp_path / "tree"
-    save(tree / "a.png", random_image((8, 8, 3)))
+    save(tree / "a.png", textured_image((8, 8, 3)))
     locked = tree / "locked"
-    save(locked / "b.png", random_image((8, 8, 3)))
+    save(locked / "b.png", textured_image((8, 8, 3)))
     tree.chmod(0o755)
     tmp_path.chmod(0o755)
     out = tmp_path / "out"
@@ -357,8 +358,8 @@ def test_unreadable_folders_are_reported_by_the_planner(tmp_path, monkeypatch):
     from downpool.cli_shrink import plan_tasks
 
     tree = tmp_path / "tree"
-    save(tree / "a.png", random_image((8, 8, 3)))
-    save(tree / "locked" / "b.png", random_image((8, 8, 3)))
+    save(tree / "a.png", textured_image((8, 8, 3)))
+    save(tree / "locked" / "b.png", textured_image((8, 8, 3)))
     real_scandir = os.scandir
 
     def scandir(path="."):
@@ -416,7 +417,7 @@ def test_an_image_too_big_for_the_memory_left_is_refused_up_front_and_the_batch_
     folder = tmp_path / "in"
     folder.mkdir()
     _declared_png(folder / "bomb.png", 64000, 62000)  # 3968 MP: a 1984 MP RGBA output, 7.9 GB
-    pixels = random_image((16, 16, 3), seed=3)
+    pixels = textured_image((16, 16, 3), seed=3)
     save(folder / "good.png", pixels)
 
     def limit() -> None:  # the same on any machine: 6 GiB of data for the process
@@ -496,7 +497,7 @@ def test_threads_opening_files_at_once_never_meet_pillows_pixel_limit(tmp_path):
     from downpool import io as image_io
 
     huge = _declared_png(tmp_path / "huge.png", 20000, 20000)  # 400 MP, above Pillow's 179 MP
-    small = save(tmp_path / "small.png", random_image((8, 8, 3)))
+    small = save(tmp_path / "small.png", textured_image((8, 8, 3)))
 
     def open_header(path: Path) -> tuple[int, int]:
         with image_io.open_image(path, max_pixels=None) as opened:

@@ -19,9 +19,9 @@ from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 import downpool
 from cli_helpers import (downpool_command, exif_block, load, no_traceback, png_chunk, png_chunks,
-                         random_image, read_png, run_downpool, save, temp_files, write_bmp565,
-                         write_tiff)
+                         read_png, run_downpool, save, temp_files, write_bmp565, write_tiff)
 from downpool.exif import photoshop_app13
+from helpers import textured_image
 
 
 def _errors(result: subprocess.CompletedProcess) -> list[str]:
@@ -33,16 +33,16 @@ def _errors(result: subprocess.CompletedProcess) -> list[str]:
 
 def test_trns_key_colour_becomes_alpha_in_gray_rgb_16_bit_and_low_bit_pngs(tmp_path):
     """Transparency given as one key colour is pooled as alpha, not averaged in."""
-    gray = random_image((12, 16), seed=1)
+    gray = textured_image((12, 16), seed=1)
     gray[:4] = 7
     save(tmp_path / "gray.png", gray, transparency=7)
-    rgb = random_image((12, 16, 3), seed=2)
+    rgb = textured_image((12, 16, 3), seed=2)
     rgb[:, :5] = (1, 2, 3)
     save(tmp_path / "rgb.png", rgb, transparency=(1, 2, 3))
-    gray16 = random_image((12, 16), dtype=np.uint16, seed=3)
+    gray16 = textured_image((12, 16), dtype=np.uint16, seed=3)
     gray16[6:] = 300
     save(tmp_path / "gray16.png", gray16, transparency=300)
-    bits = random_image((12, 16), seed=4) > 100
+    bits = textured_image((12, 16), seed=4) > 100
     Image.fromarray(bits).convert("1").save(tmp_path / "bilevel.png", transparency=0)
     # A 2-bit gray PNG: samples 0..3 decode to 0, 85, 170, 255; the key is 2 (170).
     two_bit = np.random.default_rng(5).integers(0, 4, (12, 16))
@@ -94,7 +94,7 @@ def test_exif_with_a_tag_pillow_cannot_encode_is_kept_whole_with_orientation_pat
                (0x0112, 3, 1, struct.pack(">H", 6)), (0x011A, 2, *_ascii("300")),
                (0x0132, 2, *_ascii("2020:01:02 03:04:05")), (0x8298, 2, *_ascii("(c) someone"))]
     block = exif_block(entries)
-    stored = random_image((12, 20, 3), seed=6)
+    stored = textured_image((12, 20, 3), seed=6)
     for name in ("cam.jpg", "cam.png", "cam.webp"):
         Image.fromarray(stored).save(tmp_path / name, exif=block, quality=95, lossless=True)
     result = run_downpool("shrink", tmp_path / "cam.jpg", tmp_path / "cam.png", tmp_path / "cam.webp",
@@ -135,7 +135,7 @@ def _camera_exif() -> bytes:
 
 
 def test_xmp_iptc_dpi_and_exif_subifd_are_kept_in_jpeg_and_tiff(tmp_path):
-    stored = random_image((12, 20, 3), seed=7)
+    stored = textured_image((12, 20, 3), seed=7)
     Image.fromarray(stored).save(tmp_path / "photo.jpg", quality=95, exif=_camera_exif(), xmp=XMP,
                                  dpi=(300, 300), extra=photoshop_app13(IPTC))
     result = run_downpool("shrink", tmp_path / "photo.jpg", "--method", "avg")
@@ -163,7 +163,7 @@ def test_xmp_iptc_dpi_and_exif_subifd_are_kept_in_jpeg_and_tiff(tmp_path):
 
 
 def test_png_colour_chunks_text_and_xmp_are_kept_and_an_unfit_format_warns(tmp_path):
-    stored = random_image((12, 20, 3), seed=8)
+    stored = textured_image((12, 20, 3), seed=8)
     info = PngImagePlugin.PngInfo()
     gamma = struct.pack(">I", 45455)
     chroma = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
@@ -199,7 +199,7 @@ def test_tiff_compression_is_kept_where_it_can_be_and_otherwise_lossless(tmp_pat
     page[40:60, 20:280] = True  # a black bar on a white page
     page[100:300:8, 30:270] = True
     Image.fromarray(~page).convert("1").save(tmp_path / "fax.tif", compression="group4")
-    photo = random_image((40, 30, 3), seed=9)
+    photo = textured_image((40, 30, 3), seed=9)
     for compression in ("tiff_lzw", "packbits", "raw"):
         Image.fromarray(photo).save(tmp_path / f"{compression}.tif", compression=compression)
     # Pillow cannot write a compressed TIFF with an Exif sub-IFD (nor could downpool, before it
@@ -263,7 +263,7 @@ def test_rgb565_bmp_and_signed_16_bit_gray_tiff_are_read(tmp_path):
 
 
 def test_damaged_png_chunks_and_unsupported_formats_are_errors_in_words(tmp_path):
-    good = random_image((16, 16, 3), seed=11)
+    good = textured_image((16, 16, 3), seed=11)
     save(tmp_path / "good.png", good)
     data = (tmp_path / "good.png").read_bytes()
     idat = data.index(b"IDAT")
@@ -297,7 +297,7 @@ def test_damaged_png_chunks_and_unsupported_formats_are_errors_in_words(tmp_path
 
 
 def test_reading_a_pipe_gives_the_same_file_and_no_resource_warning(tmp_path):
-    pixels = random_image((10, 12, 3), seed=12)
+    pixels = textured_image((10, 12, 3), seed=12)
     source = save(tmp_path / "a.png", pixels)
     # input= makes stdin a pipe, which cannot seek: it is read into memory first.
     result = subprocess.run([*downpool_command(), "shrink", "/dev/stdin", "-o", str(tmp_path / "out.png")],
@@ -313,7 +313,7 @@ def test_reading_a_pipe_gives_the_same_file_and_no_resource_warning(tmp_path):
 def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path, jobs):
     """libtiff prints to the process's stderr; under -j its words once landed in the
     middle of downpool's own lines. They now go into that file's error."""
-    photo = random_image((64, 64, 3), seed=13)
+    photo = textured_image((64, 64, 3), seed=13)
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, format="TIFF", compression="tiff_lzw")
     data = bytearray(buffer.getvalue())
@@ -322,7 +322,7 @@ def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path, jobs):
         data[i] = (data[i] * 7 + 13) & 0xFF
     (tmp_path / "garbled.tif").write_bytes(bytes(data))
     for i in range(4):
-        save(tmp_path / f"good{i}.png", random_image((32, 32, 3), seed=i))
+        save(tmp_path / f"good{i}.png", textured_image((32, 32, 3), seed=i))
     result = run_downpool("shrink", tmp_path, "-o", tmp_path / "out", *jobs, "--method", "avg")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -334,7 +334,7 @@ def test_libtiff_messages_stay_with_their_file_under_workers(tmp_path, jobs):
 
 
 def test_an_output_size_above_the_input_is_said_in_width_x_height(tmp_path):
-    save(tmp_path / "small.png", random_image((2, 5, 3)))  # 5 wide, 2 high
+    save(tmp_path / "small.png", textured_image((2, 5, 3)))  # 5 wide, 2 high
     result = run_downpool("shrink", tmp_path / "small.png", "--size", "3x4")
     assert result.returncode == 1
     assert ("small.png: the output, 3x4, would be larger than the 5x2 input (width x height); "

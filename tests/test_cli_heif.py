@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import downpool
-from cli_helpers import random_image, run_downpool, save, smooth_image, srgb_icc_profile
+from cli_helpers import run_downpool, save, srgb_icc_profile
+from helpers import smooth_image, textured_image
 
 pillow_heif = pytest.importorskip("pillow_heif")
 pillow_heif.register_heif_opener()
@@ -90,7 +91,7 @@ def test_a_batch_converts_to_avif_and_heic_with_their_extensions(tmp_path):
 
 
 def test_heif_above_8_bits_is_refused_not_reduced(tmp_path):
-    pixels = (random_image((16, 12, 3), dtype=np.uint16, seed=1) >> 6) << 6  # 10 significant bits
+    pixels = (textured_image((16, 12, 3), dtype=np.uint16, seed=1) >> 6) << 6  # 10 significant bits
     heif = pillow_heif.from_bytes(mode="RGB;16", size=(12, 16), data=pixels.tobytes())
     heif.save(tmp_path / "ten.heic", quality=-1)
     with Image.open(tmp_path / "ten.heic") as check:

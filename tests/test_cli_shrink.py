@@ -26,9 +26,9 @@ import pytest
 from PIL import Image
 
 import downpool
-from cli_helpers import (downpool_command, load, no_traceback, random_image, read_png,
-                         run_downpool, save, smooth_image, srgb_icc_profile, summary, temp_files,
-                         write_png)
+from cli_helpers import (downpool_command, load, no_traceback, read_png, run_downpool, save,
+                         srgb_icc_profile, summary, temp_files, write_png)
+from helpers import smooth_image, textured_image
 
 
 # --- help and usage -------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_help_shows_every_method_parameter_with_its_default_and_imports_no_numba
     (["--method", "mode", "--to-srgb"], "--to-srgb does not apply to mode"),
 ])
 def test_usage_errors_exit_2_and_touch_nothing(tmp_path, args, message):
-    source = save(tmp_path / "a.png", random_image((8, 8, 3)))
+    source = save(tmp_path / "a.png", textured_image((8, 8, 3)))
     result = run_downpool("shrink", source, *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
@@ -99,11 +99,11 @@ def test_mode_keeps_the_labels_of_grey_16_bit_and_rgba_label_images(tmp_path):
 
 
 def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
-    rgb = random_image((12, 18, 3), seed=1)
-    gray = random_image((12, 18), seed=2)
-    rgba = random_image((12, 18, 4), seed=3)
+    rgb = textured_image((12, 18, 3), seed=1)
+    gray = textured_image((12, 18), seed=2)
+    rgba = textured_image((12, 18, 4), seed=3)
     rgba[:4, :, 3] = 0  # fully transparent rows: alpha must be pooled premultiplied
-    la = random_image((12, 18, 2), seed=4)
+    la = textured_image((12, 18, 2), seed=4)
     folder = tmp_path / "in"
     save(folder / "rgb.png", rgb)
     save(folder / "gray.png", gray)
@@ -161,7 +161,7 @@ def test_modes_and_formats_are_kept_and_pixels_equal_the_api(tmp_path):
 
 
 def test_16_bit_grayscale_round_trip_keeps_16_bits(tmp_path):
-    gray16 = random_image((10, 14), dtype=np.uint16, seed=5)
+    gray16 = textured_image((10, 14), dtype=np.uint16, seed=5)
     write_png(tmp_path / "g16.png", gray16)
     save(tmp_path / "g16.tif", gray16)
     result = run_downpool("shrink", tmp_path / "g16.png", tmp_path / "g16.tif", "--method", "avg")
@@ -178,10 +178,10 @@ def test_16_bit_colour_png_round_trip_with_orientation_and_icc(tmp_path):
     # Pillow 13 reads 16-bit colour PNG only as 8 bits per channel and cannot
     # write it: downpool has its own PNG codec for these; read_png checks it
     # independently (written with all five row filters, read back here).
-    rgb16 = random_image((10, 14, 3), dtype=np.uint16, seed=12)
-    rgba16 = random_image((10, 14, 4), dtype=np.uint16, seed=13)
+    rgb16 = textured_image((10, 14, 3), dtype=np.uint16, seed=12)
+    rgba16 = textured_image((10, 14, 4), dtype=np.uint16, seed=13)
     rgba16[:, :3, 3] = 0
-    la16 = random_image((10, 14, 2), dtype=np.uint16, seed=14)
+    la16 = textured_image((10, 14, 2), dtype=np.uint16, seed=14)
     icc = srgb_icc_profile()
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -244,7 +244,7 @@ def test_format_quality_and_output_file_extension(tmp_path):
     assert load(tmp_path / "small.webp")[1].format == "WEBP"
 
     # JPEG has no alpha: a clear per-file error, not a silent flattening.
-    save(tmp_path / "t.png", random_image((8, 8, 4)))
+    save(tmp_path / "t.png", textured_image((8, 8, 4)))
     result = run_downpool("shrink", tmp_path / "t.png", "--format", "jpeg")
     assert result.returncode == 1
     assert f"{tmp_path / 't.png'}: cannot write" in result.stderr and "alpha" in result.stderr
@@ -296,7 +296,7 @@ def test_exif_orientation_6_is_applied_and_written_as_1_and_icc_is_kept(tmp_path
     (["--linear"], {"linear": True}),
 ])
 def test_geometry_and_linear_options_map_to_the_api(tmp_path, args, api_arguments):
-    pixels = random_image((14, 20, 3), seed=8)
+    pixels = textured_image((14, 20, 3), seed=8)
     source = save(tmp_path / "g.png", pixels)
     result = run_downpool("shrink", source, *args, "--method", "dpp", "--lam", "2")
     assert result.returncode == 0, result.stderr
@@ -305,8 +305,8 @@ def test_geometry_and_linear_options_map_to_the_api(tmp_path, args, api_argument
 
 
 def test_unusable_device_fails_once_before_the_batch(tmp_path):
-    save(tmp_path / "a.png", random_image((8, 8, 3)))
-    save(tmp_path / "b.png", random_image((8, 8, 3)))
+    save(tmp_path / "a.png", textured_image((8, 8, 3)))
+    save(tmp_path / "b.png", textured_image((8, 8, 3)))
     result = run_downpool("shrink", tmp_path, "--device", "cuda")
     assert result.returncode == 1
     assert result.stderr.count("downpool: error: ") == 1 and "cuda" in result.stderr.lower()
@@ -319,15 +319,15 @@ def test_unusable_device_fails_once_before_the_batch(tmp_path):
 
 def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
     folder = tmp_path / "batch"
-    good = random_image((30, 40, 3), seed=9)
+    good = textured_image((30, 40, 3), seed=9)
     save(folder / "good.png", good)
     jpeg = folder / "corrupt.jpg"
-    save(jpeg, random_image((64, 64, 3), seed=10), quality=90)
+    save(jpeg, textured_image((64, 64, 3), seed=10), quality=90)
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])  # cut in the middle
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.png").write_text("not an image at all\n")
-    save(folder / "narrow.png", random_image((30, 5, 3)))   # narrower than --width 8
-    save(folder / "huge.png", random_image((100, 100)))     # above --max-pixels 5000
+    save(folder / "narrow.png", textured_image((30, 5, 3)))   # narrower than --width 8
+    save(folder / "huge.png", textured_image((100, 100)))     # above --max-pixels 5000
     # A readable image whose EXIF is damaged: done, with a one-line warning.
     Image.fromarray(smooth_image((16, 16, 3))).save(
         folder / "odd_exif.jpg",
@@ -362,8 +362,8 @@ def test_bad_files_are_reported_one_line_each_and_the_batch_goes_on(tmp_path):
 
 
 def test_unwritable_output_folder_is_a_per_file_error(tmp_path):
-    save(tmp_path / "a.png", random_image((8, 8, 3)))
-    save(tmp_path / "b.png", random_image((8, 8, 3)))
+    save(tmp_path / "a.png", textured_image((8, 8, 3)))
+    save(tmp_path / "b.png", textured_image((8, 8, 3)))
     # Tests may run as root, for whom permission bits do not stop a write:
     # a folder whose parent is a regular file cannot be created by anyone.
     blocker = tmp_path / "blocker"
@@ -378,7 +378,7 @@ def test_unwritable_output_folder_is_a_per_file_error(tmp_path):
 
 
 def test_read_only_output_folder_is_a_per_file_error(tmp_path):
-    save(tmp_path / "a.png", random_image((8, 8, 3)))
+    save(tmp_path / "a.png", textured_image((8, 8, 3)))
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
@@ -394,7 +394,7 @@ def test_read_only_output_folder_is_a_per_file_error(tmp_path):
 
 
 def test_existing_outputs_are_kept_skipped_or_replaced_and_inputs_never_replaced(tmp_path):
-    pixels = random_image((8, 12, 3), seed=11)
+    pixels = textured_image((8, 12, 3), seed=11)
     source = save(tmp_path / "a.png", pixels)
     original = source.read_bytes()
     assert run_downpool("shrink", source).returncode == 0
@@ -429,9 +429,9 @@ def _umask() -> int:
 
 def test_output_folder_mirrors_the_input_tree(tmp_path):
     tree = tmp_path / "photos"
-    save(tree / "a.png", random_image((8, 8, 3)))
-    save(tree / "sub" / "b.png", random_image((8, 8)))
-    save(tree / "sub" / "deep" / "c.jpg", random_image((8, 8, 3)))
+    save(tree / "a.png", textured_image((8, 8, 3)))
+    save(tree / "sub" / "b.png", textured_image((8, 8)))
+    save(tree / "sub" / "deep" / "c.jpg", textured_image((8, 8, 3)))
     (tree / "sub" / "readme.txt").write_text("ignored: not an image extension")
     result = run_downpool("shrink", tree, "-r", "-o", tmp_path / "small", "-k", "4")
     assert result.returncode == 0, result.stderr
@@ -462,7 +462,7 @@ def test_output_folder_mirrors_the_input_tree(tmp_path):
 def test_two_jobs_give_the_same_files_as_one(tmp_path, jobs):
     folder = tmp_path / "in"
     for i in range(6):
-        save(folder / f"img{i}.png", random_image((20, 24, 3), seed=20 + i))
+        save(folder / f"img{i}.png", textured_image((20, 24, 3), seed=20 + i))
     args = ["--method", "stochastic", "--seed", "7", "-k", "3"]
     one = run_downpool("shrink", folder, "-o", tmp_path / "j1", "-j", "1", *args)
     two = run_downpool("shrink", folder, "-o", tmp_path / "j2", *jobs, *args)
@@ -478,7 +478,7 @@ def test_two_jobs_give_the_same_files_as_one(tmp_path, jobs):
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
     for i in range(3):
-        save(tmp_path / f"p{i}.png", random_image((8, 8, 3), seed=i))
+        save(tmp_path / f"p{i}.png", textured_image((8, 8, 3), seed=i))
 
     def run_on_tty(*args: str) -> str:
         controller, terminal = pty.openpty()
@@ -513,8 +513,8 @@ def test_kernels_compiled_after_the_first_file_raise_no_numba_warning(tmp_path):
     of warnings (for Pillow's) once dropped the filter after the first file. A
     cache of its own makes this run compile its kernels."""
     folder = tmp_path / "in"
-    save(folder / "a.png", random_image((24, 24, 3), seed=1))
-    save(folder / "b.png", random_image((24, 24, 4), seed=2))
+    save(folder / "a.png", textured_image((24, 24, 3), seed=1))
+    save(folder / "b.png", textured_image((24, 24, 4), seed=2))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([*downpool_command(), "shrink", str(folder), "-o", str(tmp_path / "out"),
                              "--method", "dpid", "--scale", "0.25"],
@@ -551,7 +551,7 @@ def test_numba_scope_warning_filter_matches_with_and_without_terminal_markup(mar
 def test_shrink_loads_numba_without_importing_scipy(tmp_path):
     """The CLI skips Numba's SciPy BLAS probe (0.15 s of a small shrink), and
     leaves SciPy importable afterwards."""
-    source = save(tmp_path / "a.png", random_image((16, 16, 3), seed=1))
+    source = save(tmp_path / "a.png", textured_image((16, 16, 3), seed=1))
     code = f"""
 import sys
 from downpool.cli import main
@@ -568,7 +568,7 @@ print(scipy.linalg.norm([3.0, 4.0]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "5.0"]
     out, _ = load(tmp_path / "a_softpool.png")
-    np.testing.assert_array_equal(out, downpool.downscale(random_image((16, 16, 3), seed=1),
+    np.testing.assert_array_equal(out, downpool.downscale(textured_image((16, 16, 3), seed=1),
                                                           "softpool"))
 
 
@@ -582,7 +582,7 @@ def test_ctrl_c_at_any_step_of_a_write_leaves_no_temporary_file(tmp_path, monkey
 
     target = tmp_path / "out.img"
     target.write_bytes(b"old")
-    pixels = random_image((24, 20, 3), seed=3)
+    pixels = textured_image((24, 20, 3), seed=3)
     name = where.removeprefix("os.")
     real = getattr(os, name)
 
@@ -609,7 +609,7 @@ def test_ctrl_c_leaves_no_partial_output_and_skip_existing_resumes(tmp_path, job
     folder = tmp_path / "in"
     count = 12
     for i in range(count):
-        save(folder / f"img{i:02d}.png", random_image((256, 256, 3), seed=i))
+        save(folder / f"img{i:02d}.png", textured_image((256, 256, 3), seed=i))
     out = tmp_path / "out"
     args = ["shrink", folder, "-o", out, "--method", "dpid", "--scale", "0.3", "-j", *jobs.split()]
     process = subprocess.Popen([*downpool_command(), *map(str, args)], stdout=subprocess.PIPE,
@@ -658,7 +658,7 @@ def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path, monkey
     monkeypatch.setattr(os, "open", refuse)
     target = tmp_path / "out.png"
     with pytest.raises(PermissionError) as caught:
-        write_image(target, random_image((4, 4, 3)), format="PNG")
+        write_image(target, textured_image((4, 4, 3)), format="PNG")
     assert caught.value.filename == str(target)
     assert temp_files(tmp_path) == [] and not target.exists()
 
@@ -667,7 +667,7 @@ def test_threads_report_each_warning_under_its_own_file(tmp_path):
     """Threads share the process's warning machinery: each file's warning must stay its own."""
     folder = tmp_path / "batch"
     for i in range(5):
-        save(folder / f"good{i}.png", random_image((40, 30, 3), seed=i))
+        save(folder / f"good{i}.png", textured_image((40, 30, 3), seed=i))
     for i in range(3):
         Image.fromarray(smooth_image((16, 16, 3))).save(
             folder / f"odd_exif{i}.jpg",

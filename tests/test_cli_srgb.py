@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageCms
 
 import downpool
-from cli_helpers import run_downpool, smooth_image
+from cli_helpers import run_downpool
+from helpers import smooth_image
 
 
 def _libvips_profile(name: str) -> bytes:

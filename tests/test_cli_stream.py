@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import downpool
-from cli_helpers import load, random_image, read_png, run_downpool, save, write_png
+from cli_helpers import load, read_png, run_downpool, save, write_png
 from downpool import cli_shrink
 from downpool import io as image_io
+from helpers import textured_image
 
 _FILE_KINDS = {
     "png-rgb": ("png", (3,), np.uint8),
@@ -66,7 +67,7 @@ def test_streamed_file_equals_downscale_on_the_whole_image(tmp_path_factory, mon
                                                            linear, band_rows, strip_rows, seed):
     ext, channels, dtype = _FILE_KINDS[kind]
     folder = tmp_path_factory.mktemp("stream")
-    pixels = random_image((height, width, *channels), dtype=dtype, seed=seed)
+    pixels = textured_image((height, width, *channels), dtype=dtype, seed=seed)
     source = folder / f"in.{ext}"
     _write(source, pixels)
     monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
@@ -100,7 +101,7 @@ def _settings_geometry(geometry):
 
 def test_read_image_and_open_image_bands_agree_and_bands_are_read_once(tmp_path, monkeypatch):
     monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
-    pixels = random_image((37, 21, 4), seed=2)
+    pixels = textured_image((37, 21, 4), seed=2)
     save(tmp_path / "a.png", pixels)
     np.testing.assert_array_equal(image_io.read_image(tmp_path / "a.png").pixels, pixels)
     with image_io.open_image(tmp_path / "a.png") as opened:
@@ -113,8 +114,8 @@ def test_read_image_and_open_image_bands_agree_and_bands_are_read_once(tmp_path,
 
 
 @pytest.mark.parametrize("name, make", [
-    ("palette", lambda p: Image.fromarray(random_image((9, 8, 3))).quantize(8).save(p)),
-    ("cmyk", lambda p: Image.fromarray(random_image((9, 8, 3))).convert("CMYK").save(p)),
+    ("palette", lambda p: Image.fromarray(textured_image((9, 8, 3))).quantize(8).save(p)),
+    ("cmyk", lambda p: Image.fromarray(textured_image((9, 8, 3))).convert("CMYK").save(p)),
     ("rotated", lambda p: _rotated_jpeg(p)),
 ])
 def test_files_libvips_would_read_otherwise_are_decoded_whole_by_pillow(tmp_path, name, make):
@@ -140,14 +141,14 @@ def test_files_libvips_would_read_otherwise_are_decoded_whole_by_pillow(tmp_path
 def _rotated_jpeg(path):
     exif = Image.Exif()
     exif[0x0112] = 6
-    Image.fromarray(random_image((9, 8, 3))).save(path, exif=exif.tobytes())
+    Image.fromarray(textured_image((9, 8, 3))).save(path, exif=exif.tobytes())
 
 
 def test_a_big_file_through_the_command_in_several_bands(tmp_path):
     """3.1 MB of samples a band: this RGBA PNG and 16-bit TIFF come in 3 and 5 bands."""
-    rgba = random_image((1203, 1001, 4), seed=7)
+    rgba = textured_image((1203, 1001, 4), seed=7)
     save(tmp_path / "big.png", rgba)
-    gray16 = random_image((2011, 999), dtype=np.uint16, seed=8)
+    gray16 = textured_image((2011, 999), dtype=np.uint16, seed=8)
     Image.fromarray(gray16).save(tmp_path / "big16.tif", compression="tiff_adobe_deflate")
     for method in ("softpool", "dpid"):
         result = run_downpool("shrink", tmp_path / "big.png", tmp_path / "big16.tif", "-o",
@@ -164,7 +165,7 @@ def test_a_big_file_through_the_command_in_several_bands(tmp_path):
 def test_truncated_jpeg_and_png_in_a_batch_are_errors_and_leave_no_file(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    photo = random_image((768, 1024, 3), seed=3)  # above STREAM_MIN_BYTES: libvips decodes
+    photo = textured_image((768, 1024, 3), seed=3)  # above STREAM_MIN_BYTES: libvips decodes
     Image.fromarray(photo).save(folder / "whole.jpg", quality=90)
     data = (folder / "whole.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(data[:len(data) * 2 // 3])
@@ -192,7 +193,7 @@ def test_a_streamed_png_with_a_damaged_image_data_checksum_is_an_error(tmp_path)
     """Our scan leaves the image data's CRCs of a streamed PNG to libvips (libpng), which
     refuses a wrong one, even where only the checksum's bytes are damaged (Pillow's
     decoder would read that file); the scan still checks them on Pillow's path."""
-    photo = random_image((768, 1024, 3), seed=4)  # above STREAM_MIN_BYTES
+    photo = textured_image((768, 1024, 3), seed=4)  # above STREAM_MIN_BYTES
     for name, big in [("big.png", photo), ("small.png", photo[:64, :64])]:
         save(tmp_path / name, big)
         data = bytearray((tmp_path / name).read_bytes())
@@ -223,7 +224,7 @@ def test_a_streamed_image_keeps_its_metadata(tmp_path):
 
     exif = Image.Exif()
     exif[0x010F] = "Camera maker"
-    pixels = random_image((1024, 768, 3), seed=5)
+    pixels = textured_image((1024, 768, 3), seed=5)
     icc = srgb_icc_profile()
     Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95, icc_profile=icc, dpi=(300, 300),
                                  exif=exif.tobytes())
@@ -242,7 +243,7 @@ def test_interlaced_16_bit_colour_png_written_by_libvips_is_read_exactly(tmp_pat
     import pyvips
 
     monkeypatch.setattr(image_io, "STREAM_MIN_BYTES", 0)
-    pixels = random_image((37, 21, 3), dtype=np.uint16, seed=5)
+    pixels = textured_image((37, 21, 3), dtype=np.uint16, seed=5)
     image = pyvips.Image.new_from_array(pixels).copy(interpretation="rgb16")
     image.pngsave(str(tmp_path / "interlaced.png"), interlace=True)
     with image_io.open_image(tmp_path / "interlaced.png") as opened:
@@ -256,8 +257,8 @@ def test_small_images_are_decoded_whole_where_libvips_costs_more_than_it_saves(t
     """A batch of small JPEGs went 2 ms a file slower through libvips (benchmarks/results.md)."""
     limit = image_io.STREAM_MIN_BYTES
     side = int((limit / 3) ** 0.5)
-    save(tmp_path / "small.png", random_image((side - 1, side, 3), seed=1))
-    save(tmp_path / "large.png", random_image((side + 1, side, 3), seed=1))
+    save(tmp_path / "small.png", textured_image((side - 1, side, 3), seed=1))
+    save(tmp_path / "large.png", textured_image((side + 1, side, 3), seed=1))
     with image_io.open_image(tmp_path / "small.png") as small:
         assert not small.streamed
     with image_io.open_image(tmp_path / "large.png") as large:

@@ -24,6 +24,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import downpool
 from downpool import compare as cmp
 from downpool.cli import main
+from helpers import textured_image
 
 #: The methods of SPEC section 3's table, in its order: what ``--methods all`` runs.
 SPEC_METHODS = ["avg", "max", "lp", "softpool", "stochastic", "dpp", "dpid", "mode"]
@@ -37,16 +38,6 @@ MONTAGE_COLUMNS, TILE_SIDE, LABEL_HEIGHT, GAP = 5, 192, 30, 6
 
 FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
-
-
-def _textured(shape, seed=0):
-    """Random uint8 pixels with a ramp: every method gives a different result."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 160, size=shape)
-    ramp = np.linspace(0, 90, shape[1])[None, :]
-    if len(shape) == 3:
-        ramp = ramp[:, :, None]
-    return np.clip(noise + ramp, 0, 255).astype(np.uint8)
 
 
 def _resize(image, size, resample, box=None):
@@ -80,7 +71,7 @@ def _run(*args):
 
 @pytest.mark.parametrize("upsample", ["bicubic", "nearest"])
 def test_scores_equal_skimage_on_the_same_arrays_against_original(upsample):
-    pixels = _textured((30, 21, 3))  # 21 is odd: a partial last pooling window
+    pixels = textured_image((30, 21, 3))  # 21 is odd: a partial last pooling window
     k = 2
     result = cmp.compare_image(pixels, "all", kernel_size=k, upsample=upsample, name="t")
     x = (pixels / 255.0).astype(np.float32).astype(np.float64)
@@ -103,7 +94,7 @@ def test_scores_equal_skimage_on_the_same_arrays_against_original(upsample):
 
 
 def test_scores_equal_skimage_on_the_same_arrays_against_reference():
-    pixels = _textured((28, 36), seed=3)  # grey: SSIM without channel_axis
+    pixels = textured_image((28, 36), seed=3)  # grey: SSIM without channel_axis
     result = cmp.compare_image(pixels, "avg,softpool,dpid", kernel_size=4, against="reference")
     x = (pixels / 255.0).astype(np.float32).astype(np.float64)
     reference = _resize(x, (7, 9), Image.Resampling.LANCZOS)
@@ -120,7 +111,7 @@ def test_scores_equal_skimage_on_the_same_arrays_against_reference():
 
 
 def test_scale_passes_the_same_size_to_every_method():
-    result = cmp.compare_image(_textured((40, 30, 3)), "all", scale=0.5)
+    result = cmp.compare_image(textured_image((40, 30, 3)), "all", scale=0.5)
     assert {s.size for s in result.scores} == {(20, 15)}
     assert result.footprint == (2.0, 2.0)
 
@@ -137,7 +128,7 @@ def test_a_constant_image_scores_psnr_inf_for_every_method(against, upsample):
 
 
 def test_an_image_constant_in_every_window_is_kept_exactly_by_every_pooling_method():
-    blocks = _textured((6, 5, 3), seed=7)
+    blocks = textured_image((6, 5, 3), seed=7)
     pixels = np.kron(blocks, np.ones((3, 3, 1), dtype=np.uint8))  # 18x15, constant per 3x3
     result = cmp.compare_image(pixels, "all", kernel_size=3, upsample="nearest")
     for score in result.scores:
@@ -192,8 +183,8 @@ def test_values_that_print_alike_are_marked_alike():
 
 
 def test_mean_scores_average_each_method_over_images():
-    a = cmp.compare_image(_textured((16, 16, 3), 1), "avg,max", name="a")
-    b = cmp.compare_image(_textured((16, 16, 3), 2), "avg,max", name="b")
+    a = cmp.compare_image(textured_image((16, 16, 3), seed=1), "avg,max", name="a")
+    b = cmp.compare_image(textured_image((16, 16, 3), seed=2), "avg,max", name="b")
     means = cmp.mean_scores([a, b])
     assert [m.method for m in means] == ["avg", "max", "pillow-box", "pillow-lanczos"]
     assert means[1].ssim == pytest.approx((a.scores[1].ssim + b.scores[1].ssim) / 2)
@@ -202,7 +193,7 @@ def test_mean_scores_average_each_method_over_images():
 
 def test_montage_crops_the_most_detailed_region():
     pixels = np.full((96, 96), 120, dtype=np.uint8)
-    pixels[60:76, 8:24] = _textured((16, 16), seed=9)  # the only detail
+    pixels[60:76, 8:24] = textured_image((16, 16), seed=9)  # the only detail
     comparison = cmp.compare_image(pixels, "avg", kernel_size=2, keep_outputs=True)
     top, left = cmp._detail_window(comparison.original, comparison, (24, 24))
     assert 2 * top <= 60 and 2 * (top + 24) >= 76  # the crop, in input pixels, holds the patch
@@ -210,7 +201,7 @@ def test_montage_crops_the_most_detailed_region():
 
 
 def test_montage_has_the_documented_size():
-    comparison = cmp.compare_image(_textured((40, 60, 3)), "avg,softpool,dpid", kernel_size=2,
+    comparison = cmp.compare_image(textured_image((40, 60, 3)), "avg,softpool,dpid", kernel_size=2,
                                    keep_outputs=True)
     picture = cmp.montage([comparison, comparison])
     # 1 + 3 + 2 = 6 cells per image (original, three methods, two baselines): 5 columns,
@@ -225,7 +216,7 @@ def test_montage_has_the_documented_size():
 
 
 def test_table_for_one_image_lists_every_method_and_marks_the_best(tmp_path):
-    image = _save(tmp_path / "t.png", _textured((20, 24, 3)))
+    image = _save(tmp_path / "t.png", textured_image((20, 24, 3)))
     result = _run(image, "-k", "2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -260,7 +251,7 @@ def test_json_rows_follow_the_schema(tmp_path):
 
 def test_csv_has_one_row_per_image_and_method_and_prints_inf(tmp_path):
     _save(tmp_path / "a.png", np.full((10, 10, 3), 5, dtype=np.uint8))
-    _save(tmp_path / "b.png", _textured((10, 14, 3)))
+    _save(tmp_path / "b.png", textured_image((10, 14, 3)))
     (tmp_path / "notes.txt").write_text("not an image")
     result = _run(tmp_path, "--methods", "max", "--format", "csv")
     assert result.exit_code == 0, result.output
@@ -271,8 +262,8 @@ def test_csv_has_one_row_per_image_and_method_and_prints_inf(tmp_path):
 
 
 def test_several_images_give_the_mean_table(tmp_path):
-    _save(tmp_path / "a.png", _textured((12, 12, 3), 1))
-    _save(tmp_path / "b.png", _textured((12, 12, 3), 2))
+    _save(tmp_path / "a.png", textured_image((12, 12, 3), seed=1))
+    _save(tmp_path / "b.png", textured_image((12, 12, 3), seed=2))
     result = _run(tmp_path, "--methods", "avg", "--format", "markdown", "--against", "reference",
                   "-k", "1")
     assert result.exit_code == 0, result.output
@@ -281,7 +272,7 @@ def test_several_images_give_the_mean_table(tmp_path):
 
 
 def test_unknown_method_is_a_usage_error_naming_the_methods(tmp_path):
-    image = _save(tmp_path / "t.png", _textured((12, 12)))
+    image = _save(tmp_path / "t.png", textured_image((12, 12)))
     result = _run(image, "--methods", "avg,softpol")
     assert result.exit_code == 2
     assert "'softpol'" in result.stderr
@@ -295,14 +286,14 @@ def test_unknown_method_is_a_usage_error_naming_the_methods(tmp_path):
     (["--methods", ""], "no method"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
-    image = _save(tmp_path / "t.png", _textured((12, 12)))
+    image = _save(tmp_path / "t.png", textured_image((12, 12)))
     result = _run(image, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
 
 
 def test_a_bad_file_is_reported_and_skipped(tmp_path):
-    good = _save(tmp_path / "good.png", _textured((12, 12, 3)))
+    good = _save(tmp_path / "good.png", textured_image((12, 12, 3)))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     result = _run(bad, good, tmp_path / "missing.png", "--methods", "avg", "--format", "json")
@@ -318,7 +309,7 @@ def test_a_folder_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch):
     from downpool import cli_compare
 
     for name in ("a.png", "b.png", "c.png"):
-        _save(tmp_path / name, _textured((12, 12, 3)))
+        _save(tmp_path / name, textured_image((12, 12, 3)))
     monkeypatch.setattr(cli_compare, "_stderr_is_terminal", lambda: True)
     result = _run(tmp_path, "--methods", "avg")
     assert result.exit_code == 0, result.output
@@ -328,8 +319,8 @@ def test_a_folder_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch):
 
 
 def test_montage_option_writes_a_png_of_the_expected_size(tmp_path):
-    _save(tmp_path / "a.png", _textured((30, 40, 3)))
-    rgba = np.dstack([_textured((30, 40, 3), 5), np.full((30, 40), 128, np.uint8)])
+    _save(tmp_path / "a.png", textured_image((30, 40, 3)))
+    rgba = np.dstack([textured_image((30, 40, 3), seed=5), np.full((30, 40), 128, np.uint8)])
     _save(tmp_path / "b.png", rgba)
     target = tmp_path / "out" / "montage.png"
     target.parent.mkdir()
@@ -348,7 +339,7 @@ def test_montage_option_writes_a_png_of_the_expected_size(tmp_path):
 
 
 def test_montage_in_a_missing_folder_is_a_usage_error(tmp_path):
-    image = _save(tmp_path / "t.png", _textured((12, 12)))
+    image = _save(tmp_path / "t.png", textured_image((12, 12)))
     result = _run(image, "--montage", tmp_path / "nope" / "m.png")
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
@@ -363,7 +354,7 @@ def test_the_command_module_imports_neither_numba_nor_skimage():
 
 
 def test_console_script_runs_compare(tmp_path):
-    image = _save(tmp_path / "t.png", _textured((14, 14, 3)))
+    image = _save(tmp_path / "t.png", textured_image((14, 14, 3)))
     done = subprocess.run([sys.executable, "-m", "downpool", "compare", str(image), "--methods",
                            "avg", "--format", "csv"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -377,7 +368,7 @@ def test_console_script_runs_compare(tmp_path):
 def test_scores_in_strips_equal_the_whole_image_scores(monkeypatch, shape):
     """Large comparisons are scored a channel and a strip of rows at a time (bounded
     memory, threads): the same SSIM map values, added in another order."""
-    pixels = _textured(shape, seed=11)
+    pixels = textured_image(shape, seed=11)
     whole = cmp.compare_image(pixels, "avg,max,dpid", kernel_size=3)
     monkeypatch.setattr(cmp, "WHOLE_IMAGE_VALUES", 0)
     monkeypatch.setattr(cmp, "STRIP_VALUES", 16 * shape[1])  # 16-row strips: several of them
@@ -403,7 +394,7 @@ def test_each_method_is_timed_on_the_image_itself_after_a_first_call(monkeypatch
         return real(image, method, **kwargs)
 
     monkeypatch.setattr(cmp, "downscale", spy)
-    pixels = _textured((30, 20, 3))
+    pixels = textured_image((30, 20, 3))
     cmp.compare_image(pixels, "avg,dpid", kernel_size=2)
     for method in ("avg", "dpid"):
         made = [c for c in calls if c[0] == method]
@@ -415,7 +406,7 @@ def test_each_method_is_timed_on_the_image_itself_after_a_first_call(monkeypatch
 
 
 def test_montage_format_follows_the_extension(tmp_path):
-    image = _save(tmp_path / "t.png", _textured((16, 16, 3)))
+    image = _save(tmp_path / "t.png", textured_image((16, 16, 3)))
     result = _run(image, "--methods", "avg", "--montage", tmp_path / "m.jpg")
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "m.jpg") as picture:

@@ -25,7 +25,8 @@ from PIL import Image
 import downpool
 import downpool.io
 from cases import DEFAULT_CASES
-from cli_helpers import downpool_command, random_image, run_downpool
+from cli_helpers import downpool_command, run_downpool
+from helpers import DTYPES, random_image, textured_image
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
@@ -46,8 +47,7 @@ def _problems(draw):
     case = draw(st.sampled_from(_METHOD_CASES))
     h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
     channels = draw(st.sampled_from([None, 1, 3, 4]))
-    dtypes = [np.uint8, np.uint16, np.float32, np.float64]
-    dtype = draw(st.sampled_from(dtypes + ([np.uint32] if case.labels else [])))
+    dtype = draw(st.sampled_from(DTYPES + ([np.uint32] if case.labels else [])))
     kind = draw(st.sampled_from(["kernel", "size"] if case.method != "dpid" else ["size", "k"]))
     if kind == "kernel":
         k = draw(st.integers(1, 5))
@@ -65,16 +65,20 @@ def _problems(draw):
     return case, shape, dtype, geometry, options, chunks, budget
 
 
+def _pixels(case, shape, dtype, seed):
+    """Random pixels for ``case``: floats over [-1, 2) (over [0, 3) for lp and stochastic,
+    which take no negative value), integer labels in 0..7 for a label method."""
+    if case.labels and np.dtype(dtype).kind == "u":
+        return np.random.default_rng(seed).integers(0, 8, shape, dtype=dtype)
+    lo = 0.0 if case.method in ("lp", "stochastic") else -1.0
+    return random_image(shape, dtype, seed, lo=lo, hi=lo + 3.0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(problem=_problems(), seed=st.integers(0, 2**32 - 1))
 def test_any_chunking_gives_downscale_bits(problem, seed):
     case, shape, dtype, geometry, options, chunks, budget = problem
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        image = rng.random(shape).astype(dtype) * 3 - (0 if case.method in ("lp", "stochastic")
-                                                       else 1)
-    else:
-        image = rng.integers(0, 8 if case.labels else np.iinfo(dtype).max, shape, dtype=dtype)
+    image = _pixels(case, shape, dtype, seed)
     expected = downpool.downscale(image, case.method, **geometry, **options, **case.params)
     lazy = dd.downscale(da.from_array(image, chunks=chunks), case.method, max_bytes=budget,
                         **geometry, **options, **case.params)
@@ -89,13 +93,7 @@ def test_frames_in_any_chunking_give_downscale_frames_bits(problem, t, kt, ts, d
     """(T, H, W[, C]) arrays with a time kernel: ``downscale_frames``' bits for any chunking,
     the time axis chunked too (SPEC section 6)."""
     case, shape, dtype, geometry, options, chunks, budget = problem
-    rng = np.random.default_rng(seed)
-    shape = (t, *shape)
-    if np.dtype(dtype).kind == "f":
-        frames = rng.random(shape).astype(dtype) * 3 - (0 if case.method in ("lp", "stochastic")
-                                                        else 1)
-    else:
-        frames = rng.integers(0, 8 if case.labels else np.iinfo(dtype).max, shape, dtype=dtype)
+    frames = _pixels(case, (t, *shape), dtype, seed)
     expected = downpool.downscale_frames(frames, case.method, time_kernel=kt, time_stride=ts,
                                          **geometry, **options, **case.params)
     chunks = (_chunks(data.draw, t), *chunks)
@@ -180,7 +178,7 @@ def _check_ngff(path, levels: int, channels: bool, stack: bool = False):
 
 
 def test_pyramid_levels_are_downscale_of_the_level_above(tmp_path):
-    image = random_image((150, 97, 4), seed=3)
+    image = textured_image((150, 97, 4), seed=3)
     store = tmp_path / "p.zarr"
     levels = dd.pyramid(da.from_array(image, chunks=(40, 50, 4)), "softpool", levels=4,
                         chunks=32, has_alpha=True, store=store, name="test")
@@ -221,7 +219,7 @@ def test_pyramid_command_streams_a_label_tiff(tmp_path):
 
 
 def test_pyramid_command_from_a_zarr_array_and_its_errors(tmp_path):
-    image = random_image((90, 70, 3), seed=6)
+    image = textured_image((90, 70, 3), seed=6)
     zarr.create_array(str(tmp_path / "in.zarr"), data=image, chunks=(30, 30, 3))
     result = run_downpool("pyramid", tmp_path / "in.zarr", "-o", tmp_path / "out.zarr",
                           "--method", "dpid", "--levels", "2", "--chunks", "16")
@@ -236,7 +234,7 @@ def test_pyramid_command_from_a_zarr_array_and_its_errors(tmp_path):
 
 
 def test_pyramid_command_from_a_folder_of_tiff_pages(tmp_path):
-    pages = [random_image((61, 47, 3), seed=10 + z) for z in range(3)]
+    pages = [textured_image((61, 47, 3), seed=10 + z) for z in range(3)]
     folder = tmp_path / "stack"
     folder.mkdir()
     for z, page in enumerate(pages):
@@ -252,13 +250,13 @@ def test_pyramid_command_from_a_folder_of_tiff_pages(tmp_path):
         for z in range(3):
             np.testing.assert_array_equal(stored[:, z].transpose(1, 2, 0), expected[z])
         expected = [downpool.downscale(page, "dpp", kernel_size=2) for page in expected]
-    Image.fromarray(random_image((60, 47, 3))).save(folder / "page03.tif")
+    Image.fromarray(textured_image((60, 47, 3))).save(folder / "page03.tif")
     bad = run_downpool("pyramid", folder, "-o", tmp_path / "bad.zarr")
     assert bad.returncode == 1 and "must agree" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def test_without_the_extra_the_command_names_it(tmp_path):
-    Image.fromarray(random_image((20, 20, 3))).save(tmp_path / "a.png")
+    Image.fromarray(textured_image((20, 20, 3))).save(tmp_path / "a.png")
     blocked = ("import sys; sys.modules['dask'] = sys.modules['dask.array'] = None; "
                "from downpool.console import main; sys.argv[0] = 'downpool'; main()")
     run = subprocess.run([sys.executable, "-c", blocked, "pyramid", str(tmp_path / "a.png"),
@@ -312,7 +310,7 @@ def test_a_batch_survives_a_worker_killed_in_the_middle(tmp_path, cluster):
     folder.mkdir()
     images = {}
     for i in range(14):
-        images[f"img{i:02d}.png"] = random_image((700, 600, 3), seed=20 + i)
+        images[f"img{i:02d}.png"] = textured_image((700, 600, 3), seed=20 + i)
         Image.fromarray(images[f"img{i:02d}.png"]).save(folder / f"img{i:02d}.png")
     process = subprocess.Popen([*downpool_command(), "shrink", str(folder), "-o", str(out),
                                 "--method", "dpid", "--scale", "0.3", "--scheduler", address],
@@ -338,7 +336,7 @@ def test_a_local_cluster_and_the_usage_errors(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray(random_image((40, 30, 3), seed=i)).save(folder / f"{i}.png")
+        Image.fromarray(textured_image((40, 30, 3), seed=i)).save(folder / f"{i}.png")
     result = run_downpool("shrink", folder, "-o", tmp_path / "out", "--method", "avg",
                           "--scheduler", "local:2")
     assert result.returncode == 0, result.stderr
@@ -346,7 +344,7 @@ def test_a_local_cluster_and_the_usage_errors(tmp_path):
     for i in range(3):
         with Image.open(tmp_path / "out" / f"{i}.png") as written:
             np.testing.assert_array_equal(
-                np.asarray(written), downpool.downscale(random_image((40, 30, 3), seed=i), "avg"))
+                np.asarray(written), downpool.downscale(textured_image((40, 30, 3), seed=i), "avg"))
     bad = run_downpool("shrink", folder, "--scheduler", "nowhere")
     assert bad.returncode == 2 and "tcp://HOST:PORT or local[:N]" in bad.stderr
     both = run_downpool("shrink", folder, "--scheduler", "local:2", "--processes")
