@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 # Defined in helpers; named here too because tests/test_cli_fast_load.py imports it from here.
-from helpers import smooth_image  # noqa: F401
 
 __all__ = ["downpool_command", "run_downpool", "no_traceback", "summary", "save", "load",
            "srgb_icc_profile", "temp_files", "write_png", "read_png", "png_chunk", "png_chunks",

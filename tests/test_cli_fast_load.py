@@ -19,7 +19,8 @@ from hypothesis import assume, given, settings as hsettings, strategies as st
 from PIL import Image, ImageOps
 
 import downpool
-from cli_helpers import run_downpool, smooth_image
+from cli_helpers import run_downpool
+from helpers import smooth_image
 from downpool.cli_shrink import Settings
 
 

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +27,7 @@ from reference import (  # noqa: E402
     assert_matches,
     dtype_max,
     mode_downscale,
+    plan,
     reference_downscale,
     to_work,
 )
@@ -100,6 +101,26 @@ def check(image, method, params, geom, *, data_scale=1.0, has_alpha=False, linea
 
 
 # ------------------------------------------------------- the reference itself --
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(shape=st.tuples(st.integers(1, 60), st.integers(1, 60)),
+       method=st.sampled_from(["avg", "dpid"]),
+       geometry=st.one_of(
+           st.builds(lambda k, s: {"kernel_size": k, "stride": s},
+                     st.one_of(st.integers(1, 70), st.tuples(st.integers(1, 70), st.integers(1, 70))),
+                     st.one_of(st.none(), st.integers(1, 70))),
+           st.builds(lambda f: {"scale": f}, st.floats(0.001, 1.0)),
+           st.builds(lambda h, w: {"size": (h, w)}, st.integers(1, 60), st.integers(1, 60))))
+def test_output_size_without_windows_is_the_reference_plans(shape, method, geometry):
+    """``geometry.output_size`` (what ``shrink`` sizes its checks with, without building
+    windows) gives the reference plan's window counts, strides past the kernel included."""
+    from downpool.geometry import output_size
+
+    assume(not (method == "dpid" and geometry.get("stride") is not None))
+    assume(all(n <= m for n, m in zip(geometry.get("size", shape), shape)))
+    rows, cols = plan(method, shape, **geometry)
+    assert output_size(shape, **geometry, method=method) == (len(rows), len(cols))
+
 
 def test_area_coverage_by_supersampling():
     """The reference's fractional coverages equal an average over a supersampled image.
