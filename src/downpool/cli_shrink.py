@@ -46,6 +46,7 @@ from .geometry import output_size
 from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS,
                  IMAGE_EXTENSIONS)
 from .memory import available_bytes, format_bytes, parse_size
+from .messages import caught, fold, one_line
 from .methods import get_method
 from .video import VIDEO_EXTENSIONS, is_video
 
@@ -194,27 +195,18 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
     ``FileResult.warnings``, to be reported in one line each; where the file
     failed, the C libraries' words are added to its error instead.
     """
-    import warnings
-
-    from .numba_warnings import NUMBA_SCOPE_WARNING
-    from .native_stderr import capture
-
     if _THREAD.__dict__.get("stop") is not None:  # a batch thread (_shrink_in_thread)
-        caught = _THREAD.warnings = []
+        recorded = _THREAD.warnings = []
         native = _THREAD.native = []
         try:
             result = _shrink_file(task, settings)
         finally:
             _THREAD.warnings = _THREAD.native = None
-        messages = [" ".join(str(message).split()) for message in caught]
+        messages = [" ".join(str(message).split()) for message in recorded]
         return _with_words(result, messages, native)
     result = None
     try:
-        with warnings.catch_warnings(record=True) as caught, capture() as native:
-            warnings.simplefilter("always")
-            # "always" replaces the filter downpool.numba_idioms sets for Numba's
-            # pedantic self-check, which compiling a kernel can raise: set it again.
-            warnings.filterwarnings("ignore", message=NUMBA_SCOPE_WARNING)
+        with caught() as words:
             result = _shrink_file(task, settings)
     except interrupts.INTERRUPTS as stop:
         import multiprocessing
@@ -224,35 +216,19 @@ def shrink_file(task: Task, settings: Settings) -> FileResult:
         # result goes back through its pool).
         if result is None or multiprocessing.parent_process() is not None:
             raise
-        raise _Interrupted([_with_words(result, _messages(caught), native)], stop) from None
-    return _with_words(result, _messages(caught), native)
-
-
-def _messages(caught: list) -> list[str]:
-    return [" ".join(str(w.message).split()) for w in caught]
+        raise _Interrupted([_with_words(result, words.messages, words.native)], stop) from None
+    return _with_words(result, words.messages, words.native)
 
 
 def _with_words(result: FileResult, messages: list[str], native: list[str]) -> FileResult:
-    """The result with the file's warnings, and the C libraries' words added to them or its error."""
-    # Pillow hands libtiff a stream it names "tempfile.tif": say whose words they are.
-    native = [line.replace("tempfile.tif: ", "libtiff: ", 1) for line in native]
-    if result.status == "failed":
-        # libvips' log of a file it failed to decode says why: part of the error,
-        # within its parenthesis ("... damaged (libpng read error; IDAT: CRC error)").
-        logged = [m.removeprefix("libvips: ").removeprefix("VIPS: ") for m in messages
-                  if m.startswith("libvips: ")]
-        messages = [m for m in messages if not m.startswith("libvips: ")]
-        if logged:
-            words = "; ".join(dict.fromkeys(logged))
-            message = (f"{result.message[:-1]}; {words})" if result.message.endswith(")")
-                       else f"{result.message} ({words})")
-            result = dataclasses.replace(result, message=message)
-    if native and result.status == "failed":
-        result = dataclasses.replace(result, message=f"{result.message} ({'; '.join(native)})")
-    else:
-        messages += native
-    if messages:
-        result = dataclasses.replace(result, warnings=tuple(dict.fromkeys(messages)))
+    """The result with the file's warnings, and the C libraries' words added to them or its
+    error (:func:`downpool.messages.fold`)."""
+    error, warnings = fold(result.message if result.status == "failed" else None, messages,
+                           native)
+    if error is not None:
+        result = dataclasses.replace(result, message=error)
+    if warnings:
+        result = dataclasses.replace(result, warnings=warnings)
     return result
 
 
@@ -993,11 +969,11 @@ class _ThreadWarnings:
 
         def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
                  line: Any = None) -> None:
-            caught = _THREAD.__dict__.get("warnings")
-            if caught is None:  # not a file's thread (a library's own)
+            recorded = _THREAD.__dict__.get("warnings")
+            if recorded is None:  # not a file's thread (a library's own)
                 shown(message, category, filename, lineno, file, line)
             else:
-                caught.append(message)
+                recorded.append(message)
 
         warnings.showwarning = show
         return self
@@ -1243,6 +1219,7 @@ def _progress_bar(total: int, quiet: bool) -> Any:
 def _say(message: str, bar: Any) -> None:
     from .native_stderr import LOCK
 
+    message = one_line(message)  # a newline in a file's name does not make a line of its own
     with LOCK:  # not while a batch thread has descriptor 2 pointed at its capture
         if bar is not None:
             bar.write(message, file=sys.stderr)
@@ -1262,9 +1239,9 @@ def _remove_stale_temporaries(tasks: list[Task]) -> None:
     folders = {os.path.dirname(os.path.abspath(task.target)) for task in tasks}
     removed = [path for folder in sorted(folders) for path in remove_stale_temporaries(folder)]
     if removed:
-        click.echo(f"downpool: removed {len(removed)} temporary file{'s' * (len(removed) > 1)} "
-                   f"left by a run that was killed (in {os.path.dirname(removed[0])}"
-                   f"{' ...' if len(folders) > 1 else ''})", err=True)
+        _say(f"downpool: removed {len(removed)} temporary file{'s' * (len(removed) > 1)} "
+             f"left by a run that was killed (in {os.path.dirname(removed[0])}"
+             f"{' ...' if len(folders) > 1 else ''})", None)
 
 
 def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, jobs: int,
@@ -1339,7 +1316,8 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
         # long batch's output may have scrolled them away.
         for result in results:
             if result.status == "failed":
-                click.echo(f"downpool: failed: {result.source}: {result.message}", err=True)
+                click.echo(one_line(f"downpool: failed: {result.source}: {result.message}"),
+                           err=True)
     if stopped is not None:
         return interrupts.exit_status(stopped)
     return EXIT_FAILED if count["failed"] else 0
@@ -1507,7 +1485,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
     output_format = {"HEIC": "HEIF"}.get(fmt.upper(), fmt.upper()) if fmt else None
     tasks, refused, warnings = plan_tasks(list(inputs), out, recursive, name, method, output_format)
     for warning in warnings:
-        click.echo(f"downpool: warning: {warning}", err=True)
+        _say(f"downpool: warning: {warning}", None)
     # The memory is shared by the files that can be in flight at once.
     jobs = max(1, min(_usable_cpus() if jobs is None else jobs, len(tasks)))
     memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, processes)
