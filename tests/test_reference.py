@@ -714,6 +714,26 @@ def test_mode_on_label_images(dtype, layout):
                     check(image, "mode", {}, geom)
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(dtype=st.sampled_from([np.uint8, np.uint16]), n_labels=st.sampled_from([2, 3, 7, 300]),
+       shape=st.tuples(st.integers(5, 22), st.integers(5, 22)),
+       channels=st.sampled_from([None, 1, 2, 3]), seed=st.integers(0, 2**16),
+       geometry=st.one_of(
+           st.builds(lambda k, s: {"kernel_size": k, "stride": s},
+                     st.tuples(st.integers(5, 9), st.integers(5, 9)), st.integers(1, 4)),
+           st.builds(lambda h, w: {"size": (h, w)}, st.integers(1, 4), st.integers(1, 4))))
+def test_mode_counts_8_and_16_bit_labels_in_large_windows(dtype, n_labels, shape, channels,
+                                                         seed, geometry):
+    """Windows of 25 pixels or more, overlapping or of fractional coverage, on 8- and
+    16-bit labels (the counted form), the dtype's extremes among them: the reference's
+    mode bit for bit."""
+    assume(all(n <= m for n, m in zip(geometry.get("size", shape), shape)))
+    rng = np.random.default_rng(seed)
+    image = label_image(rng, shape, dtype, min(n_labels, int(dtype_max(dtype)) + 1), channels)
+    image.reshape(-1)[rng.integers(0, image.size, 4)] = dtype_max(dtype)  # the table's last entry
+    check(image, "mode", {}, geometry)
+
+
 def test_mode_ties_are_exact_on_area_coverage():
     """size (2, 2) of a 3x3 image weighs window (0, 0)'s pixels 4, 2, 2 and 1 ninths."""
     image = np.array([[5, 7, 0], [7, 9, 0], [0, 0, 0]], np.uint8)
