@@ -67,7 +67,12 @@ def pooling_axis(n_in: int, k: int, s: int) -> AxisWindows:
     that formula can count a last window that starts past the edge and so
     holds no pixel; it is dropped (as PyTorch's ``ceil_mode`` does), which
     caps ``n_out`` at ``ceil(n_in / s)``.
+
+    A kernel or stride longer than the axis acts as one of the axis' length
+    (one window of every pixel, or of the first ``k``), so both are capped
+    at ``n_in``: the same windows, in integers that fit the arrays.
     """
+    k, s = min(k, n_in), min(s, n_in)
     n_out = pooled_length(n_in, k, s)
     start = np.arange(n_out, dtype=np.int64) * s
     count = np.minimum(start + k, n_in) - start
