@@ -94,12 +94,27 @@ def available_bytes() -> int | None:
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
+#: The largest size taken: more than any machine has (and than a float counts exactly).
+MAX_SIZE = 2**60
+
+
 def parse_size(text: str) -> int:
-    """``"2G"``, ``"500M"``, ``"1.5g"``, ``"4096"`` -> bytes (binary units; ``B``/``iB`` optional)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    """``"2G"``, ``"500M"``, ``"1.5g"``, ``"4096"`` -> bytes (binary units; ``B``/``iB`` optional).
+
+    The number is read exactly (a decimal, not a float), and a size above
+    :data:`MAX_SIZE` (1 EiB) is a ``ValueError``, not an overflow.
+    """
+    from decimal import Decimal
+
+    match = re.fullmatch(r"\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
     if not match:
+        if re.fullmatch(r"\s*\d{31,}.*", text):
+            raise ValueError(f"{text[:20]}... is more than 1 EiB (use 0 for no limit)")
         raise ValueError(f"expected a size such as 4G, 500M or 1.5G; got {text!r}")
-    return int(float(match[1]) * _UNITS[match[2]])
+    size = int(Decimal(match[1]) * _UNITS[match[2]])
+    if size > MAX_SIZE:
+        raise ValueError(f"{text.strip()} is more than 1 EiB (use 0 for no limit)")
+    return size
 
 
 def format_bytes(count: float) -> str:
