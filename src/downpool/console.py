@@ -15,11 +15,37 @@ import time
 __all__ = ["main"]
 
 
+def _sink_for_closed_stderr() -> None:
+    """Open /dev/null on descriptor 2 where it is closed (``2>&-``): the job is done all the
+    same, only the messages are lost.
+
+    Python then starts with ``sys.stderr`` None, and the capture of C
+    libraries' lines (:mod:`downpool.native_stderr`) swaps the descriptor
+    itself: without one, every file failed and nothing was said anywhere.
+    """
+    import os
+
+    try:
+        os.fstat(2)
+        return
+    except OSError:
+        pass
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 2:
+            os.dup2(fd, 2)
+            os.close(fd)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    except OSError:
+        pass
+
+
 def main() -> None:
     """Run the ``downpool`` command (``downpool.cli.main``) under :mod:`downpool.interrupts`."""
     from .interrupts import Stopped, exit_status, raise_on_stop_signals
 
     start = time.perf_counter()
+    _sink_for_closed_stderr()
     raise_on_stop_signals()
     try:
         from .cli import main as command
