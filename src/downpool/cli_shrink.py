@@ -417,8 +417,23 @@ def _output_format(target: str, settings: Settings) -> str | None:
 def _make_output_folder(target: str) -> str | None:
     """Create the folder ``target`` goes in; the error where it cannot be made."""
     folder = os.path.dirname(os.path.abspath(target))
+    # Parent first, without recursion (os.makedirs recurses before Python 3.12, and
+    # a tree mirrored from folders nested a thousand deep ran out of its limit).
+    missing = []
+    path = folder
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
     try:
-        os.makedirs(folder, exist_ok=True)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise
     except OSError as exc:
         return f"cannot create output folder {folder}: {_describe(exc, folder)}"
     return None
@@ -715,18 +730,67 @@ MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 def _walk_images(folder: Path, recursive: bool, skip: set[str],
                  unreadable: list[OSError]) -> Iterator[Path]:
-    """Image files in ``folder`` (sorted; hidden names and the ``skip`` folders left out).
+    """Image files in ``folder`` (sorted, each folder's files before its subfolders'; hidden
+    names and the ``skip`` folders left out).
 
-    Folders that cannot be listed are added to ``unreadable``.
+    Folders that cannot be listed are added to ``unreadable``.  The walk keeps
+    its own stack: ``os.walk`` recurses (before Python 3.12), and folders
+    nested a thousand deep ran out of Python's recursion limit.  Links to
+    folders are not followed, as ``os.walk`` does not.
     """
-    for root, dirs, files in os.walk(folder, onerror=unreadable.append):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(root, d)) not in skip)
+    pending = [str(folder)]
+    while pending:
+        root = pending.pop()
+        try:
+            with os.scandir(root) as found:
+                entries = list(found)
+        except OSError as error:
+            unreadable.append(error)
+            continue
+        dirs, files = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTENSIONS:
                 yield Path(root, name)
-        if not recursive:
-            break
+        if recursive:
+            pending.extend(os.path.join(root, d) for d in sorted(dirs, reverse=True)
+                           if not d.startswith(".")
+                           and os.path.realpath(os.path.join(root, d)) not in skip)
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False where it cannot be looked at (a name too long
+    for the file system, say), which reading it then reports."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _unusable_output(target: Path) -> str | None:
+    """Why ``target`` cannot be written whatever is in it, or None: a name longer than the
+    file system takes (each part of the path, and the whole)."""
+    folder = next((p for p in (target.parent, *target.parent.parents) if os.path.isdir(p)), Path("."))
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        path_max = os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    for part in target.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            return (f"output name {part[:40]}... is {size} bytes, more than the {name_max} a "
+                    "file name may have here; choose a shorter --name or -o")
+    size = len(os.fsencode(os.path.abspath(target)))
+    if size >= path_max:
+        return (f"output path is {size} bytes, more than the {path_max - 1} a path may have "
+                "here; choose a shorter -o")
+    return None
 
 
 def _output_name(template: str, source: Path, method: str, fmt: str | None) -> str:
@@ -785,7 +849,7 @@ def plan_tasks(
     unreadable: list[OSError] = []
     for given in inputs:
         path = Path(given)
-        if path.is_dir():
+        if _is_folder(path):
             errors_before = len(unreadable)
             found = list(_walk_images(path, recursive, skip_dirs, unreadable))
             if not found and len(unreadable) == errors_before:
@@ -826,8 +890,10 @@ def plan_tasks(
     planned = kept
     sources = {key(source) for source, _, _ in planned}
     for source, target, _ in planned:
-        if key(target) in sources or (target.exists() and source.exists()
-                                      and os.path.samefile(target, source)):
+        unusable = _unusable_output(target)
+        if unusable is not None:
+            refused.append(FileResult(str(source), str(target), "failed", unusable))
+        elif key(target) in sources or _same_file(target, source):
             refused.append(FileResult(str(source), str(target), "failed",
                                       f"output {target} would overwrite an input file"))
         elif key(target) in claimed:
@@ -837,6 +903,15 @@ def plan_tasks(
             claimed[key(target)] = str(source)
             tasks.append(Task(str(source), str(target)))
     return tasks, refused, warnings
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (a hard link, a symlink); False where either
+    cannot be looked at."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # --- running a batch -----------------------------------------------------------------
@@ -1053,11 +1128,15 @@ def _cluster_client(scheduler: str) -> tuple[Any, Any]:
 
     match = re.fullmatch(r"local(?::(\d+))?", scheduler)
     if match is None:
-        return Client(scheduler, timeout="30s"), None
+        return Client(scheduler), None  # timeout: distributed.comm.timeouts.connect (30 s)
     workers = int(match[1]) if match[1] else _usable_cpus()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=":0")
     return Client(cluster), cluster
+
+
+class _NoCluster(Exception):
+    """The Dask scheduler of --scheduler could not be reached (the batch did not start)."""
 
 
 def _cluster_outcome(future: Any, task: Task) -> FileResult:
@@ -1078,7 +1157,11 @@ def _run_on_cluster(tasks: list[Task], settings: Settings, scheduler: str) -> It
 
     from distributed import as_completed
 
-    client, cluster = _cluster_client(scheduler)
+    try:
+        client, cluster = _cluster_client(scheduler)
+    except OSError as exc:  # distributed's connection timeout and refusal are OSErrors
+        raise _NoCluster(f"cannot reach the Dask scheduler at {scheduler}: "
+                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
     batch = uuid.uuid4().hex[:12]
     futures: dict[Any, Task] = {}
     reported: set = set()
@@ -1284,6 +1367,9 @@ def run_batch(tasks: list[Task], refused: list[FileResult], settings: Settings, 
                 _say(f"downpool: error: {result.source}: {result.message}", bar)
             if bar is not None:
                 _advance(bar)
+    except _NoCluster as exc:
+        _say(f"downpool: error: {exc}", None)
+        return EXIT_FAILED
     except _Interrupted as stop:
         stopped = stop.stop
         results.extend(stop.finished)
@@ -1521,6 +1607,20 @@ def _check_cluster(scheduler: str, processes: bool) -> None:
         click.echo('downpool: error: --scheduler needs Dask\'s distributed: '
                    'pip install "downpool[dask]"', err=True)
         sys.exit(EXIT_FAILED)
+    if "://" in scheduler:
+        from distributed.comm import parse_address, parse_host_port
+        from distributed.comm.registry import backends
+
+        try:
+            scheme, location = parse_address(scheduler)
+            host, _ = parse_host_port(location)
+            if scheme not in backends:
+                raise ValueError(f"unknown protocol {scheme!r} (known: {', '.join(backends)})")
+            if not host:
+                raise ValueError("no host")
+        except ValueError as exc:
+            raise click.BadParameter(f"{scheduler!r} is not a scheduler address such as "
+                                     f"tcp://HOST:PORT: {exc}", param_hint="--scheduler") from None
 
 
 def _usable_cpus() -> int:
