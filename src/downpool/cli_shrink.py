@@ -26,6 +26,7 @@ process that pools it, so ``downpool shrink --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import os
 import re
@@ -421,7 +422,7 @@ def _make_output_folder(target: str) -> str | None:
     # a tree mirrored from folders nested a thousand deep ran out of its limit).
     missing = []
     path = folder
-    while not os.path.isdir(path):
+    while not os.path.lexists(path):
         missing.append(path)
         parent = os.path.dirname(path)
         if parent == path:
@@ -431,9 +432,11 @@ def _make_output_folder(target: str) -> str | None:
         for path in reversed(missing):
             try:
                 os.mkdir(path)
-            except FileExistsError:
+            except FileExistsError:  # made meanwhile (another file's thread)
                 if not os.path.isdir(path):
                     raise
+        if not os.path.isdir(folder):  # a file (or a link to one) where the folder goes
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder)
     except OSError as exc:
         return f"cannot create output folder {folder}: {_describe(exc, folder)}"
     return None
