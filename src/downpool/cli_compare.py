@@ -285,7 +285,9 @@ def _check_montage_path(ctx: click.Context, param: click.Parameter, value: str |
 
 @click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_FOLDER...")
-@click.option("-k", "--kernel-size", "kernel_size", type=click.IntRange(min=1),
+# A window wider than any image (2**31 - 1) is refused as usage: beyond 64 bits the
+# window plan cannot be built (it was an "internal error: OverflowError").
+@click.option("-k", "--kernel-size", "kernel_size", type=click.IntRange(min=1, max=2**31 - 1),
               help="Pool KxK windows; every method's output is ceil(H/K) x ceil(W/K). "
                    "[default: 2 when --scale is not given]")
 @click.option("--scale", type=click.FloatRange(0, 1, min_open=True),
