@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 
@@ -63,14 +64,14 @@ def _spell_the_input(tmp_path: Path, kind: str) -> tuple[Path, str]:
     return image, str(tmp_path / "hard.png")
 
 
-@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 @pytest.mark.parametrize("kind", ["same name", "another spelling", "relative", "symbolic link",
                                   "hard link"])
-def test_the_montage_never_replaces_an_input(tmp_path, kind, overwrite):
+def test_the_montage_never_replaces_an_input(tmp_path, kind):
+    """Not even with --overwrite, and whichever way the path names the input."""
     image, montage = _spell_the_input(tmp_path, kind)
     before = image.read_bytes()
     result = run_downpool("compare", image, "--methods", "avg", "--montage", montage,
-                          *overwrite, cwd=tmp_path)
+                          "--overwrite", cwd=tmp_path)
     error = _one_error(result)
     assert error.startswith(f"downpool: error: {montage}: the montage would overwrite the input")
     assert result.stdout == ""  # refused before any image was measured
@@ -162,7 +163,12 @@ def _peak_of(*args: object, cwd: Path) -> tuple[subprocess.CompletedProcess, int
     with open(out, "w") as stdout, open(err, "w") as stderr:
         process = subprocess.Popen([*downpool_command(), *map(str, args)], stdout=stdout,
                                    stderr=stderr, cwd=cwd)
-        _, status, usage = os.wait4(process.pid, 0)
+        timer = threading.Timer(180, process.kill)  # a limit that no longer holds: no hang
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            timer.cancel()
         process.returncode = os.waitstatus_to_exitcode(status)
     result = subprocess.CompletedProcess(args, process.returncode, out.read_text(),
                                          err.read_text())
@@ -393,3 +399,77 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_table(tmp_path):
     no_traceback(result.stderr.decode(errors="replace"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(name + b": 24x24 -> 12x12")
+
+
+# --- the library beneath -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(61, 47, 3), (58, 40)])
+def test_the_reference_comparison_in_strips_equals_the_whole_one(monkeypatch, shape):
+    """--against reference on a large output is scored in strips too (it was scored whole,
+    with scikit-image's working values for the whole output): the same scores."""
+    from downpool import compare as cmp
+
+    pixels = textured_image(shape, seed=21)
+    whole = cmp.compare_image(pixels, "avg,dpid", kernel_size=2, against="reference")
+    out_width = -(-shape[1] // 2)
+    monkeypatch.setattr(cmp, "WHOLE_IMAGE_VALUES", 0)
+    monkeypatch.setattr(cmp, "STRIP_VALUES", 16 * out_width)  # 16-row strips: two of them
+    calls = []
+    real = cmp._strip_sums
+    monkeypatch.setattr(cmp, "_strip_sums", lambda *a: calls.append(a[2]) or real(*a))
+    strips = cmp.compare_image(pixels, "avg,dpid", kernel_size=2, against="reference")
+    channels = shape[2] if len(shape) == 3 else 1
+    assert len(calls) == 4 * channels * 2  # 4 rows x channels x 2 strips
+    for a, b in zip(whole.scores, strips.scores):
+        assert b.ssim == pytest.approx(a.ssim, rel=1e-12, abs=1e-14), a.method
+        assert b.psnr == pytest.approx(a.psnr, rel=1e-12) or a.psnr == b.psnr, a.method
+
+
+@pytest.mark.parametrize("dtype, channels, has_alpha", [
+    (np.uint8, 4, True), (np.uint16, 2, True), (np.uint8, 3, False), (np.float32, 1, False)])
+def test_x_made_a_band_at_a_time_is_the_documented_formula(monkeypatch, dtype, channels,
+                                                           has_alpha):
+    """X is converted a band of rows at a time (its float64 working copies stay a band):
+    each value is still ``c * a + (1 - a)`` in float64, rounded to float32."""
+    from downpool import compare as cmp
+
+    monkeypatch.setattr(cmp, "_BAND_VALUES", 50)  # bands of a row or two: many of them
+    rng = np.random.default_rng(7)
+    shape = (23, 19, channels)
+    if np.dtype(dtype).kind == "u":
+        pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+        unit = pixels.astype(np.float64) / np.iinfo(dtype).max
+    else:
+        pixels = rng.random(shape).astype(dtype)
+        unit = pixels.astype(np.float64)
+    if has_alpha:
+        unit = unit[..., :-1] * unit[..., -1:] + (1.0 - unit[..., -1:])
+    expected = unit.astype(np.float32).astype(np.float64)
+    if expected.shape[2] == 1:
+        expected = expected[..., 0]
+    x = cmp.to_unit_float(pixels, has_alpha=has_alpha)
+    assert x.dtype == np.float64 and x.shape == expected.shape
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_a_montage_label_keeps_a_name_on_one_line_and_save_can_refuse(tmp_path):
+    from downpool import compare as cmp
+
+    result = cmp.compare_image(textured_image((24, 24, 3)), "avg", name="a\nb\x1b.png",
+                               keep_outputs=True)
+    cells = cmp.montage_cells(result)
+    assert cells[0][1][0] == [("original: a\\nb\\x1b.png", False)]
+    target = tmp_path / "m.png"
+    target.write_bytes(b"kept")
+    with pytest.raises(FileExistsError):
+        cmp.save_montage(cmp.montage([cells]), target, replace=False)
+    assert target.read_bytes() == b"kept" and temp_files(tmp_path) == []
+
+
+def test_a_kernel_beyond_any_image_is_a_usage_error(tmp_path):
+    image = save(tmp_path / "a.png", textured_image((16, 16, 3)))
+    result = run_downpool("compare", image, "--methods", "avg", "-k", "100000000000000000000")
+    no_traceback(result)
+    assert result.returncode == 2 and "--kernel-size" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and result.stdout == ""
