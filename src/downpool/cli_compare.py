@@ -369,10 +369,17 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
 
     files: list[str] = []
     walked: set[str] = set()
+    unread: list[tuple[str, str]] = []  # folders that cannot be listed
     for given_path in inputs:
-        path = Path(given_path)
-        if path.is_dir():
-            found = _images_in(path)
+        # os.path.isdir, not Path.is_dir: a name too long for the system is an
+        # input that cannot be read (said below), not a traceback.
+        if os.path.isdir(given_path):
+            try:
+                found = _images_in(Path(given_path))
+            except OSError as exc:
+                unread.append((given_path, f"cannot read this folder: {_cause(exc)}"))
+                _say(f"downpool: error: {given_path}: {unread[-1][1]}", None)
+                continue
             if not found:
                 _say(f"downpool: warning: no image files in folder {given_path}", None)
             files.extend(str(p) for p in found)
@@ -393,7 +400,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
 
     comparisons = []
     cells = []
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = list(unread)
     bar = _progress_bar(len(files), quiet)
     try:
         for file in files:
@@ -446,7 +453,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
             failed.append((montage_path, error))
             _say(f"downpool: error: {montage_path}: {error}", None)
 
-    if len(files) > 1:
+    if len(files) + len(unread) > 1:
         # Each failure was reported as it happened; list them again where a
         # long table may have scrolled them away.
         for file, cause in failed:
