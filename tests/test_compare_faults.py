@@ -473,3 +473,35 @@ def test_a_kernel_beyond_any_image_is_a_usage_error(tmp_path):
     no_traceback(result)
     assert result.returncode == 2 and "--kernel-size" in result.stderr, result.stderr
     assert "internal error" not in result.stderr and result.stdout == ""
+
+
+def test_an_input_name_too_long_for_the_system_is_one_line_and_the_rest_goes_on(tmp_path):
+    good = save(tmp_path / "good.png", textured_image((16, 16, 3)))
+    long_name = tmp_path / ("y" * 300 + ".png")
+    result = run_downpool("compare", long_name, good, "--methods", "avg", "--format", "csv")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert f"downpool: error: {long_name}: File name too long" in _lines(result.stderr)
+    assert [row.split(",")[0] for row in result.stdout.splitlines()[1:]] == [str(good)] * 3
+
+
+def test_a_folder_that_cannot_be_listed_is_one_line_and_the_rest_goes_on(tmp_path, monkeypatch):
+    """As root no folder is unreadable: the listing's PermissionError is made here."""
+    from click.testing import CliRunner
+
+    from downpool import cli_compare
+    from downpool.cli import main
+
+    good = save(tmp_path / "good.png", textured_image((16, 16, 3)))
+    (tmp_path / "locked").mkdir()
+
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(cli_compare, "_images_in", refuse)
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "locked"), str(good),
+                                       "--methods", "avg"])
+    assert result.exit_code == 1, result.output
+    assert (f"downpool: error: {tmp_path / 'locked'}: cannot read this folder: "
+            "Permission denied") in result.stderr
+    assert result.stdout.startswith(f"{good}: 16x16 -> 8x8")
