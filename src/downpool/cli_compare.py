@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from .cli import check_params_used, method_param_options, pop_method_params
-from .io import IMAGE_EXTENSIONS
+from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from .messages import caught, fold, one_line
 from .methods import METHODS, resolve_params
 
 __all__ = ["compare"]
@@ -24,6 +25,15 @@ __all__ = ["compare"]
 EXIT_FAILED = 1
 
 FORMATS = ("table", "markdown", "csv", "json")
+
+#: What the command's own Python, NumPy, Numba, SciPy and scikit-image take
+#: (about 230 MiB measured), kept out of the memory ``--max-memory auto``
+#: leaves to an image; as ``shrink``'s allowance for itself.
+COMMAND_BASE_BYTES = 250 * 2**20
+
+
+class _Refused(Exception):
+    """An image is refused before it is decoded (its memory): the message says why."""
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -46,7 +56,9 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "out of memory"
     text = " ".join(str(exc).split())
-    if isinstance(exc, (OSError, ValueError, TypeError)):
+    # A decoder's RuntimeError (Pillow's AVIF plugin: "Failed to decode frame 0")
+    # is the file's fault, as shrink says too.
+    if isinstance(exc, (_Refused, OSError, ValueError, TypeError, RuntimeError)):
         return text or type(exc).__name__
     return f"internal error: {type(exc).__name__}: {text}"
 
@@ -56,11 +68,17 @@ def _stderr_is_terminal() -> bool:
 
 
 def _say(message: str, bar: Any) -> None:
-    """A line on stderr, above the progress bar where there is one."""
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        click.echo(message, err=True)
+    """A line on stderr, above the progress bar where there is one; control characters
+    (a newline in a file name) escaped, so that it stays one line.  Where stderr is gone
+    (closed: ``2>&-``), the line is lost and the work goes on."""
+    message = one_line(message)
+    try:
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+    except (OSError, ValueError, AttributeError):  # AttributeError: sys.stderr is None
+        pass
 
 
 def _progress_bar(total: int, quiet: bool) -> Any:
@@ -69,7 +87,172 @@ def _progress_bar(total: int, quiet: bool) -> Any:
         return None
     from tqdm import tqdm
 
+    # No monitor thread: it could redraw the bar while an image's C-level
+    # messages are being caught (downpool.messages.caught).
+    tqdm.monitor_interval = 0
     return tqdm(total=total, file=sys.stderr, unit="image", dynamic_ncols=True, leave=False)
+
+
+def _keep_stderr_open() -> None:
+    """Where the command was started with descriptor 2 closed (``2>&-``), point it at
+    /dev/null: else the next file opened (the montage's temporary file) would get
+    descriptor 2, and a C library's warning would be written into it, or catching
+    those words (:func:`downpool.messages.caught`) would fail.  The messages are lost;
+    the work is done."""
+    try:
+        os.fstat(2)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != 2:
+            os.dup2(null, 2)
+            os.close(null)
+
+
+def _fail(message: str) -> None:
+    """Refuse the whole command, before any image is measured: one line, exit 1."""
+    _say(f"downpool: error: {message}", None)
+    sys.exit(EXIT_FAILED)
+
+
+def _memory_limit(option: str) -> tuple[int | None, bool]:
+    """The bytes one image may take, from ``--max-memory``, and whether it was "auto"."""
+    from .memory import available_bytes, parse_size
+
+    if option.strip().lower() != "auto":
+        try:
+            limit = parse_size(option)
+        except (ValueError, OverflowError) as exc:
+            text = str(exc) if isinstance(exc, ValueError) else f"{option[:40]}... is too large"
+            raise click.BadParameter(text, param_hint="--max-memory") from None
+        return (limit or None), False
+    available = available_bytes()
+    if available is None:
+        return None, True
+    return max(0, available - COMMAND_BASE_BYTES), True
+
+
+def _check_memory(header: Any, limit: int | None, is_auto: bool, methods: list[str],
+                  settings: dict, keep_outputs: bool) -> None:
+    """Refuse an image whose comparison would need more memory than it may take,
+    from its header, before its pixels are decoded."""
+    if limit is None:
+        return
+    from .compare import memory_needed
+
+    need = memory_needed(header, methods, keep_outputs=keep_outputs, **settings)
+    if need <= limit:
+        return
+    from .memory import format_bytes
+
+    size = f"{header.width}x{header.height}"
+    if is_auto:
+        raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to compare, "
+                       f"more than the {format_bytes(limit)} this run has; free memory or set "
+                       "--max-memory")
+    raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to compare, above "
+                   f"--max-memory {format_bytes(limit)}")
+
+
+def _check_montage_target(montage_path: str, files: list[str], walked: set[str],
+                          overwrite: bool) -> list[str]:
+    """The inputs to compare, once the montage is known to replace none of them.
+
+    As ``shrink`` treats its outputs: the montage never replaces an input (the
+    same file by another spelling, a symbolic or a hard link included); a file
+    that a folder walk found at the montage's path is taken as an earlier
+    run's montage and left out; an existing file is replaced only with
+    ``--overwrite``.  A FIFO or a character device (``/dev/null``) is written
+    into, not replaced.  Refusals end the command before any image is measured.
+    """
+    from .files import output_is_stream
+
+    target = os.path.realpath(montage_path)
+    exists = os.path.exists(montage_path)
+    kept = []
+    for file in files:
+        same = os.path.realpath(file) == target
+        if not same and exists and not output_is_stream(montage_path):
+            try:
+                same = os.path.samefile(file, montage_path)
+            except OSError:  # an input that is not there is reported as it is read
+                same = False
+        if not same:
+            kept.append(file)
+        elif file in walked:
+            _say(f"downpool: note: {file} is where the montage goes: not compared", None)
+        else:
+            _fail(f"{montage_path}: the montage would overwrite the input {file}")
+    if (os.path.lexists(montage_path) and not output_is_stream(montage_path)
+            and not overwrite):
+        _fail(f"{montage_path}: the montage's file exists (use --overwrite to replace it)")
+    return kept
+
+
+def _compare_one(file: str, methods: list[str], given: dict, settings: dict,
+                 keep_outputs: bool, max_pixels: int | None,
+                 check: Any) -> tuple[Any, Any, str | None, tuple[str, ...], int]:
+    """Read and compare one image: (comparison, montage cells, error, warnings, frames).
+
+    What Python warnings and C libraries (libtiff) say meanwhile is caught
+    and folded into the image's error or warnings (:func:`downpool.messages.fold`).
+    """
+    from .compare import compare_image, montage_cells
+    from .io import open_image
+
+    result = cells = error = None
+    frames = 1
+    with caught() as words:
+        try:
+            with open_image(file, max_pixels=max_pixels, before_decode=check) as source:
+                frames = source.n_frames
+                loaded = source.read()
+            pixels, has_alpha = loaded.pixels, loaded.has_alpha
+            del loaded  # the metadata; the pixels go on to compare_image
+            result = compare_image(pixels, methods, has_alpha=has_alpha, name=file,
+                                   params=given, keep_outputs=keep_outputs, **settings)
+            del pixels
+            if keep_outputs:
+                cells = montage_cells(result)
+                # Keep the scores, not every full-size output, across a folder.
+                result.original, result.outputs = None, {}
+        except Exception as exc:  # noqa: BLE001  (any failure costs this file only)
+            result = cells = None
+            error = _cause(exc)
+    error, warnings = fold(error, words.messages, words.native)
+    return result, cells, error, warnings, frames
+
+
+def _write_output(text: str) -> str | None:
+    """Write ``text`` on stdout; the cause where it cannot be written (``> /dev/full``).
+
+    A file name that is not valid in the locale's encoding (bytes that are not
+    UTF-8) is written as the bytes it has, as ``ls`` does, else escaped: it
+    never stops the table.
+    """
+    try:
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            sys.stdout.write(text)
+        else:
+            encoding = sys.stdout.encoding or "utf-8"
+            try:
+                data = text.encode(encoding, "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode(encoding, "backslashreplace")
+            sys.stdout.flush()
+            buffer.write(data)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        # What is left in the buffer could not be written at exit either:
+        # stdout becomes /dev/null, so that Python's own flush stays quiet.
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        return _cause(exc)
+    return None
 
 
 def _parse_methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
@@ -87,21 +270,24 @@ def _check_montage_path(ctx: click.Context, param: click.Parameter, value: str |
         return None
     folder = os.path.dirname(os.path.abspath(value)) or "."
     if os.path.isdir(value):
-        raise click.BadParameter(f"{value} is a folder; give a file name such as montage.png")
+        raise click.BadParameter(one_line(f"{value} is a folder; give a file name such as "
+                                          "montage.png"))
     if not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {folder} does not exist")
+        raise click.BadParameter(one_line(f"folder {folder} does not exist"))
     from .compare import montage_format  # here, not at import: keeps NumPy out of `--help`
 
     try:
         montage_format(value)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(one_line(str(exc))) from None
     return value
 
 
 @click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_FOLDER...")
-@click.option("-k", "--kernel-size", "kernel_size", type=click.IntRange(min=1),
+# A window wider than any image (2**31 - 1) is refused as usage: beyond 64 bits the
+# window plan cannot be built (it was an "internal error: OverflowError").
+@click.option("-k", "--kernel-size", "kernel_size", type=click.IntRange(min=1, max=2**31 - 1),
               help="Pool KxK windows; every method's output is ceil(H/K) x ceil(W/K). "
                    "[default: 2 when --scale is not given]")
 @click.option("--scale", type=click.FloatRange(0, 1, min_open=True),
@@ -126,10 +312,19 @@ def _check_montage_path(ctx: click.Context, param: click.Parameter, value: str |
               help="Also write a picture showing, per method, the most detailed region of each "
                    "image as it comes out, enlarged with nearest neighbour; its format follows "
                    "the extension (.png, .jpg, .webp, .tif).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --montage file (never an input).")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
+              show_default=True, help="Refuse images with more pixels than this (0: no limit).")
+@click.option("--max-memory", "max_memory", metavar="SIZE|auto", default="auto",
+              show_default=True,
+              help="Refuse images that would need more memory than this to compare (e.g. 4G, "
+                   "500M; 0: no limit).  auto: the memory the system has left at the start.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | None,
             methods: list[str], upsample: str, against: str, fmt: str,
-            montage_path: str | None, quiet: bool, **kwargs: Any) -> None:
+            montage_path: str | None, overwrite: bool, max_pixels: int, max_memory: str,
+            quiet: bool, **kwargs: Any) -> None:
     """Measure what each method keeps of your images: SSIM, PSNR and time.
 
     \b
@@ -146,14 +341,19 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
       channel_axis=-1 for colour); PSNR: peak_signal_noise_ratio
       (data_range=1); an exact match has PSNR inf (null in json);
     - seconds: the faster of two downscale calls (no compile time).
-    The best value of each column is marked (* or bold).  A bad file is
-    reported and skipped.  Exit status: 0, 1 some file failed, 2 usage error.
+    The best value of each column is marked (* or bold).  A uniform image
+    is kept exactly by every method: SSIM 1, PSNR inf.  A bad file, or one
+    over --max-pixels or --max-memory (checked on its header, before it is
+    decoded), is reported and skipped.  The montage never replaces an input,
+    nor an existing file without --overwrite.
+    Exit status: 0, 1 some file failed, 2 usage error.
 
     \b
     downpool compare photo.png -k 4
     downpool compare photos/ --methods avg,softpool,dpid --format markdown
     downpool compare photo.png --against reference --montage what_it_keeps.png
     """
+    _keep_stderr_open()
     given = pop_method_params(kwargs)
     specs = [METHODS[name] for name in methods]
     check_params_used(specs, given)
@@ -165,72 +365,98 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     if kernel_size is not None and scale is not None:
         raise click.UsageError("give one of -k and --scale, not both")
 
+    memory_limit, memory_is_auto = _memory_limit(max_memory)  # a bad value: usage error
+
     files: list[str] = []
+    walked: set[str] = set()
+    unread: list[tuple[str, str]] = []  # folders that cannot be listed
     for given_path in inputs:
-        path = Path(given_path)
-        if path.is_dir():
-            found = _images_in(path)
+        # os.path.isdir, not Path.is_dir: a name too long for the system is an
+        # input that cannot be read (said below), not a traceback.
+        if os.path.isdir(given_path):
+            try:
+                found = _images_in(Path(given_path))
+            except OSError as exc:
+                unread.append((given_path, f"cannot read this folder: {_cause(exc)}"))
+                _say(f"downpool: error: {given_path}: {unread[-1][1]}", None)
+                continue
             if not found:
-                click.echo(f"downpool: warning: no image files in folder {given_path}", err=True)
+                _say(f"downpool: warning: no image files in folder {given_path}", None)
             files.extend(str(p) for p in found)
+            walked.update(str(p) for p in found)
         else:
             files.append(given_path)
+    if montage_path:
+        files = _check_montage_target(montage_path, files, walked, overwrite)
 
     # The heavy imports, only now that the arguments are sound.
-    from .compare import (compare_image, format_csv, format_json, format_table, montage,
-                          montage_cells, save_montage)
-    from .io import open_image
+    from .compare import format_csv, format_json, format_table, montage, save_montage
 
     settings = dict(kernel_size=kernel_size, scale=scale, upsample=upsample, against=against)
+    keep_outputs = bool(montage_path)
+
+    def check(header: Any) -> None:
+        _check_memory(header, memory_limit, memory_is_auto, methods, settings, keep_outputs)
+
     comparisons = []
     cells = []
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = list(unread)
     bar = _progress_bar(len(files), quiet)
     try:
         for file in files:
-            try:
-                with open_image(file) as source:
-                    frames = source.n_frames
-                    loaded = source.read()
+            result, image_cells, error, warnings, frames = _compare_one(
+                file, methods, given, settings, keep_outputs, max_pixels or None, check)
+            for warning in warnings:
+                _say(f"downpool: warning: {file}: {warning}", bar)
+            if error is not None:
+                failed.append((file, error))
+                _say(f"downpool: error: {file}: {error}", bar)
+            else:
                 if frames > 1:
                     _say(f"downpool: note: {file} has {frames} frames: compared on the first "
                          f"alone", bar)
-                result = compare_image(loaded.pixels, methods, has_alpha=loaded.has_alpha,
-                                       name=file, params=given, keep_outputs=bool(montage_path),
-                                       **settings)
-                if montage_path:
-                    cells.append(montage_cells(result))
-                    # Keep the scores, not every full-size output, across a folder.
-                    result.original, result.outputs = None, {}
                 comparisons.append(result)
-            except Exception as exc:  # noqa: BLE001  (any failure costs this file only)
-                failed.append((file, _cause(exc)))
-                _say(f"downpool: error: {file}: {failed[-1][1]}", bar)
+                if image_cells is not None:
+                    cells.append(image_cells)
             if bar is not None:
                 bar.update()
     finally:
         if bar is not None:
             bar.close()
 
+    text = None
     if fmt == "json":
-        click.echo(format_json(comparisons, failed=failed, **settings), nl=False)
+        text = format_json(comparisons, failed=failed, **settings)
     elif comparisons:
         if fmt == "csv":
-            click.echo(format_csv(comparisons), nl=False)
+            text = format_csv(comparisons)
         else:
-            click.echo(format_table(comparisons, markdown=fmt == "markdown", **settings), nl=False)
+            text = format_table(comparisons, markdown=fmt == "markdown", **settings)
+    unwritten = _write_output(text) if text else None
+    if unwritten is not None:
+        failed.append(("standard output", f"cannot write the {fmt}: {unwritten}"))
+        _say(f"downpool: error: {failed[-1][0]}: {failed[-1][1]}", None)
 
     if montage_path and cells:
-        try:
-            save_montage(montage(cells), montage_path)
-        except (OSError, ValueError) as exc:
-            failed.append((montage_path, _cause(exc)))
-            click.echo(f"downpool: error: {montage_path}: {failed[-1][1]}", err=True)
+        error = None
+        with caught() as words:
+            try:
+                save_montage(montage(cells), montage_path, replace=overwrite)
+            except FileExistsError:
+                error = "the montage's file appeared meanwhile (use --overwrite to replace it)"
+            except (OSError, ValueError) as exc:
+                error = _cause(exc)
+        error, warnings = fold(error, words.messages, words.native)
+        for warning in warnings:
+            _say(f"downpool: warning: {montage_path}: {warning}", None)
+        if error is not None:
+            failed.append((montage_path, error))
+            _say(f"downpool: error: {montage_path}: {error}", None)
 
-    if len(files) > 1:
+    if len(files) + len(unread) > 1:
         # Each failure was reported as it happened; list them again where a
         # long table may have scrolled them away.
         for file, cause in failed:
-            click.echo(f"downpool: failed: {file}: {cause}", err=True)
+            _say(f"downpool: failed: {file}: {cause}", None)
     if failed or not files:
         sys.exit(EXIT_FAILED)

@@ -28,7 +28,10 @@ Protocol
    ``channel_axis=-1`` for colour), PSNR is
    ``skimage.metrics.peak_signal_noise_ratio(data_range=1)``; both in float64.
    SSIM's 7x7 window needs at least 7 pixels per side at the compared size.
-   A large comparison (more than :data:`WHOLE_IMAGE_VALUES` values) is
+   An exact match scores PSNR ``inf``: a uniform image, which every method
+   and baseline keeps exactly, scores SSIM 1 and PSNR ``inf``, whole or in
+   strips.  A large comparison (more than :data:`WHOLE_IMAGE_VALUES` values,
+   with the original or with the reference) is
    scored one channel and one strip of rows at a time, the strips spread
    over threads: each strip gets the 3 rows on either side that SSIM's
    window reads, so every SSIM value of the map is the one a whole-image
@@ -37,6 +40,10 @@ Protocol
 5. ``seconds`` is the wall time of the faster of two downscale calls on X
    (or Pillow resizes): the first compiles the method's kernels, on the very
    path the image takes, so Numba's compilation is never counted.
+
+:func:`memory_needed` estimates, from a file's header, the memory that
+decoding it and comparing it take, so that ``downpool compare`` can refuse
+an image before decoding it (``--max-memory``).
 
 Pillow's float resizes work on mode ``"F"`` images, one channel at a time, so
 no 8-bit quantisation happens anywhere in the protocol.
@@ -58,14 +65,15 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from .api import downscale
-from .geometry import plan_windows
+from .geometry import output_size, plan_windows
+from .messages import one_line
 from .methods import METHODS, MethodSpec, resolve_params
 
 __all__ = [
     "UPSAMPLE_FILTERS", "AGAINST", "BASELINES", "Score", "ImageComparison",
     "to_unit_float", "resize_float", "parse_methods", "compare_image", "mean_scores",
     "best_marks", "format_table", "format_csv", "format_json", "montage_cells", "montage",
-    "montage_size", "save_montage", "montage_format",
+    "montage_size", "save_montage", "montage_format", "memory_needed",
 ]
 
 #: ``upsample`` names and the Pillow filters they mean.
@@ -212,28 +220,40 @@ def to_unit_float(pixels: Any, has_alpha: bool = False) -> np.ndarray:
         For a shape that is not an image, or float values outside [0, 1].
     """
     arr = np.asarray(pixels)
-    if arr.dtype.kind == "u" and arr.dtype.itemsize in (1, 2):
-        x = np.divide(arr, np.iinfo(arr.dtype).max, dtype=np.float64)
-    elif arr.dtype in (np.float32, np.float64):
-        x = arr.astype(np.float64)
-        if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
-            raise ValueError("compare needs float images with values in [0, 1] (no NaN or inf)")
-    else:
+    integer = arr.dtype.kind == "u" and arr.dtype.itemsize in (1, 2)
+    if not integer and arr.dtype not in (np.float32, np.float64):
         raise TypeError(
             f"image dtype {arr.dtype} is not supported: use uint8, uint16, float32 or float64"
         )
-    if x.ndim not in (2, 3) or 0 in x.shape:
-        raise ValueError(f"image must be a non-empty (H, W) or (H, W, C) array, got shape {x.shape}")
-    if has_alpha:
-        if x.ndim != 3 or x.shape[2] < 2:
-            raise ValueError(f"has_alpha needs at least 2 channels, got shape {x.shape}")
-        alpha = x[:, :, -1:]
-        x = x[:, :, :-1] * alpha + (1.0 - alpha)
-    if x.ndim == 3 and x.shape[2] == 1:
-        x = x[:, :, 0]
-    single = x.astype(np.float32)
-    del x  # one full-size float64 at a time
-    return np.ascontiguousarray(single.astype(np.float64))
+    if arr.ndim not in (2, 3) or 0 in arr.shape:
+        raise ValueError(f"image must be a non-empty (H, W) or (H, W, C) array, got shape {arr.shape}")
+    if has_alpha and (arr.ndim != 3 or arr.shape[2] < 2):
+        raise ValueError(f"has_alpha needs at least 2 channels, got shape {arr.shape}")
+    channels = 1 if arr.ndim == 2 else arr.shape[2] - has_alpha
+    height, width = arr.shape[:2]
+    out = np.empty((height, width) if channels == 1 else (height, width, channels), np.float64)
+    # A band of rows at a time: the float64 working values (and the alpha
+    # compositing's) never take more than a band, whatever the image's size.
+    rows = max(1, _BAND_VALUES // (arr[0].size or 1))
+    for top in range(0, height, rows):
+        band = arr[top:top + rows]
+        if integer:
+            x = np.divide(band, np.iinfo(arr.dtype).max, dtype=np.float64)
+        else:
+            x = band.astype(np.float64)
+            if not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+                raise ValueError("compare needs float images with values in [0, 1] (no NaN or inf)")
+        if has_alpha:
+            alpha = x[:, :, -1:]
+            x = x[:, :, :-1] * alpha + (1.0 - alpha)
+        if x.ndim == 3 and channels == 1:
+            x = x[:, :, 0]
+        out[top:top + rows] = x.astype(np.float32)  # float32 precision, held as float64
+    return out
+
+
+#: Values of the input converted at a time by :func:`to_unit_float`.
+_BAND_VALUES = 1 << 20
 
 
 def resize_float(image: np.ndarray, size: tuple[int, int], resample: Image.Resampling,
@@ -281,6 +301,14 @@ WHOLE_IMAGE_VALUES = 1 << 22
 STRIP_VALUES = 1 << 18
 
 
+def _strip_threads() -> int:
+    """Threads that score strips at once: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _strip_sums(truth: np.ndarray, test: np.ndarray, rows: tuple[int, int]) -> tuple[float, int, float]:
     """(sum of SSIM over the strip's share of the map, their count, sum of squared errors)."""
     pad = (SSIM_WINDOW - 1) // 2
@@ -309,15 +337,16 @@ def _ssim_psnr_in_strips(truth: np.ndarray, planes: Iterable[np.ndarray]) -> tup
     step = max(16, STRIP_VALUES // width)
     strips = [(r, min(height, r + step)) for r in range(0, height, step)]
     ssims, squared = [], 0.0
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as threads:
+    with ThreadPoolExecutor(max_workers=_strip_threads()) as threads:
         for c, plane in enumerate(planes):
             channel = truth if truth.ndim == 2 else truth[:, :, c]
             parts = list(threads.map(lambda rows: _strip_sums(channel, plane, rows), strips))
             ssims.append(sum(p[0] for p in parts) / sum(p[1] for p in parts))
             squared += sum(p[2] for p in parts)
     mse = squared / truth.size
-    with np.errstate(divide="ignore"):
-        psnr = 10 * np.log10(1.0 / mse)  # skimage's peak_signal_noise_ratio, data_range 1
+    # skimage's peak_signal_noise_ratio, data_range 1; an exact match (a
+    # uniform image) has no error: PSNR inf, as a whole-image call gives.
+    psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
     return float(np.mean(ssims)), float(psnr)
 
 
@@ -488,6 +517,9 @@ def compare_image(
         if keep_outputs:
             outputs[label] = y
         if reference is not None:
+            if reference.size > WHOLE_IMAGE_VALUES:
+                planes = (y,) if y.ndim == 2 else (y[:, :, c] for c in range(y.shape[2]))
+                return _ssim_psnr_in_strips(reference, planes)
             return _ssim_psnr(reference, y)
         resample = UPSAMPLE_FILTERS[upsample]
         if x.size > WHOLE_IMAGE_VALUES:
@@ -510,6 +542,96 @@ def compare_image(
                             baseline=True, reference=is_reference))
     return ImageComparison(name, x.shape, scores, x if keep_outputs else None, outputs, footprint,
                            geometry)
+
+
+# --- memory ------------------------------------------------------------------
+
+#: Bytes per pixel of one channel plane that a whole-image SSIM call
+#: (scikit-image, float64) holds at its peak, for one channel and with
+#: ``channel_axis`` (measured with tracemalloc: 112 and 160).
+_SSIM_PLANE_BYTES = {False: 112, True: 160}
+#: What one thread scoring a strip holds, per value of the strip it reads (112 measured).
+_SSIM_STRIP_BYTES = 128
+#: Bytes per value of X: its float64 values, and 6 more that colour images
+#: took beyond the other terms (the per-channel float copies, which the
+#: allocator keeps after they are freed).
+_X_BYTES = 14
+#: The terms' sum is raised by this share for what they do not follow
+#: (Numba's, Pillow's and libvips' own buffers, the allocator's slack).  The
+#: peak resident memory of `downpool compare` (less that of a 64x64 image)
+#: measured on 1 to 64 megapixel images -- grey, RGB, RGBA, 16-bit; k 2 and
+#: 8, scale 0.9, --montage, --against reference -- was 0.60 to 0.77 of the
+#: estimate (64 MP RGB: 3.5 GiB of 5.3 GiB).
+_MEMORY_MARGIN = 1.3
+
+
+def memory_needed(header: Any, methods: str | Iterable[str] = "all", *,
+                  kernel_size: int | None = None, scale: float | None = None,
+                  upsample: str = "bicubic", against: str = "original",
+                  keep_outputs: bool = False) -> int:
+    """Bytes that decoding one image and :func:`compare_image` on it take, from above.
+
+    Parameters
+    ----------
+    header : downpool.io.ImageHeader
+        What the file's header says (size, channels, bytes per sample,
+        alpha, the decoder's own buffer), known before its pixels are decoded.
+    methods, kernel_size, scale, upsample, against, keep_outputs
+        As for :func:`compare_image`.
+
+    Notes
+    -----
+    The terms, for an image of n pixels whose X has v values (its channels
+    after alpha compositing), each output Y o values, r rows (the methods and
+    the two baselines):
+
+    - the decoded pixels, held throughout, and the decoder's buffer while
+      reading;
+    - X, ``8 v`` (float64), held throughout;
+    - then the largest of: downscaling (two Ys, the faster of two calls, and
+      the method's own working values: ``32 o``); a baseline's resize (Y and
+      Pillow's float32 planes: ``8 o + 16 n``); scoring against the original
+      (Y, the upsampled float32 planes with Pillow's copies, ``8 o + 16 n``,
+      and each strip thread's SSIM working values, ``_SSIM_STRIP_BYTES`` per
+      value of a strip; up to ``WHOLE_IMAGE_VALUES`` values, scored whole:
+      the upsampled Y, ``8 v``, and SSIM's working values,
+      ``_SSIM_PLANE_BYTES`` per pixel);
+    - against the reference: the reference, ``8 o``, and scoring at Y's size;
+    - with ``keep_outputs``: every Y (``8 r o``) and the montage's grey
+      copies of X (``16 n``).
+
+    The sum is raised by ``_MEMORY_MARGIN`` for what it does not follow.
+    """
+    rows_count = len(parse_methods(methods)) + len(BASELINES)
+    height, width = header.height, header.width
+    pixels = height * width
+    channels = max(1, header.channels - bool(header.has_alpha))
+    geometry = {"scale": scale} if scale is not None else {"kernel_size": kernel_size or 2}
+    out_h, out_w = output_size((height, width), method="compare", **geometry)
+    values, out_values = pixels * channels, out_h * out_w * channels
+    held = pixels * header.channels * header.bytes_per_sample
+
+    def scoring(compared_pixels: int, compared_width: int) -> int:
+        if compared_pixels * channels <= WHOLE_IMAGE_VALUES:
+            return (8 * compared_pixels * channels + 8 * compared_pixels
+                    + _SSIM_PLANE_BYTES[channels > 1] * compared_pixels)
+        step = max(16, STRIP_VALUES // compared_width)
+        strip = (step + SSIM_WINDOW - 1) * compared_width
+        threads = min(_strip_threads(), -(-compared_pixels // (step * compared_width)))
+        return 16 * compared_pixels + threads * _SSIM_STRIP_BYTES * strip
+
+    if against == "original":
+        score = scoring(pixels, width)
+    else:
+        score = 8 * out_values + scoring(out_h * out_w, out_w)
+    working = _X_BYTES * values + max(32 * out_values, 8 * out_values + 16 * pixels,
+                               8 * out_values + score)
+    if against != "original":
+        working += 8 * out_values  # the reference, held throughout
+    if keep_outputs:
+        working += 8 * rows_count * out_values + 16 * pixels
+    need = max(header.decoded_bytes + held, held + working)
+    return int(_MEMORY_MARGIN * need)
 
 
 # --- tables ------------------------------------------------------------------
@@ -573,7 +695,7 @@ def _describe(comparisons: Sequence[ImageComparison], kernel_size: int | None,
     if len(comparisons) == 1:
         c = comparisons[0]
         (h, w), (oh, ow) = c.shape[:2], c.scores[0].size
-        what = f"{c.image}: {h}x{w} -> {oh}x{ow}"
+        what = f"{one_line(c.image)}: {h}x{w} -> {oh}x{ow}"
     else:
         what = f"mean over {len(comparisons)} images"
     return f"{what}, {geometry}, {how}"
@@ -771,7 +893,7 @@ def montage_cells(comparison: ImageComparison) -> list[MontageCell]:
     x1 = min(x.shape[1], round((left + crop[1]) * fx))
     cells: list[MontageCell] = [(
         _tile(x[y0:y1, x0:x1], nearest=False),
-        [[(f"original: {os.path.basename(comparison.image)}", False)],
+        [[(f"original: {one_line(os.path.basename(comparison.image))}", False)],
          [(f"{x1 - x0}x{y1 - y0} px at ({x0}, {y0})", False)]],
     )]
     for s, mark in zip(comparison.scores, best_marks(comparison.scores)):
@@ -826,23 +948,32 @@ def montage(images: Sequence[ImageComparison | list[MontageCell]]) -> Image.Imag
     return canvas
 
 
-def save_montage(picture: Image.Image, path: str | os.PathLike) -> None:
+def save_montage(picture: Image.Image, path: str | os.PathLike, replace: bool = True) -> None:
     """Write ``picture`` at ``path`` atomically, in the format its extension names.
 
     ``.png``, ``.jpg``/``.jpeg`` (quality 95), ``.webp``, ``.tif``/``.tiff``,
     ``.bmp`` or ``.gif``; a name without an extension gets PNG.  Written through
-    :func:`downpool.io.write_image`.
+    :func:`downpool.io.write_image` (a temporary file renamed into place).
+
+    Parameters
+    ----------
+    replace : bool
+        Replace an existing file at ``path``; if False and one exists (even
+        one that appeared meanwhile), ``FileExistsError`` is raised and
+        nothing is replaced.
 
     Raises
     ------
     ValueError
         For an extension that is not an image format's.
+    FileExistsError
+        ``path`` exists and ``replace`` is False.
     """
     from .io import write_image
 
     fmt = montage_format(path)
     write_image(path, np.asarray(picture.convert("RGB")), format=fmt,
-                quality=95 if fmt == "JPEG" else None)
+                quality=95 if fmt == "JPEG" else None, replace=replace)
 
 
 def montage_format(path: str | os.PathLike) -> str:
