@@ -93,21 +93,6 @@ def _progress_bar(total: int, quiet: bool) -> Any:
     return tqdm(total=total, file=sys.stderr, unit="image", dynamic_ncols=True, leave=False)
 
 
-def _keep_stderr_open() -> None:
-    """Where the command was started with descriptor 2 closed (``2>&-``), point it at
-    /dev/null: else the next file opened (the montage's temporary file) would get
-    descriptor 2, and a C library's warning would be written into it, or catching
-    those words (:func:`downpool.messages.caught`) would fail.  The messages are lost;
-    the work is done."""
-    try:
-        os.fstat(2)
-    except OSError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        if null != 2:
-            os.dup2(null, 2)
-            os.close(null)
-
-
 def _fail(message: str) -> None:
     """Refuse the whole command, before any image is measured: one line, exit 1."""
     _say(f"downpool: error: {message}", None)
@@ -353,7 +338,6 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     downpool compare photos/ --methods avg,softpool,dpid --format markdown
     downpool compare photo.png --against reference --montage what_it_keeps.png
     """
-    _keep_stderr_open()
     given = pop_method_params(kwargs)
     specs = [METHODS[name] for name in methods]
     check_params_used(specs, given)

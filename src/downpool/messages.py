@@ -52,6 +52,8 @@ def caught() -> Iterator[Caught]:
     from .numba_warnings import NUMBA_SCOPE_WARNING
 
     words = Caught()
+    recorded: list = []
+    native: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as recorded, capture() as native:
             warnings.simplefilter("always")
