@@ -347,8 +347,8 @@ def _not_replaced(target: Path, kind: str | None) -> str:
         return ("is a symbolic link; not replaced (give the folder it points to, or another "
                 "name)")
     if kind == "ome-tiff":
-        return ("is an OME-TIFF file; pyramid writes an OME-Zarr folder and does not put a "
-                "folder in a file's place (remove it, or choose another output)")
+        return ("is an OME-TIFF file; not replaced, even with --overwrite: pyramid writes "
+                "an OME-Zarr folder, and puts no folder in a file's place")
     if target.is_dir():
         return ("exists and is not an OME-Zarr pyramid (a folder without multiscales "
                 "metadata); not replaced, even with --overwrite")
