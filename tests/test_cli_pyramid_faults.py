@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ import pytest
 from PIL import Image, TiffImagePlugin, features
 
 import downpool
-from cli_helpers import downpool_command, no_traceback, run_downpool, save
+from cli_helpers import downpool_command, no_traceback, png_chunk, run_downpool, save
 from helpers import textured_image
 
 zarr = pytest.importorskip("zarr")
@@ -259,6 +261,16 @@ def test_an_empty_huge_zarr_array_is_refused_at_once(tmp_path):
 
 
 def test_max_pixels_holds_for_image_files_and_stack_pages(tmp_path):
+    """The default (1 gigapixel, as shrink's; it was no limit) refuses a 300-byte PNG whose
+    header says 40000x30000 before any decoding; pages of a stack were not checked."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 30000, 8, 0, 0, 0, 0))
+                     + png_chunk(b"IDAT", zlib.compress(bytes(30001))) + png_chunk(b"IEND", b""))
+    result = run_downpool("pyramid", bomb, "-o", tmp_path / "bomb.zarr", "--max-memory", "0")
+    assert ("image is 40000x30000 = 1,200,000,000 pixels, above the limit of 1,000,000,000"
+            in _one_error(result, bomb))
+    bomb.unlink()
     source = save(tmp_path / "a.png", textured_image((100, 80, 3), seed=8))
     result = run_downpool("pyramid", source, "-o", tmp_path / "a.zarr", "--max-pixels", "5000")
     assert "image is 80x100 = 8,000 pixels, above the limit of 5,000" in _one_error(result, source)

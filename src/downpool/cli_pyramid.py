@@ -564,13 +564,11 @@ def _check_limits(source: Path, shape: Sequence[int], itemsize: int, settings: _
                   first: int, has_alpha: bool, what: str, sizes: Sequence[tuple[int, int]],
                   pages: int = 1) -> None:
     """Refuse ``source`` (pixels of (H, W[, C]) ``shape``: an image, a zarr array or a page)
-    above --max-pixels, or whose pyramid would need more than --max-memory."""
+    whose pyramid would need more than --max-memory.  (--max-pixels is checked before:
+    by :func:`downpool.io.open_image` for a file, by :func:`_write_zarr` for an array.)"""
     from .memory import format_bytes
 
     h, w = int(shape[0]), int(shape[1])
-    if settings.max_pixels is not None and h * w > settings.max_pixels:
-        raise _Fault(source, f"{what} is {w}x{h} = {w * h:,} pixels, above the limit of "
-                             f"{settings.max_pixels:,} (raise it with --max-pixels)")
     if settings.max_memory is None:
         return
     need = memory_needed(shape, itemsize, sizes, settings.chunks, first=first,
@@ -626,6 +624,10 @@ def _write_zarr(source: Path, store: Path, settings: _Settings) -> list[tuple]:
     cover = (min(-(-ch // in_h) + 1, len(array.chunks[0]))
              * min(-(-cw // in_w) + 1, len(array.chunks[1])) * in_h * in_w)
     first = 2 * _dask_workers() * (cover + 2 * ch * cw) * channels * itemsize
+    h, w = array.shape[:2]
+    if settings.max_pixels is not None and h * w > settings.max_pixels:
+        raise _Fault(source, f"zarr array is {w}x{h} = {w * h:,} pixels, above the limit of "
+                             f"{settings.max_pixels:,} (raise it with --max-pixels)")
     _check_limits(source, array.shape, itemsize, settings, first, False, "zarr array", sizes)
     made = dd.pyramid(array, settings.method, levels=settings.levels, min_size=settings.min_size,
                       chunks=settings.chunks, linear=settings.linear, store=str(store),
