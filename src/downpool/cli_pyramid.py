@@ -170,7 +170,7 @@ def pyramid(source: str, out: str, method: str, levels: int | None, min_size: in
         except _Fault as fault:
             error = (fault.path, fault.cause)
         except Exception as exc:  # noqa: BLE001 - one line, whatever it was
-            error = (source, _describe(exc))
+            error = (source, _describe(exc, source))
     cause, warnings = fold(None if error is None else error[1], words.messages, words.native)
     if removed:
         _say(f"downpool: removed {len(removed)} "
@@ -198,12 +198,13 @@ class _Settings:
     memory_is_auto: bool
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line cause for ``exc``."""
+def _describe(exc: BaseException, own: Any = None) -> str:
+    """A one-line cause for ``exc``, without the file name where it is ``own``'s."""
     if isinstance(exc, MemoryError):
         return "out of memory"
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename is not None else exc.strerror
+        name = os.fspath(exc.filename) if exc.filename is not None else None
+        return exc.strerror if name in (None, own and os.fspath(own)) else f"{name}: {exc.strerror}"
     text = " ".join(str(exc).split())
     if isinstance(exc, (OSError, ValueError, TypeError, RuntimeError, SyntaxError, EOFError)):
         return text or type(exc).__name__
@@ -748,7 +749,7 @@ def _stack_pages(folder: Path, settings: _Settings) -> tuple[list[Path], tuple, 
         except _Fault:
             raise
         except Exception as exc:  # noqa: BLE001 - the page's own line
-            raise _Fault(page, _describe(exc)) from None
+            raise _Fault(page, _describe(exc, page)) from None
         found = (_header_shape(header),
                  np.dtype(np.uint16 if header.bytes_per_sample == 2 else np.uint8))
         if shape is None:
@@ -775,7 +776,7 @@ def _page_rows(pages: list[Path], shape: tuple, dtype: Any, settings: _Settings)
         except _Fault:
             raise
         except Exception as exc:  # noqa: BLE001 - said with the page's name
-            raise _Fault(page, _describe(exc)) from None
+            raise _Fault(page, _describe(exc, page)) from None
 
 
 def _named(page: Path, rows: Any) -> Any:
@@ -784,4 +785,4 @@ def _named(page: Path, rows: Any) -> Any:
     except _Fault:
         raise
     except Exception as exc:  # noqa: BLE001 - said with the page's name
-        raise _Fault(page, _describe(exc)) from None
+        raise _Fault(page, _describe(exc, page)) from None
