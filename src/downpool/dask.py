@@ -331,7 +331,8 @@ class NgffWriter:
 
     Levels are (H, W[, C]), or with ``stack`` (Z, H, W[, C]); they are stored
     in NGFF's axis order, channel first: (C, [Z,] Y, X), in chunks of
-    ``chunks`` x ``chunks`` pixels (one page, every channel).  The group's
+    ``chunks`` x ``chunks`` pixels (one page, every channel; a level's own side
+    where it is smaller).  The group's
     ``multiscales`` metadata lists every level from the start; each level's
     scale is ``2 ** level`` in y and x and its translation puts its pixel
     centres at the centres of the windows it pooled.
@@ -360,8 +361,10 @@ class NgffWriter:
         return x.transpose(x.ndim - 1, *range(x.ndim - 1))
 
     def _create(self, level: int, shape: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
-        """The zarr array of dataset ``level`` for a level of ``shape``, and its chunks."""
-        chunk_shape = (*((1,) if self.stack else ()), self.chunks, self.chunks)
+        """The zarr array of dataset ``level`` for a level of ``shape``, and its chunks (at
+        most ``chunks`` on a side, and never larger than the level: zarr makes whole chunks)."""
+        plane = tuple(shape[1:3] if self.stack else shape[:2])
+        chunk_shape = (*((1,) if self.stack else ()), *(min(self.chunks, int(n)) for n in plane))
         stored = tuple(shape)
         if self.channels is not None:
             chunk_shape = (self.channels, *chunk_shape)
@@ -391,6 +394,28 @@ class NgffWriter:
         if self.stack:
             raise ValueError("a stack is written whole levels at a time")
         target, _ = self._create(level, shape)
+        self._store_bands(target, (), shape, bands)
+        return self._read_back(target)
+
+    def write_pages(self, level: int, shape: Sequence[int], pages: Any) -> Any:
+        """Store dataset ``level`` of a stack, (Z, H, W[, C]) ``shape``, from ``pages``: for
+        each page in turn, its bands of rows (as :meth:`write_rows` takes them), so that
+        one row of chunks is held; return it read back."""
+        if not self.stack:
+            raise ValueError("pages make a stack")
+        target, _ = self._create(level, shape)
+        count = 0
+        for z, bands in enumerate(pages):
+            if z >= shape[0]:
+                raise ValueError(f"more pages than the {shape[0]} of the stack")
+            self._store_bands(target, (z,), shape[1:], bands)
+            count += 1
+        if count != shape[0]:
+            raise OSError(f"the stack has {shape[0]} pages and only {count} came")
+        return self._read_back(target)
+
+    def _store_bands(self, target: Any, index: tuple, shape: Sequence[int], bands: Any) -> None:
+        """Store the (H, W[, C]) plane ``target[..., *index, :, :]`` from bands of rows."""
         height = int(shape[0])
         pending: list[np.ndarray] = []
         held = top = 0
@@ -402,11 +427,11 @@ class NgffWriter:
                 held += take
                 band = band[take:]
                 if held == self.chunks or top + held == height:
-                    target[..., top:top + held, :] = self._stored(np.concatenate(pending))
+                    target[(Ellipsis, *index, slice(top, top + held), slice(None))] = (
+                        self._stored(np.concatenate(pending)))
                     top, held, pending = top + held, 0, []
         if top != height:
             raise OSError(f"the image has {height} rows and only {top} came")
-        return self._read_back(target)
 
 
 def multiscales_metadata(count: int, channels: int | None, method: str,

@@ -25,6 +25,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import socket
 import stat
 import time
@@ -219,11 +220,13 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
-    """Remove the temporary files that runs which died left in ``folder``; return their paths.
+    """Remove the temporary files (and ``pyramid``'s temporary folders) that runs which died
+    left in ``folder``; return their paths.
 
     A temporary of this host whose process is gone is stale; one of another
     host (a shared folder), or one named by an earlier version of downpool,
-    is stale once it is a day old.  A live run's temporary is left alone.
+    is stale once it is a day old (a folder only where it is this host's).  A live
+    run's temporary is left alone.
     """
     removed = []
     now = time.time()
@@ -239,18 +242,24 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not stat.S_ISREG(info.st_mode):
+        folder_kind = stat.S_ISDIR(info.st_mode)  # a pyramid being written (downpool pyramid)
+        if not (stat.S_ISREG(info.st_mode) or folder_kind):
             continue
         match = _TEMP_NAME.search(name)
         if match and match[2] == _HOST:
             stale = not _alive(int(match[1]))
+        elif folder_kind:  # another host's may still be written: its mtime says too little
+            continue
         elif match or _OLD_TEMP_NAME.search(name):
             stale = now - info.st_mtime > _STALE_ELSEWHERE_SECONDS
         else:
             continue
         if stale:
             try:
-                os.unlink(entry.path)
+                if folder_kind:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed.append(entry.path)
             except OSError:
                 pass
