@@ -139,3 +139,14 @@ def test_with_stderr_closed_the_job_is_done(tmp_path):
     again = subprocess.run(command, stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2),
                            timeout=120)
     assert again.returncode == 1  # b.png exists: refused, silently
+
+
+def test_with_stdout_and_stderr_closed_no_output_takes_their_numbers(tmp_path):
+    """``>&- 2>&-``: the files the command opens do not get descriptors 1 and 2 (where a
+    C library's words would land in them); the job is done."""
+    save(tmp_path / "a.png", PIXELS)
+    done = subprocess.run([*downpool_command(), "shrink", str(tmp_path / "a.png"), "-o",
+                           str(tmp_path / "b.tif"), "-m", "avg"], stdin=subprocess.DEVNULL,
+                          preexec_fn=lambda: (os.close(1), os.close(2)), timeout=120)
+    assert done.returncode == 0
+    np.testing.assert_array_equal(load(tmp_path / "b.tif")[0], BLOCKS)

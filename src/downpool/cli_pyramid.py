@@ -69,18 +69,6 @@ def _say(message: str) -> None:
         pass
 
 
-def _hold_standard_descriptors() -> None:
-    """Point descriptors 0-2 that are closed (``2>&-``) at /dev/null: else the first files
-    opened get those numbers, and what libtiff writes to descriptor 2 would land in one
-    (a chunk of the pyramid), and no warning could be caught.  The messages are lost; the
-    pyramid is still made."""
-    for fd in (0, 1, 2):  # in order: each open takes the lowest free number, this one
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)
-
-
 def _fail(message: str) -> None:
     _say(f"downpool: error: {message}")
     sys.exit(EXIT_FAILED)
@@ -145,7 +133,6 @@ def pyramid(source: str, out: str, method: str, levels: int | None, min_size: in
     downpool pyramid slide.tif -o slide.zarr --method dpid
     downpool pyramid labels.png -o labels.zarr --method mode --levels 4
     """
-    _hold_standard_descriptors()
     spec, params = command_params(method, kwargs)
     if levels is not None and min_size is not None:
         raise click.UsageError("give one of --levels and --min-size")

@@ -15,29 +15,32 @@ import time
 __all__ = ["main"]
 
 
-def _sink_for_closed_stderr() -> None:
-    """Open /dev/null on descriptor 2 where it is closed (``2>&-``): the job is done all the
-    same, only the messages are lost.
+def _hold_standard_descriptors() -> None:
+    """Point descriptors 0-2 that are closed (``2>&-``) at /dev/null: the job is done all
+    the same, only the messages are lost.
 
-    Python then starts with ``sys.stderr`` None, and the capture of C
-    libraries' lines (:mod:`downpool.native_stderr`) swaps the descriptor
-    itself: without one, every file failed and nothing was said anywhere.
+    Else the first files opened get those numbers: what libtiff writes to
+    descriptor 2 would land in one (an output's temporary file, a chunk of a
+    pyramid), and the capture of C libraries' lines
+    (:mod:`downpool.native_stderr`), which swaps descriptor 2 itself, fails.
+    Python starts with ``sys.stderr`` None then: it gets the new descriptor.
     """
     import os
 
-    try:
-        os.fstat(2)
-        return
-    except OSError:
-        pass
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        if fd != 2:
-            os.dup2(fd, 2)
-            os.close(fd)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    except OSError:
-        pass
+    for fd in (0, 1, 2):  # in order: each open takes the lowest free number, this one
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if fd == 2:
+                sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",
+                                  closefd=False)
+            elif fd == 1:
+                sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace",
+                                  closefd=False)
 
 
 def main() -> None:
@@ -45,7 +48,7 @@ def main() -> None:
     from .interrupts import Stopped, exit_status, raise_on_stop_signals
 
     start = time.perf_counter()
-    _sink_for_closed_stderr()
+    _hold_standard_descriptors()
     raise_on_stop_signals()
     try:
         from .cli import main as command
