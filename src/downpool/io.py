@@ -510,17 +510,21 @@ class ImageFile:
             return
         from . import libvips
 
-        image = libvips.open_rows(self._source, self._fmt, **self._load_options)
         height, width = self.shape[:2]
         expected = ({1: "uchar", 2: "ushort"}[self.header.bytes_per_sample], self.header.channels,
                     width, height)
-        if (image.format, image.bands, image.width, image.height) != expected:
-            raise OSError(f"libvips reads this {self._fmt} file as {image.width}x{image.height} "
-                          f"{image.format} x {image.bands}, not as its header says")
-        if self._convert:
-            image = libvips.to_srgb(image)
+
+        def decoder(fail_on: str) -> Any:
+            image = libvips.open_rows(self._source, self._fmt, fail_on=fail_on,
+                                      **self._load_options)
+            if (image.format, image.bands, image.width, image.height) != expected:
+                raise OSError(f"libvips reads this {self._fmt} file as "
+                              f"{image.width}x{image.height} {image.format} x {image.bands}, "
+                              "not as its header says")
+            return libvips.to_srgb(image) if self._convert else image
+
         flat = len(self.shape) == 2
-        for band in libvips.bands(image, rows, self._fmt):
+        for band in libvips.decoded_bands(decoder, rows, self._fmt):
             yield band[:, :, 0] if flat else band
 
     def like(self, pixels: np.ndarray) -> LoadedImage:
@@ -530,6 +534,10 @@ class ImageFile:
         return dataclasses.replace(self._like, pixels=pixels)
 
     def _read_whole(self) -> LoadedImage:
+        if self._fmt == "JPEG":  # Pillow does not say libjpeg's warnings of damage
+            from . import libvips
+
+            libvips.check_jpeg(self._source)
         loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan,
                                      keep_cmyk=self._to_srgb)
         self._im.close()  # Pillow's copy of the pixels goes before they are pooled
