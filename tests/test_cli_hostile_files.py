@@ -247,3 +247,293 @@ def test_other_formats_cut_short_on_pillows_path_are_errors(tmp_path):
     for name, cause in errors.items():
         assert "truncated" in cause or "corrupt" in cause, (name, cause)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# --- limits: every frame, page, video frame and pipe byte counted before decoding ---------
+
+
+def _peak_of(*args: object) -> tuple[object, int]:
+    """Run ``downpool ARGS`` in a fresh Python process that reports the command's peak
+    resident memory (its children's ru_maxrss, in bytes): (the run, the peak)."""
+    import subprocess
+
+    from cli_helpers import downpool_command
+
+    script = ("import resource, subprocess, sys\n"
+              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+              "sys.stderr.write(r.stderr)\n"
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n"
+              "sys.exit(r.returncode)\n")
+    result = subprocess.run([sys.executable, "-c", script, *downpool_command(), *map(str, args)],
+                            capture_output=True, text=True, timeout=300)
+    return result, int(result.stdout.split()[-1])
+
+
+def _gif_blocks(data: bytes) -> tuple[int, list[bytes]]:
+    """Where a GIF's blocks begin (past the screen and its palette), and each block
+    (extension or image, with its sub-blocks) up to the trailer."""
+    position = 13 + (3 << (data[10] & 7) + 1 if data[10] & 0x80 else 0)
+    start, blocks = position, []
+    while data[position] != 0x3B:
+        begin = position
+        if data[position] == 0x21:
+            position += 2
+        else:
+            flags = data[position + 9]
+            position += 10 + (3 << (flags & 7) + 1 if flags & 0x80 else 0) + 1
+        while data[position]:
+            position += 1 + data[position]
+        position += 1
+        blocks.append(data[begin:position])
+    return start, blocks
+
+
+def _one_pixel_frames(screen: int) -> list[Image.Image]:
+    """Three frames of a ``screen`` x ``screen`` picture, each one pixel off the one
+    before: Pillow's writers store frames 2 and 3 as tiny deltas."""
+    frames = []
+    for k in range(3):
+        pixels = np.zeros((screen, screen), np.uint8)
+        pixels[k, k] = 1 + k
+        frames.append(Image.fromarray(pixels))
+    return frames
+
+
+def test_a_gif_of_tiny_frames_on_a_large_screen_is_refused_before_decoding(tmp_path):
+    """200 one-pixel frames on a 2000x2000 screen, about 10 KB (was: pooled under
+    --max-memory 300M with a 1.5 GB peak): every coalesced frame is the whole screen,
+    and every pooled frame is held until the GIF is written.  Refused from the
+    headers, in one line, before a frame is decoded."""
+    frames = _one_pixel_frames(2000)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    data = buffer.getvalue()
+    start, blocks = _gif_blocks(data)
+    delta = blocks[-2] + blocks[-1]  # the last frame's control extension and its 1x1 image
+    source = tmp_path / "bomb.gif"
+    source.write_bytes(data[:start] + b"".join(blocks) + delta * 197 + b"\x3b")
+    with Image.open(source) as check:
+        assert check.n_frames == 200 and check.size == (2000, 2000)
+    assert source.stat().st_size < 200_000
+    result, peak = _peak_of("shrink", source, "-o", tmp_path / "out.gif", "--max-memory", "300M")
+    no_traceback(result)
+    assert result.returncode == 1, result.stderr
+    cause = _errors(result)["bomb.gif"]
+    assert cause.startswith("200 frames of 2000x2000 need about "), cause
+    assert cause.endswith("above --max-memory 300.0 MiB"), cause
+    assert peak < 300 << 20, peak
+    assert not (tmp_path / "out.gif").exists()
+
+
+def test_an_apng_of_tiny_frames_on_a_large_canvas_is_refused_before_decoding(tmp_path):
+    """The same as an APNG (was: a 1.2 GB peak under --max-memory 300M)."""
+    import zlib
+
+    frames = [f.convert("RGB") for f in _one_pixel_frames(2000)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    data = buffer.getvalue()
+    chunks, position = [], 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        chunks.append([kind, bytearray(data[position + 8:position + 8 + length])])
+        position += 12 + length
+    last_control = [c for c in chunks if c[0] == b"fcTL"][-1][1]
+    last_data = [c for c in chunks if c[0] == b"fdAT"][-1][1]
+    sequence = max(struct.unpack(">I", c[1][:4])[0] for c in chunks if c[0] in (b"fcTL", b"fdAT"))
+    extra = []
+    for _ in range(197):  # the last frame again, with the sequence numbers going on
+        for kind, body in ((b"fcTL", last_control), (b"fdAT", last_data)):
+            sequence += 1
+            extra.append([kind, struct.pack(">I", sequence) + body[4:]])
+    chunks = chunks[:-1] + extra + chunks[-1:]
+    [control] = [c for c in chunks if c[0] == b"acTL"]
+    control[1][:4] = struct.pack(">I", 200)
+    source = tmp_path / "bomb.png"
+    source.write_bytes(data[:8] + b"".join(
+        struct.pack(">I", len(body)) + kind + bytes(body)
+        + struct.pack(">I", zlib.crc32(kind + bytes(body))) for kind, body in chunks))
+    with Image.open(source) as check:
+        assert check.n_frames == 200 and check.size == (2000, 2000)
+    result, peak = _peak_of("shrink", source, "-o", tmp_path / "out.png", "--max-memory", "300M")
+    no_traceback(result)
+    assert result.returncode == 1, result.stderr
+    cause = _errors(result)["bomb.png"]
+    assert cause.startswith("200 frames of 2000x2000 need about "), cause
+    assert peak < 300 << 20, peak
+    assert not (tmp_path / "out.png").exists()
+
+
+def _tiff_with_a_large_second_page(path, height: int, width: int):
+    """A TIFF of a 64x64 gray page and then a ``width`` x ``height`` one of zeros, Deflate
+    in 1024x1024 tiles (tifffile, handed the one compressed tile again and again): a
+    few hundred KB however large the page."""
+    import zlib
+
+    import tifffile
+
+    tile = zlib.compress(bytes(1024 * 1024))
+    count = -(-height // 1024) * -(-width // 1024)
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(np.full((64, 64), 100, np.uint8), compression="zlib",
+                     photometric="minisblack")
+        writer.write(iter([tile] * count), shape=(height, width), dtype=np.uint8,
+                     compression="zlib", tile=(1024, 1024), photometric="minisblack")
+    return path
+
+
+def test_every_page_of_a_tiff_is_checked_against_both_limits(tmp_path):
+    """A 150 KB TIFF whose second page is 12000x12000 (was: pooled despite --max-pixels
+    1000000 --max-memory 50M, a 523 MB peak): its page 2 is refused on its pixels, and
+    on memory where the pixel limit allows it."""
+    source = _tiff_with_a_large_second_page(tmp_path / "pages.tif", 12000, 12000)
+    assert source.stat().st_size < 400_000
+    result = run_downpool("shrink", source, "-o", tmp_path / "a.tif", "--max-pixels", "1000000",
+                          "--max-memory", "50M")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert _errors(result)["pages.tif"] == (
+        "page 2 of 2 is 12000x12000 = 144,000,000 pixels, above the limit of 1,000,000 "
+        "(raise it with --max-pixels)"), result.stderr
+    result, peak = _peak_of("shrink", source, "-o", tmp_path / "b.tif", "--max-memory", "50M")
+    assert result.returncode == 1
+    cause = _errors(result)["pages.tif"]
+    assert cause.startswith("2 pages of up to 12000x12000 need about "), cause
+    assert cause.endswith("above --max-memory 50.0 MiB"), cause
+    assert peak < 300 << 20, peak
+    assert not (tmp_path / "a.tif").exists() and not (tmp_path / "b.tif").exists()
+
+
+def test_our_limits_apply_to_a_page_above_pillows_own_bomb_guard(tmp_path):
+    """A second page of 14000x13000 (182 megapixels, above the 179 that Pillow refuses
+    with DecompressionBombError) under --max-pixels 0 (no pixel limit): what refuses
+    it is our memory limit, in words."""
+    source = _tiff_with_a_large_second_page(tmp_path / "pages.tif", 13000, 14000)
+    result = run_downpool("shrink", source, "-o", tmp_path / "out.tif", "--max-pixels", "0",
+                          "--max-memory", "100M")
+    no_traceback(result)
+    assert result.returncode == 1
+    cause = _errors(result)["pages.tif"]
+    assert cause.startswith("2 pages of up to 14000x13000 need about "), result.stderr
+    assert "bomb" not in result.stderr.lower()
+
+
+def test_pillows_bomb_guard_never_refuses_what_our_limits_let_through(tmp_path, monkeypatch):
+    """With Pillow's limit lowered to 1000 pixels in this process, a 100x100 second TIFF
+    page and a 100x100 palette TIFF (decoded by Pillow) are read: max_pixels is the
+    limit that applies (was: DecompressionBombError on the page's decoding)."""
+    import PIL.Image
+
+    import downpool.io
+    from downpool.sequence_io import SequenceFile
+
+    pages = [Image.fromarray(smooth_image((8, 8, 3), seed=6)),
+             Image.fromarray(smooth_image((100, 100, 3), seed=7))]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    pages[1].convert("P").save(tmp_path / "palette.tif")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
+    with downpool.io.open_image(tmp_path / "pages.tif", max_pixels=None) as source:
+        frames = [pixels for pixels, _ in SequenceFile(source).frames()]
+    np.testing.assert_array_equal(frames[1], np.asarray(pages[1]))
+    image = downpool.io.read_image(tmp_path / "palette.tif", max_pixels=None)
+    assert image.pixels.shape == (100, 100, 3)
+    assert PIL.Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_a_pipe_is_read_under_the_memory_limit(tmp_path):
+    """64 MiB of zeros on standard input under --max-memory 8M (was: read whole, 1.6 GB
+    for 1.5 GB): refused once more than 8 MiB has arrived, and the rest is never
+    read (the writer meets a closed pipe).  A small image through the pipe still goes."""
+    import subprocess
+    import threading
+
+    from cli_helpers import downpool_command
+
+    process = subprocess.Popen([*downpool_command(), "shrink", "/dev/stdin", "-o",
+                                tmp_path / "out.png", "--max-memory", "8M"],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    written = 0
+
+    def feed() -> None:
+        nonlocal written
+        chunk = bytes(1 << 20)
+        try:
+            for _ in range(64):
+                process.stdin.write(chunk)
+                written += len(chunk)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=120)
+    writer.join(timeout=120)
+    no_traceback(stderr)
+    assert process.returncode == 1, stderr
+    assert "more than 8.0 MiB arrived on this pipe" in stderr, stderr
+    assert written < 24 << 20, written
+    assert not (tmp_path / "out.png").exists()
+    pixels = smooth_image((32, 48, 3), seed=8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    result = subprocess.run([*downpool_command(), "shrink", "/dev/stdin", "-o",
+                             str(tmp_path / "small.png"), "--max-memory", "8M", "-m", "avg"],
+                            input=buffer.getvalue(), capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "small.png")[0].shape == (16, 24, 3)
+
+
+def _clip(path, height: int, width: int, frames: int = 2):
+    """A short H.264 clip of flat gray frames (PyAV): a few KB however large."""
+    av = pytest.importorskip("av", reason='the video extra: pip install "downpool[video]"')
+    from fractions import Fraction
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=24)
+    stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+    stream.options = {"preset": "ultrafast"}
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 128, np.uint8),
+                                           format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 24)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode())
+    out.close()
+    return path
+
+
+def test_a_video_is_checked_against_both_limits_from_its_frame_size(tmp_path):
+    """A 1200x1000 clip of a few KB (was: videos were not checked at all): above
+    --max-pixels 1000000 on its stream's frame size, and above --max-memory 50M where
+    the pixel limit allows it; refused before a frame is decoded, nothing written."""
+    source = _clip(tmp_path / "large.mp4", 1200, 1000)
+    assert source.stat().st_size < 50_000
+    result = run_downpool("shrink", source, "-o", tmp_path / "a.mp4", "--max-pixels", "1000000",
+                          "--max-memory", "100M")
+    no_traceback(result)
+    assert result.returncode == 1
+    assert _errors(result)["large.mp4"] == (
+        "the video's frames are 1000x1200 = 1,200,000 pixels, above the limit of 1,000,000 "
+        "(raise it with --max-pixels)"), result.stderr
+    result = run_downpool("shrink", source, "-o", tmp_path / "b.mp4", "--max-memory", "50M")
+    assert result.returncode == 1
+    cause = _errors(result)["large.mp4"]
+    assert cause.startswith("1000x1200 video needs about "), result.stderr
+    assert cause.endswith("above --max-memory 50.0 MiB"), cause
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_video_with_an_unknown_codec_tag_is_a_one_line_error(tmp_path):
+    """The clip's "avc1" sample entry renamed "qqqq" (was: internal error: AttributeError)."""
+    source = _clip(tmp_path / "clip.mp4", 48, 64)
+    data = source.read_bytes()
+    assert data.count(b"avc1") >= 1
+    source.write_bytes(data.replace(b"avc1", b"qqqq"))
+    result = run_downpool("shrink", source, "-o", tmp_path / "out.mp4")
+    no_traceback(result)
+    assert result.returncode == 1
+    cause = _errors(result)["clip.mp4"]
+    assert "codec is not one that FFmpeg (in PyAV) can decode" in cause, result.stderr
+    assert "internal error" not in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
@@ -19,7 +20,7 @@ from .files import put_file
 from .io import ANIMATED_FORMATS
 
 __all__ = ["ANIMATED_FORMATS", "SequenceInfo", "SequenceFile", "write_sequence",
-           "check_frame_format"]
+           "check_frame_format", "gif_canvas"]
 
 
 
@@ -50,16 +51,52 @@ class SequenceInfo:
 
 class SequenceFile:
     """The frames of a file that :func:`downpool.io.open_image` opened (``source``, an
-    :class:`~downpool.io.ImageFile`), decoded by Pillow as :meth:`frames` goes; the
-    size of its first frame checked as that of a still image."""
+    :class:`~downpool.io.ImageFile`), decoded by Pillow as :meth:`frames` goes.
+
+    :func:`~downpool.io.open_image` checks the first frame's header; :attr:`headers`
+    describes every frame before any is decoded, for the caller to check them all
+    (a TIFF's later page may be far larger than its first, and a GIF's frames may
+    spread its canvas)."""
 
     def __init__(self, source: Any) -> None:
-        im, self._head = source.pillow_image()
-        self._im = im
-        fmt = im.format
-        self.info = SequenceInfo(fmt, int(getattr(im, "n_frames", 1)), im.info.get("loop"),
-                                 im.info.get("icc_profile") or None,
-                                 im.info.get("compression") if fmt == "TIFF" else None)
+        first = source.header
+        with source.file_bytes() as raw:
+            im, self._head = source.pillow_image()
+            self._im = im
+            fmt = im.format
+            self.info = SequenceInfo(fmt, int(getattr(im, "n_frames", 1)), im.info.get("loop"),
+                                     im.info.get("icc_profile") or None,
+                                     im.info.get("compression") if fmt == "TIFF" else None)
+            self.headers = self._headers(first, raw)
+
+    def _headers(self, first: Any, raw: IO[bytes]) -> list[Any]:
+        """Each frame's :class:`~downpool.io.ImageHeader`, read without decoding a pixel.
+
+        A TIFF's pages are each described by their own tags.  The frames of an
+        animation are all the canvas, coalesced (in the first frame's kind): a
+        GIF's canvas is its logical screen grown to hold every frame, as Pillow
+        grows it; Pillow holds the canvas and the frame before it (4 bytes a
+        pixel each).
+        """
+        im, n = self._im, self.info.n_frames
+        if self.info.format == "TIFF":
+            headers = []
+            try:
+                for index in range(n):
+                    im.seek(index)
+                    headers.append(image_io._header(im, "TIFF", self._head))
+            except (EOFError, OSError, ValueError, SyntaxError) as exc:
+                raise OSError(f"page {len(headers) + 1} of {n} cannot be read: "
+                              f"{image_io._decode_failure(exc, 'TIFF')}") from None
+            finally:
+                im.seek(0)
+            return headers
+        width, height = first.width, first.height
+        if self.info.format == "GIF":
+            width, height = gif_canvas(raw, (width, height))
+        canvas = dataclasses.replace(first, width=width, height=height,
+                                     decoded_bytes=2 * 4 * width * height, streamed=False)
+        return [canvas] * n
 
     def frames(self) -> Iterator[tuple[np.ndarray, float]]:
         """Each frame's pixels (uint8 or uint16; (H, W) or (H, W, C)) and duration in ms.
@@ -73,8 +110,10 @@ class SequenceFile:
         mode = None
         for index in range(self.info.n_frames):
             try:
-                im.seek(index)
-                im.load()
+                # The caller checked every frame's header against its own limits.
+                with image_io.pillow_limit_lifted(self.headers[index].pixels):
+                    im.seek(index)
+                    im.load()
             except (EOFError, OSError, ValueError, SyntaxError) as exc:
                 raise OSError(f"frame {index + 1} of {self.info.n_frames} cannot be decoded: "
                               f"{image_io._decode_failure(exc, self.info.format)}") from None
@@ -87,6 +126,46 @@ class SequenceFile:
                     mode = {"LA;16": "LA", "I;16": "L"}.get(mode, mode)
                 pixels = np.asarray(im if im.mode == mode else im.convert(mode))
             yield pixels, float(im.info.get("duration") or 0.0)
+
+
+def gif_canvas(stream: IO[bytes], size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a GIF's canvas once every frame is drawn: its logical screen
+    ``size``, grown to each frame's extent as Pillow grows it, read from the file's
+    blocks without decoding a pixel (the image data's sub-blocks are skipped)."""
+    width, height = size
+    head = stream.read(13)
+    if len(head) < 13:
+        return width, height
+    if head[10] & 0x80:  # the global colour table
+        stream.seek(3 << ((head[10] & 7) + 1), os.SEEK_CUR)
+
+    def skip_sub_blocks() -> bool:
+        while True:
+            length = stream.read(1)
+            if not length:
+                return False
+            if length[0] == 0:
+                return True
+            stream.seek(length[0], os.SEEK_CUR)
+
+    while True:
+        kind = stream.read(1)
+        if kind == b"\x21":  # an extension: its label, then sub-blocks
+            if not stream.read(1) or not skip_sub_blocks():
+                break
+        elif kind == b"\x2c":  # an image: its extent, colour table and LZW sub-blocks
+            descriptor = stream.read(9)
+            if len(descriptor) < 9:
+                break
+            x, y, w, h, flags = struct.unpack("<HHHHB", descriptor)
+            width, height = max(width, x + w), max(height, y + h)
+            if flags & 0x80:
+                stream.seek(3 << ((flags & 7) + 1), os.SEEK_CUR)
+            if not stream.read(1) or not skip_sub_blocks():
+                break
+        else:  # the trailer, or what Pillow stops at too
+            break
+    return width, height
 
 
 def check_frame_format(fmt: str, n_frames: int) -> None:
