@@ -320,7 +320,8 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
             sequence = None
             if settings.frames == "all" and source.n_frames > 1:
                 _check_frame_format(task.target, settings, source.n_frames)
-                sequence = _pool_sequence(source, settings)
+                sequence = _pool_sequence(source, settings,
+                                          _output_format(task.target, settings))
                 outcome = sequence.frames[0], None
             else:
                 outcome = _pool_still(source, settings)
@@ -538,13 +539,16 @@ class _PooledSequence:
     info: Any
 
 
-def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
+def _pool_sequence(source: Any, settings: Settings, fmt: str | None = None) -> _PooledSequence:
     """Every frame of an animated GIF, WebP or PNG, or every page of a TIFF, of the opened
     ``source``, pooled in time and space as they are decoded
     (:class:`downpool.FrameDownscaler`): the frames a time window reads are held, never
     the whole file.  Each output frame lasts the sum of its input frames' durations
-    (SPEC section 6)."""
+    (SPEC section 6).  ``fmt``: the output's format, where known (else the input's), for
+    the memory its writer takes (:func:`_check_frames`)."""
     import warnings
+
+    import numpy as np
 
     from .frames import time_windows
     from .sequence_io import SequenceFile
@@ -555,10 +559,29 @@ def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
         warnings.warn("--to-srgb does not apply to animations and TIFF pages yet: their frames "
                       "are pooled as stored, their profile kept", stacklevel=1)
     sequence = SequenceFile(source)
-    _check_frames(sequence.headers, sequence.info.format, settings)
+    _check_frames(sequence.headers, sequence.info.format, settings, fmt or sequence.info.format)
     pooled: list[Any] = []
     durations: list[float] = []
     pooler = first = None
+    # Frames of one kind are pooled into one array, one after the other: the TIFF
+    # writer (libvips) reads them where they are.
+    uniform = len({(h.width, h.height, h.channels, h.bytes_per_sample)
+                   for h in sequence.headers}) == 1
+    n_out = len(time_windows(len(sequence.headers), kt, st))
+    block = None
+
+    def keep(frames: list[Any]) -> None:
+        nonlocal block
+        for frame in frames:
+            if uniform and block is None:
+                block = np.empty((n_out, *frame.shape), frame.dtype)
+            if block is not None and len(pooled) < n_out and (frame.shape, frame.dtype) == (
+                    block.shape[1:], block.dtype):
+                block[len(pooled)] = frame
+                pooled.append(block[len(pooled)])
+            else:
+                pooled.append(frame)
+
     for index, (pixels, duration) in enumerate(sequence.frames()):  # decoding errors propagate
         durations.append(duration)
         kind = (pixels.shape, pixels.dtype)
@@ -569,11 +592,11 @@ def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
                         f"page {index + 1} is {_describe_frame(*kind)} and page 1 "
                         f"{_describe_frame(*first)}: pooling pages in time "
                         f"(--time-kernel, --time-stride) needs pages of one size and kind")
-                pooled.extend(pooler.close())
+                keep(pooler.close())
             first = kind
             pooler = _frame_pooler(*kind, settings)
-        pooled.extend(pooler.feed(pixels))
-    pooled.extend(pooler.close())
+        keep(pooler.feed(pixels))
+    keep(pooler.close())
     info = sequence.info
     if len(durations) != info.n_frames:
         raise OSError(f"the file has {len(durations)} frames, not the {info.n_frames} it says")
@@ -582,7 +605,8 @@ def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
     return _PooledSequence(pooled, durations, info)
 
 
-def _check_frames(headers: list[Any], fmt: str, settings: Settings) -> None:
+def _check_frames(headers: list[Any], fmt: str, settings: Settings,
+                  out_fmt: str | None = None) -> None:
     """Refuse, before any frame is decoded, a file of frames one of whose frames (or
     pages) is above --max-pixels, or whose frames would take more memory to pool and
     write than the file may (:func:`frames_memory_needed`)."""
@@ -596,7 +620,7 @@ def _check_frames(headers: list[Any], fmt: str, settings: Settings) -> None:
                     "(raise it with --max-pixels)")
     if settings.max_memory is None:
         return
-    need = frames_memory_needed(headers, settings)
+    need = frames_memory_needed(headers, settings, out_fmt or fmt)
     if need <= settings.max_memory:
         return
     widest = max(headers, key=lambda h: h.pixels)
@@ -613,14 +637,18 @@ def _check_frames(headers: list[Any], fmt: str, settings: Settings) -> None:
                    f"--max-memory {format_bytes(settings.max_memory)}")
 
 
-def frames_memory_needed(headers: list[Any], settings: Settings) -> int:
-    """Bytes that decoding, pooling and writing a file of frames with these headers take.
+def frames_memory_needed(headers: list[Any], settings: Settings, fmt: str = "TIFF") -> int:
+    """Bytes that decoding, pooling and writing a file of frames with these headers take,
+    written as ``fmt``.
 
     Frames are decoded and pooled one time window at a time, but every pooled
     frame is held until the file is written (the writers take them all at
-    once), and the writer holds each again: as a Pillow image (4 bytes a pixel
-    for colour, 2 for 16-bit gray, 1 for gray) and, for GIF, palettised and
-    copied once more (2 bytes).  The largest frame's decoding adds Pillow's
+    once).  Pillow's writers (GIF, WebP, APNG) hold each again: as a Pillow image
+    (4 bytes a pixel for colour, 2 for 16-bit gray, 1 for gray) and, for GIF,
+    palettised and copied once more (2 bytes; 1 for the others).  libvips writes
+    TIFF pages of one kind where they are, and pages of several kinds each run
+    encoded in memory first (at most their samples again, twice while it is
+    joined).  The largest frame's decoding adds Pillow's
     own buffers (``decoded_bytes``: for an animation the canvas and the frame
     before it), the array and a converted copy, the other frames a time
     window reads (interleaved in one more copy), the batch of small frames
@@ -635,6 +663,7 @@ def frames_memory_needed(headers: list[Any], settings: Settings) -> int:
     st = settings.time_stride or kt
     decoding = 0
     outputs: dict[tuple[int, int, int, int], int] = {}
+    one_kind = len({(h.width, h.height, h.channels, h.bytes_per_sample) for h in headers}) <= 1
     for header in headers:
         key = (header.width, header.height, header.channels, header.bytes_per_sample)
         if key in outputs:
@@ -642,9 +671,13 @@ def frames_memory_needed(headers: list[Any], settings: Settings) -> int:
         frame = header.pixels * header.channels * header.bytes_per_sample
         out_h, out_w = output_size((header.height, header.width),
                                    **settings.geometry((header.height, header.width)))
-        pillow_bytes = (1 if header.bytes_per_sample == 1 else 2) if header.channels == 1 else 4
-        outputs[key] = out_h * out_w * (header.channels * header.bytes_per_sample
-                                        + pillow_bytes + 2)
+        samples = header.channels * header.bytes_per_sample
+        if fmt == "TIFF":
+            writer = 0 if one_kind else 2 * samples
+        else:
+            writer = ((1 if header.bytes_per_sample == 1 else 2) if header.channels == 1
+                      else 4) + (2 if fmt == "GIF" else 1)
+        outputs[key] = out_h * out_w * (samples + writer)
         window = (2 * kt - 1) * frame if kt > 1 else frame
         batch = min(STRIP_BYTES, len(headers) * frame) if frame < STRIP_BYTES else 0
         decoding = max(decoding, header.decoded_bytes + frame + window + 2 * batch

@@ -26,12 +26,14 @@ import contextlib
 import functools
 import logging
 import re
+import struct
 import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 __all__ = ["open_rows", "bands", "decoded_bands", "check_jpeg", "decode_error", "save_tiff",
+           "save_tiff_pages",
            "TIFF_COMPRESSIONS", "JPEG_WARNINGS", "DamagedJpegError"]
 
 _SAMPLE_TYPES = {"uchar": np.uint8, "ushort": np.uint16}
@@ -417,31 +419,217 @@ def save_tiff(stream: Any, pixels: np.ndarray, *, compression: str, quality: int
     as Pillow's TIFF writer did.  Alpha is written unassociated (not
     premultiplied).
     """
-    pyvips = _pyvips()
     pixels = np.ascontiguousarray(pixels)
+    image = _tiff_image(pixels, pixels.shape[0], icc=icc, xmp=xmp, dpi=dpi)
+    big = pixels.nbytes > BIGTIFF_BYTES
+    _tiffsave(stream, image, _tiff_options(compression, quality, big))
+    return big
+
+
+def save_tiff_pages(stream: Any, pages: list[np.ndarray], *, compression: str,
+                    quality: int | None = None, icc: bytes | None = None) -> bool:
+    """Write ``pages`` ((H, W[, C]) ``uint8``/``uint16`` arrays) as one multi-page TIFF
+    file into the binary, seekable ``stream``; returns whether it is a BigTIFF.
+
+    Each run of pages of one shape and dtype is one libvips image, its pages one
+    below the other (``page-height``), which libvips writes page after page, in
+    time linear in their number (Pillow's writer walks every earlier page for
+    each new one).  The pages are read where they lie when they are consecutive
+    parts of one array, as ``downpool shrink`` pools them; else they are copied
+    together.  Runs of different kinds are each written by libvips and joined
+    (:func:`_join_tiffs`).  Compression, alpha and resolution as
+    :func:`save_tiff`; the ICC profile goes with every page it fits (libvips
+    leaves it out of pages of another colour space, a gray page's of an RGB
+    profile).
+    """
+    runs: list[list[np.ndarray]] = []
+    for page in pages:
+        if runs and (page.shape, page.dtype) == (runs[-1][0].shape, runs[-1][0].dtype):
+            runs[-1].append(page)
+        else:
+            runs.append([page])
+    big = sum(page.nbytes for page in pages) > BIGTIFF_BYTES
+
+    def image_of(run: list[np.ndarray]) -> Any:
+        height = run[0].shape[0]
+        image = _tiff_image(_one_block(run), height, icc=icc)
+        channels = 1 if run[0].ndim == 2 else run[0].shape[2]
+        kind = compression
+        if kind == "jpeg" and not (run[0].dtype == np.uint8 and channels in (1, 3)):
+            kind = "tiff_adobe_deflate"  # libtiff's JPEG takes 8-bit gray and RGB only
+        return image, _tiff_options(kind, quality, big)
+
+    if len(runs) == 1:
+        image, options = image_of(runs[0])
+        _tiffsave(stream, image, options)
+        return big
+
+    def encoded() -> Iterator[bytes]:
+        for run in runs:
+            image, options = image_of(run)
+            yield image.tiffsave_buffer(**options)
+
+    _join_tiffs(stream, encoded(), len(pages))
+    return big
+
+
+def _one_block(pages: list[np.ndarray]) -> np.ndarray:
+    """Pages of one shape and dtype as one C-contiguous array, one below the other: a
+    view where they lie one after the other in one array already, else a copy."""
+    first = pages[0]
+    step = first.nbytes
+    address = first.__array_interface__["data"][0]
+    if all(page.flags.c_contiguous and page.__array_interface__["data"][0] == address + k * step
+           for k, page in enumerate(pages)):
+        shape = (len(pages) * first.shape[0], *first.shape[1:])
+        return np.lib.stride_tricks.as_strided(first, shape, first.strides, writeable=False)
+    return np.concatenate(pages)
+
+
+def _tiff_image(pixels: np.ndarray, page_height: int, *, icc: bytes | None = None,
+                xmp: bytes | None = None, dpi: tuple[float, float] | None = None) -> Any:
+    """A ``pyvips.Image`` of C-contiguous (H, W[, C]) pixels, where they are, with its pages
+    ``page_height`` rows each, its colour space, resolution and metadata set for tiffsave."""
+    pyvips = _pyvips()
     height, width = pixels.shape[:2]
     bands = 1 if pixels.ndim == 2 else pixels.shape[2]
     sixteen = pixels.dtype == np.uint16
-    image = pyvips.Image.new_from_memory(pixels.data, width, height, bands,
+    image = pyvips.Image.new_from_memory(pixels.data if pixels.flags.writeable
+                                         else memoryview(pixels), width, height, bands,
                                          "ushort" if sixteen else "uchar")
     colour = ("rgb16" if sixteen else "srgb") if bands >= 3 else ("grey16" if sixteen else "b-w")
     xres, yres = (d / 25.4 for d in (dpi or (1.0, 1.0)))  # libvips' unit: pixels per mm
     image = image.copy(interpretation=colour, xres=xres, yres=yres)
+    if page_height != height:
+        image.set_type(pyvips.GValue.gint_type, "page-height", page_height)
     if icc:
         image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
     if xmp:
         image.set_type(pyvips.GValue.blob_type, "xmp-data", xmp)
-    big = pixels.nbytes > BIGTIFF_BYTES
+    return image
+
+
+def _tiff_options(compression: str, quality: int | None, big: bool) -> dict[str, Any]:
     options: dict[str, Any] = {"compression": TIFF_COMPRESSIONS[compression], "resunit": "inch",
                                "bigtiff": big}
     if compression == "jpeg":
-        options["Q"] = quality
+        options["Q"] = 90 if quality is None else int(quality)
+    return options
+
+
+def _tiffsave(stream: Any, image: Any, options: dict[str, Any]) -> None:
+    """libvips' tiffsave into ``stream``: through its descriptor where it has one."""
+    pyvips = _pyvips()
     try:
         descriptor = stream.fileno()
     except (AttributeError, OSError, ValueError):  # a buffer (for a FIFO, a device)
         stream.write(image.tiffsave_buffer(**options))
-        return big
+        return
     stream.flush()
     image.tiffsave_target(pyvips.Target.new_to_descriptor(descriptor), **options)
     stream.seek(0, 2)  # libvips wrote through the descriptor
-    return big
+
+
+#: TIFF field types -> bytes per value.
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+                    13: 4, 16: 8, 17: 8, 18: 8}
+#: Tags whose values are offsets into the file: StripOffsets, TileOffsets, FreeOffsets.
+_TIFF_OFFSET_TAGS = {273, 324, 288}
+#: Tags that point at IFDs of their own (SubIFDs, Exif, GPS, Interoperability), which
+#: :func:`_join_tiffs` does not move: libvips writes none for the pages given it.
+_TIFF_IFD_TAGS = {330, 34665, 34853, 40965}
+_TIFF_PAGE_NUMBER = 297
+
+
+def _join_tiffs(stream: Any, parts: Iterator[bytes], pages: int) -> None:
+    """Write TIFF files (``parts``: all classic or all BigTIFF, one byte order, as libvips
+    wrote them) into the seekable ``stream`` as one file of all their pages, in order.
+
+    Each part is written whole where the file has got to (its header left as
+    unused bytes), with every offset in it moved by that much: its IFDs' chain,
+    values stored out of line, and the strip and tile offsets.  The last IFD
+    of each part is then chained to the next part's first, and each page's
+    PageNumber is set to its place in the whole file.
+    """
+    previous_link = None  # where the last written part's last next-IFD offset is
+    page = 0
+    for data in parts:
+        end = stream.seek(0, 2)
+        if end % 2:
+            stream.write(b"\0")
+            end += 1
+        if previous_link is None:
+            start = stream.tell()
+            if start != 0:
+                raise ValueError("a TIFF file is joined from the start of its stream")
+            base = 0
+        else:
+            base = end
+        block = bytearray(data)
+        del data
+        first, last_link, page = _move_tiff(block, base, page, pages)
+        stream.write(block)
+        if previous_link is not None:
+            offset_format, _ = previous_link
+            stream.seek(previous_link[1])
+            stream.write(struct.pack(offset_format, first))
+            stream.seek(0, 2)
+        previous_link = last_link
+
+
+def _move_tiff(block: bytearray, base: int, page: int, pages: int,
+               ) -> tuple[int, tuple[str, int], int]:
+    """Move every offset in the TIFF file ``block`` by ``base`` (in place); its first IFD's
+    offset and where its last next-IFD offset is, both as they will be in the joined file,
+    and the page number after its pages."""
+    order = {b"II": "<", b"MM": ">"}[bytes(block[:2])]
+    big = struct.unpack(order + "H", block[2:4])[0] == 43
+    offset_format = order + ("Q" if big else "I")
+    count_format, entry_bytes, inline = ((order + "Q", 20, 8) if big else (order + "H", 12, 4))
+    offset_size = 8 if big else 4
+    limit = 1 << (8 * offset_size)
+
+    def moved(value: int) -> int:
+        if value + base >= limit:
+            raise ValueError("the joined TIFF file is too large for its offsets")
+        return value + base
+
+    first = struct.unpack_from(offset_format, block, 8 if big else 4)[0]
+    ifd, link = first, None
+    seen = set()
+    while ifd and ifd not in seen:
+        seen.add(ifd)
+        count = struct.unpack_from(count_format, block, ifd)[0]
+        entries = ifd + struct.calcsize(count_format)
+        for k in range(count):
+            at = entries + k * entry_bytes
+            tag, kind = struct.unpack_from(order + "HH", block, at)
+            number = struct.unpack_from(order + ("Q" if big else "I"), block, at + 4)[0]
+            value_at = at + 4 + offset_size
+            if tag in _TIFF_IFD_TAGS:
+                raise ValueError(f"TIFF tag {tag} points at an IFD that cannot be moved")
+            size = _TIFF_TYPE_BYTES.get(kind, 1) * number
+            values_at = value_at
+            if size > inline:
+                values_at = struct.unpack_from(offset_format, block, value_at)[0]
+                struct.pack_into(offset_format, block, value_at, moved(values_at))
+            if tag in _TIFF_OFFSET_TAGS:
+                item = {3: "H", 4: "I", 16: "Q"}[kind]
+                for i in range(number):
+                    where = values_at + i * struct.calcsize(item)
+                    value = moved(struct.unpack_from(order + item, block, where)[0])
+                    if item == "H" and value > 0xFFFF:
+                        raise ValueError("the joined TIFF file is too large for its offsets")
+                    struct.pack_into(order + item, block, where, value)
+            elif tag == _TIFF_PAGE_NUMBER and kind == 3 and number == 2:
+                struct.pack_into(order + "HH", block, value_at, min(page, 0xFFFF),
+                                 min(pages, 0xFFFF))
+        page += 1
+        link = entries + count * entry_bytes
+        following = struct.unpack_from(offset_format, block, link)[0]
+        if following:
+            struct.pack_into(offset_format, block, link, moved(following))
+        ifd = following
+    if link is None:
+        raise ValueError("a TIFF file without an IFD")
+    return first + base, (offset_format, link + base), page

@@ -241,6 +241,9 @@ def write_sequence(
            or image_io.format_for_extension(path) or "")
     fmt = image_io._checked_format(frames[0], fmt)
     check_frame_format(fmt, len(frames))
+    if fmt == "TIFF":
+        _write_tiff_pages(path, frames, info, quality, strip, replace, before_rename)
+        return
     images = [image_io._to_pillow(f, fmt) for f in frames]
     alpha = images[0].mode in ("LA", "RGBA")
     options: dict[str, Any] = {}
@@ -258,17 +261,45 @@ def write_sequence(
         options["loop"] = 1 if loop is None else loop  # GIF without a loop plays once
         if fmt == "WEBP":
             options["quality"] = image_io._DEFAULT_QUALITY if quality is None else int(quality)
-    else:  # TIFF pages
-        options["compression"] = (info.compression if info is not None and info.compression
-                                  in image_io._TIFF_KEPT_COMPRESSIONS else
-                                  image_io.TIFF_DEFAULT_COMPRESSION)
-        if options["compression"] == "jpeg":
-            options["quality"] = image_io._DEFAULT_QUALITY if quality is None else int(quality)
     if info is not None and info.icc_profile and not strip and fmt != "GIF":
         options["icc_profile"] = info.icc_profile
 
     def write(out: IO[bytes]) -> None:
         images[0].save(out, format=fmt, save_all=True, append_images=images[1:], **options)
+        if before_rename is not None:
+            before_rename()
+
+    put_file(path, write, replace=replace)
+
+
+def _write_tiff_pages(path: str, frames: list[np.ndarray], info: SequenceInfo | None,
+                      quality: int | None, strip: bool, replace: bool,
+                      before_rename: Callable[[], None] | None) -> None:
+    """TIFF pages, written by libvips (:func:`downpool.libvips.save_tiff_pages`): the
+    input's compression where libtiff can write it for the pages, else Deflate; the
+    ICC profile unless ``strip``.  Pillow's multi-page writer took time quadratic in
+    the number of pages; libvips reads pages that lie one after the other in one
+    array where they are."""
+    from . import libvips
+
+    pages = []
+    for index, frame in enumerate(frames):
+        if frame.dtype not in (np.uint8, np.uint16):
+            raise TypeError(f"page {index + 1} must be uint8 or uint16, got {frame.dtype}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim not in (2, 3) or frame.ndim == 3 and frame.shape[2] not in (2, 3, 4):
+            raise ValueError(f"page {index + 1} must be (H, W) or (H, W, C) with C in 1..4, "
+                             f"got {frame.shape}")
+        pages.append(frame)
+    compression = (info.compression if info is not None and info.compression
+                   in image_io._TIFF_KEPT_COMPRESSIONS else image_io.TIFF_DEFAULT_COMPRESSION)
+    icc = info.icc_profile if info is not None and not strip else None
+
+    def write(out: IO[bytes]) -> None:
+        libvips.save_tiff_pages(out, pages, compression=compression,
+                                quality=image_io._DEFAULT_QUALITY if quality is None
+                                else int(quality), icc=icc)
         if before_rename is not None:
             before_rename()
 
