@@ -60,6 +60,8 @@ class SequenceFile:
 
     def __init__(self, source: Any) -> None:
         first = source.header
+        self._source = source._source  # the path, or a pipe's bytes
+        self._plain_pages = False
         with source.file_bytes() as raw:
             im, self._head = source.pillow_image()
             self._im = im
@@ -80,16 +82,19 @@ class SequenceFile:
         """
         im, n = self._im, self.info.n_frames
         if self.info.format == "TIFF":
-            headers = []
+            headers, plain = [], True
             try:
                 for index in range(n):
                     im.seek(index)
                     headers.append(image_io._header(im, "TIFF", self._head))
+                    plain = plain and _plain_page(im)
             except (EOFError, OSError, ValueError, SyntaxError) as exc:
                 raise OSError(f"page {len(headers) + 1} of {n} cannot be read: "
                               f"{image_io._decode_failure(exc, 'TIFF')}") from None
             finally:
                 im.seek(0)
+            kinds = {(h.width, h.height, h.channels, h.bytes_per_sample) for h in headers}
+            self._plain_pages = plain and len(kinds) == 1 and n > 1
             return headers
         width, height = first.width, first.height
         if self.info.format == "GIF":
@@ -106,6 +111,9 @@ class SequenceFile:
         colour is RGBA throughout).  TIFF pages come as each is stored, as
         :func:`downpool.io.read_image` reads a still TIFF.
         """
+        if self._plain_pages:
+            yield from self._libvips_pages()
+            return
         im = self._im
         mode = None
         for index in range(self.info.n_frames):
@@ -126,6 +134,43 @@ class SequenceFile:
                     mode = {"LA;16": "LA", "I;16": "L"}.get(mode, mode)
                 pixels = np.asarray(im if im.mode == mode else im.convert(mode))
             yield pixels, float(im.info.get("duration") or 0.0)
+
+    def _libvips_pages(self) -> Iterator[tuple[np.ndarray, float]]:
+        """The pages of a TIFF whose pages are all plain and of one kind, decoded by libvips
+        as one image of its pages one below the other, in order.  Pillow's decoder
+        (libtiff, handed each page's IFD) walks the file's IFDs from the first for each
+        page, so that reading took time quadratic in the number of pages."""
+        from . import libvips
+
+        first = self.headers[0]
+        n = len(self.headers)
+        expected = ({1: "uchar", 2: "ushort"}[first.bytes_per_sample], first.channels,
+                    first.width, first.height * n)
+
+        def decoder(fail_on: str) -> Any:
+            image = libvips.open_rows(self._source, "TIFF", fail_on=fail_on, n=-1)
+            if (image.format, image.bands, image.width, image.height) != expected:
+                raise OSError(f"libvips reads these {n} TIFF pages as "
+                              f"{image.width}x{image.height} {image.format} x {image.bands}, "
+                              "not as their tags say")
+            return image
+
+        for band in libvips.decoded_bands(decoder, first.height, "TIFF"):
+            # A copy: the pooler holds the pages of a time window.
+            yield np.array(band[:, :, 0] if first.channels == 1 else band), 0.0
+
+
+def _plain_page(im: Any) -> bool:
+    """Whether libvips decodes this TIFF page (Pillow's, seeked to it) as Pillow would, as
+    :func:`downpool.io.open_image` streams a plain still TIFF: L, LA, RGB, RGBA or 16-bit
+    gray (RGB and RGBA of 16 bits too, which only libvips decodes), every sample of 8
+    or of 16 bits, stored raw, LZW, Deflate or PackBits, upright."""
+    bits = image_io._tiff_bits(im)
+    return (im.mode in ("L", "LA", "RGB", "RGBA", "I;16", "I;16B")
+            and bits in ((8,) * len(bits), (16,) * len(bits))
+            and im.info.get("compression") in ("raw", "tiff_lzw", "tiff_adobe_deflate",
+                                               "packbits")
+            and im.tag_v2.get(274, 1) == 1)
 
 
 def gif_canvas(stream: IO[bytes], size: tuple[int, int]) -> tuple[int, int]:
