@@ -647,3 +647,22 @@ def test_reading_tiff_pages_of_one_kind_takes_time_linear_in_their_number(tmp_pa
             for i, frame in enumerate(frames):
                 im.seek(i)
                 np.testing.assert_array_equal(frame, np.asarray(im), err_msg=f"{name} {i}")
+
+
+def test_a_stack_of_16_bit_rgb_tiff_pages_keeps_its_16_bits(tmp_path):
+    """Pages of 16-bit RGB, which Pillow could only decode reduced to 8 bits (was: refused,
+    as for a still that libvips cannot read), are read and written by libvips."""
+    import tifffile
+
+    import downpool
+
+    pages = np.random.default_rng(11).integers(0, 65536, (3, 12, 10, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgb16.tif", pages, photometric="rgb", compression="zlib",
+                     metadata=None)
+    result = run_downpool("shrink", tmp_path / "rgb16.tif", "-o", tmp_path / "out.tif", "-m",
+                          "avg")
+    assert result.returncode == 0, result.stderr
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert out.dtype == np.uint16 and out.shape == (3, 6, 5, 3)
+    for page, pooled in zip(pages, out):
+        np.testing.assert_array_equal(pooled, downpool.downscale(page, "avg"))
