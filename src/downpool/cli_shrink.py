@@ -316,11 +316,13 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
     try:
         with image_io.open_image(task.source, max_pixels=settings.max_pixels,
                                  before_decode=lambda header: _check_header(header, settings),
-                                 to_srgb=settings.to_srgb) as source:
+                                 to_srgb=settings.to_srgb,
+                                 max_read_bytes=settings.max_memory) as source:
             sequence = None
             if settings.frames == "all" and source.n_frames > 1:
                 _check_frame_format(task.target, settings, source.n_frames)
-                sequence = _pool_sequence(source, settings)
+                sequence = _pool_sequence(source, settings,
+                                          _output_format(task.target, settings))
                 outcome = sequence.frames[0], None
             else:
                 outcome = _pool_still(source, settings)
@@ -364,7 +366,7 @@ def _shrink_file(task: Task, settings: Settings) -> FileResult:
 def _shrink_video(task: Task, settings: Settings) -> FileResult:
     """A video file, decoded, pooled and encoded a frame at a time (:mod:`downpool.video`):
     the frames a time window reads are held, never the clip."""
-    from .video import VideoUnavailableError, rewrite_video
+    from .video import VideoUnavailableError, probe_video, rewrite_video
 
     def failed(cause: str) -> FileResult:
         return FileResult(task.source, task.target, "failed", cause)
@@ -374,6 +376,14 @@ def _shrink_video(task: Task, settings: Settings) -> FileResult:
     if not is_video(task.target):
         return failed(f"a video is written as a video: {task.target} is not .mp4, .m4v, .mov, "
                       f".mkv or .webm (--format applies to images)")
+    try:
+        _check_video(probe_video(task.source), settings)
+    except _Refused as refused:
+        return failed(str(refused))
+    except VideoUnavailableError as exc:
+        return failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
+        return failed(_read_error(exc, task.source))
     unmade = _make_output_folder(task.target)
     if unmade is not None:
         return failed(unmade)
@@ -398,6 +408,59 @@ def _shrink_video(task: Task, settings: Settings) -> FileResult:
     except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
         return failed(_read_error(exc, task.source))
     return FileResult(task.source, task.target, "done")
+
+
+def _check_video(facts: dict[str, Any], settings: Settings) -> None:
+    """Refuse, from its stream's header, a video whose frames are above --max-pixels or
+    whose decoding, pooling and encoding would take more memory than a file may
+    (:func:`video_memory_needed`)."""
+    width, height = facts["width"], facts["height"]
+    pixels = width * height
+    if settings.max_pixels is not None and pixels > settings.max_pixels:
+        raise _Refused(f"the video's frames are {width}x{height} = {pixels:,} pixels, above the "
+                       f"limit of {settings.max_pixels:,} (raise it with --max-pixels)")
+    if settings.max_memory is None or pixels == 0:
+        return
+    need = video_memory_needed(width, height, facts["bits"], settings)
+    if need <= settings.max_memory:
+        return
+    size = f"{width}x{height} video"
+    if settings.memory_is_auto:
+        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
+        raise _Refused(f"{size} needs about {format_bytes(need)} of memory to decode, pool and "
+                       f"encode, more than the {format_bytes(settings.max_memory)} this run has"
+                       f"{shared}; free memory{', use a smaller -j' if settings.jobs > 1 else ''} "
+                       "or set --max-memory")
+    raise _Refused(f"{size} needs about {format_bytes(need)} of memory to decode, pool and "
+                   f"encode, above --max-memory {format_bytes(settings.max_memory)}")
+
+
+#: Frames of the input that FFmpeg's decoder may hold at once: the reference
+#: frames of H.264 and HEVC (up to 16), one per frame thread, and a few more.
+VIDEO_DECODER_FRAMES = 16 + 16 + 2
+#: Frames of the output that the encoder may hold at once: x264's look-ahead
+#: (40 frames at its default preset), B-frames and references, as YUV 4:2:0.
+VIDEO_ENCODER_FRAMES = 64
+
+
+def video_memory_needed(width: int, height: int, bits: int, settings: Settings) -> int:
+    """Bytes that decoding, pooling and encoding a video of ``width`` x ``height`` frames
+    take (:func:`downpool.video.rewrite_video`): FFmpeg's decoder (its reference and
+    threads' frames, 1.5 bytes a pixel, 3 above 8 bits), the RGB frames decoded
+    ahead and the time window (3 bytes a pixel each, a window of more than one
+    frame interleaved in one more copy), ``downscale``'s working memory, and
+    the encoder's frames of the output (1.5 bytes a pixel)."""
+    from .api import working_bytes
+    from .video import READ_AHEAD
+
+    pixels = width * height
+    out_h, out_w = output_size((height, width), **settings.geometry((height, width)))
+    kt = settings.time_kernel
+    decoder = VIDEO_DECODER_FRAMES * pixels * (3 if bits > 8 else 3 / 2)
+    frames = (READ_AHEAD + 2 + (2 * kt if kt > 1 else kt)) * pixels * 3
+    encoder = VIDEO_ENCODER_FRAMES * out_h * out_w * 3 / 2 + out_h * out_w * 3
+    return int(decoder + frames + encoder
+               + working_bytes((height, width, 3), 1, (out_h, out_w), linear=settings.linear))
 
 
 def _appeared_meanwhile(task: Task, settings: Settings) -> FileResult:
@@ -494,13 +557,16 @@ class _PooledSequence:
     info: Any
 
 
-def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
+def _pool_sequence(source: Any, settings: Settings, fmt: str | None = None) -> _PooledSequence:
     """Every frame of an animated GIF, WebP or PNG, or every page of a TIFF, of the opened
     ``source``, pooled in time and space as they are decoded
     (:class:`downpool.FrameDownscaler`): the frames a time window reads are held, never
     the whole file.  Each output frame lasts the sum of its input frames' durations
-    (SPEC section 6)."""
+    (SPEC section 6).  ``fmt``: the output's format, where known (else the input's), for
+    the memory its writer takes (:func:`_check_frames`)."""
     import warnings
+
+    import numpy as np
 
     from .frames import time_windows
     from .sequence_io import SequenceFile
@@ -511,9 +577,29 @@ def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
         warnings.warn("--to-srgb does not apply to animations and TIFF pages yet: their frames "
                       "are pooled as stored, their profile kept", stacklevel=1)
     sequence = SequenceFile(source)
+    _check_frames(sequence.headers, sequence.info.format, settings, fmt or sequence.info.format)
     pooled: list[Any] = []
     durations: list[float] = []
     pooler = first = None
+    # Frames of one kind are pooled into one array, one after the other: the TIFF
+    # writer (libvips) reads them where they are.
+    uniform = len({(h.width, h.height, h.channels, h.bytes_per_sample)
+                   for h in sequence.headers}) == 1
+    n_out = len(time_windows(len(sequence.headers), kt, st))
+    block = None
+
+    def keep(frames: list[Any]) -> None:
+        nonlocal block
+        for frame in frames:
+            if uniform and block is None:
+                block = np.empty((n_out, *frame.shape), frame.dtype)
+            if block is not None and len(pooled) < n_out and (frame.shape, frame.dtype) == (
+                    block.shape[1:], block.dtype):
+                block[len(pooled)] = frame
+                pooled.append(block[len(pooled)])
+            else:
+                pooled.append(frame)
+
     for index, (pixels, duration) in enumerate(sequence.frames()):  # decoding errors propagate
         durations.append(duration)
         kind = (pixels.shape, pixels.dtype)
@@ -524,17 +610,107 @@ def _pool_sequence(source: Any, settings: Settings) -> _PooledSequence:
                         f"page {index + 1} is {_describe_frame(*kind)} and page 1 "
                         f"{_describe_frame(*first)}: pooling pages in time "
                         f"(--time-kernel, --time-stride) needs pages of one size and kind")
-                pooled.extend(pooler.close())
+                keep(pooler.close())
             first = kind
             pooler = _frame_pooler(*kind, settings)
-        pooled.extend(pooler.feed(pixels))
-    pooled.extend(pooler.close())
+        keep(pooler.feed(pixels))
+    keep(pooler.close())
     info = sequence.info
     if len(durations) != info.n_frames:
         raise OSError(f"the file has {len(durations)} frames, not the {info.n_frames} it says")
     if kt > 1 or st > 1:
         durations = [sum(durations[a:b]) for a, b in time_windows(len(durations), kt, st)]
     return _PooledSequence(pooled, durations, info)
+
+
+def _check_frames(headers: list[Any], fmt: str, settings: Settings,
+                  out_fmt: str | None = None) -> None:
+    """Refuse, before any frame is decoded, a file of frames one of whose frames (or
+    pages) is above --max-pixels, or whose frames would take more memory to pool and
+    write than the file may (:func:`frames_memory_needed`)."""
+    what = "page" if fmt == "TIFF" else "frame"
+    if settings.max_pixels is not None:
+        for index, header in enumerate(headers):
+            if header.pixels > settings.max_pixels:
+                raise _Refused(
+                    f"{what} {index + 1} of {len(headers)} is {header.width}x{header.height} = "
+                    f"{header.pixels:,} pixels, above the limit of {settings.max_pixels:,} "
+                    "(raise it with --max-pixels)")
+    if settings.max_memory is None:
+        return
+    need = frames_memory_needed(headers, settings, out_fmt or fmt)
+    if need <= settings.max_memory:
+        return
+    widest = max(headers, key=lambda h: h.pixels)
+    size = (f"{len(headers)} {what}s of {widest.width}x{widest.height}" if fmt != "TIFF"
+            else f"{len(headers)} pages of up to {widest.width}x{widest.height}")
+    held = "the pooled frames are all held until they are written"
+    if settings.memory_is_auto:
+        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
+        raise _Refused(f"{size} need about {format_bytes(need)} of memory to pool ({held}), "
+                       f"more than the {format_bytes(settings.max_memory)} this run has{shared}; "
+                       f"free memory{', use a smaller -j' if settings.jobs > 1 else ''} or set "
+                       "--max-memory")
+    raise _Refused(f"{size} need about {format_bytes(need)} of memory to pool ({held}), above "
+                   f"--max-memory {format_bytes(settings.max_memory)}")
+
+
+def frames_memory_needed(headers: list[Any], settings: Settings, fmt: str = "TIFF") -> int:
+    """Bytes that decoding, pooling and writing a file of frames with these headers take,
+    written as ``fmt``.
+
+    Frames are decoded and pooled one time window at a time, but every pooled
+    frame is held until the file is written (the writers take them all at
+    once).  Pillow's writers (GIF, WebP, APNG) hold each again: as a Pillow image
+    (4 bytes a pixel for colour, 2 for 16-bit gray, 1 for gray) and, for GIF,
+    palettised and copied once more (2 bytes; 1 for the others).  libvips writes
+    TIFF pages of one kind where they are, and pages of several kinds each run
+    encoded in memory first (at most their samples again, twice while it is
+    joined).  The largest frame's decoding adds Pillow's own buffers
+    (``decoded_bytes``: for an animation the canvas and the frame before it),
+    the array and a converted copy, the other frames a time window reads
+    (interleaved in one more copy), the batch of small frames pooled in one
+    call with its stacked copy, and ``downscale``'s working memory
+    (:func:`downpool.api.working_bytes`).  On the bombs of
+    ``tests/test_cli_hostile_files.py`` pooled without a limit, the estimates
+    were 1.2x (GIF), 1.3x (APNG) and 1.6x (TIFF pages) the measured peaks less
+    the process's own 150 MB.
+    """
+    from .api import STRIP_BYTES, working_bytes
+    from .frames import time_windows
+
+    kt = settings.time_kernel
+    st = settings.time_stride or kt
+    decoding = 0
+    outputs: dict[tuple[int, int, int, int], int] = {}
+    one_kind = len({(h.width, h.height, h.channels, h.bytes_per_sample) for h in headers}) <= 1
+    for header in headers:
+        key = (header.width, header.height, header.channels, header.bytes_per_sample)
+        if key in outputs:
+            continue
+        frame = header.pixels * header.channels * header.bytes_per_sample
+        out_h, out_w = output_size((header.height, header.width),
+                                   **settings.geometry((header.height, header.width)))
+        samples = header.channels * header.bytes_per_sample
+        if fmt == "TIFF":
+            writer = 0 if one_kind else 2 * samples
+        else:
+            writer = ((1 if header.bytes_per_sample == 1 else 2) if header.channels == 1
+                      else 4) + (2 if fmt == "GIF" else 1)
+        outputs[key] = out_h * out_w * (samples + writer)
+        window = (2 * kt - 1) * frame if kt > 1 else frame
+        batch = min(STRIP_BYTES, len(headers) * frame) if frame < STRIP_BYTES else 0
+        decoding = max(decoding, header.decoded_bytes + frame + window + 2 * batch
+                       + working_bytes((header.height, header.width, header.channels),
+                                       header.bytes_per_sample, (out_h, out_w),
+                                       has_alpha=settings.pools_alpha(header.has_alpha),
+                                       linear=settings.linear))
+    if len(outputs) == 1:
+        held = len(time_windows(len(headers), kt, st)) * next(iter(outputs.values()))
+    else:  # pages of several kinds, each pooled alone (kt = 1, else refused)
+        held = sum(outputs[(h.width, h.height, h.channels, h.bytes_per_sample)]
+                   for h in headers)
+    return decoding + held + (headers[0].source_bytes if headers else 0)
 
 
 def _frame_pooler(shape: tuple[int, ...], dtype: Any, settings: Settings,
@@ -670,7 +846,7 @@ def memory_needed(header: Any, settings: Settings) -> int:
     held = header.pixels * header.channels * header.bytes_per_sample
     if header.streamed:
         held = min(held, 2 * STREAM_STRIP_BYTES + BAND_BYTES)
-    return (header.decoded_bytes + held
+    return (header.decoded_bytes + held + header.source_bytes
             + working_bytes(shape, header.bytes_per_sample, out_size,
                             has_alpha=settings.pools_alpha(header.has_alpha),
                             linear=settings.linear))

@@ -209,6 +209,9 @@ class ImageHeader:
     #: The pixels are decoded a band of rows at a time (libvips): the whole
     #: image is never held.
     streamed: bool = False
+    #: Bytes of the file itself held in memory while it is decoded (a pipe's,
+    #: read whole first); 0 for a file read from disk.
+    source_bytes: int = 0
 
     @property
     def pixels(self) -> int:
@@ -224,13 +227,35 @@ def format_for_extension(path: str | os.PathLike) -> str | None:
 
 
 @contextlib.contextmanager
-def _seekable_file(path: str) -> Iterator[IO[bytes]]:
-    """``path`` opened for reading; a pipe or terminal (``/dev/stdin``) is read into memory."""
+def _seekable_file(path: str, max_read_bytes: int | None = None) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading; a pipe or terminal (``/dev/stdin``) is read into memory,
+    and refused (:class:`UnsupportedImageError`) as soon as more than ``max_read_bytes``
+    have arrived: the rest is never read."""
     with open(path, "rb") as stream:
         if stream.seekable():
             yield stream
-        else:
-            yield io.BytesIO(stream.read())
+            return
+        chunks, held = [], 0
+        while True:
+            chunk = stream.read(_PIPE_CHUNK_BYTES)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            held += len(chunk)
+            if max_read_bytes is not None and held > max_read_bytes:
+                from .memory import format_bytes
+
+                raise UnsupportedImageError(
+                    f"more than {format_bytes(max_read_bytes)} arrived on this pipe, which is "
+                    f"read into memory before it is decoded: above what one file may take "
+                    f"(--max-memory); read no further")
+        data = b"".join(chunks)
+        del chunks
+        yield io.BytesIO(data)
+
+
+#: A pipe is read this much at a time (and checked against its limit between reads).
+_PIPE_CHUNK_BYTES = 1 << 20
 
 
 def read_image(
@@ -238,6 +263,7 @@ def read_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     before_decode: Callable[[ImageHeader], None] | None = None,
     to_srgb: bool = False,
+    max_read_bytes: int | None = None,
 ) -> LoadedImage:
     """Read an image file into a NumPy array, keeping its bit depth and metadata.
 
@@ -261,6 +287,10 @@ def read_image(
         a profile is taken as sRGB and tagged so; gray without one is left
         as it is.  CMYK is converted to RGB as without it (its profile
         dropped).
+    max_read_bytes : int or None
+        A pipe (which is read into memory first) that holds more than this
+        is refused as soon as that much has arrived, without reading the
+        rest.  None means no limit.  Files on disk are not read whole.
 
     Returns
     -------
@@ -289,7 +319,7 @@ def read_image(
     >>> img.pixels.shape, img.pixels.dtype, img.mode        # doctest: +SKIP
     ((3000, 4000, 3), dtype('uint8'), 'RGB')
     """
-    with open_image(path, max_pixels, before_decode, to_srgb) as image:
+    with open_image(path, max_pixels, before_decode, to_srgb, max_read_bytes) as image:
         return image.read()
 
 
@@ -299,6 +329,7 @@ def open_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     before_decode: Callable[[ImageHeader], None] | None = None,
     to_srgb: bool = False,
+    max_read_bytes: int | None = None,
 ) -> Iterator[ImageFile]:
     """Open an image file and read its header and metadata, its pixels not yet.
 
@@ -319,7 +350,8 @@ def open_image(
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
-    with _seekable_file(path) as stream:
+    with _seekable_file(path, max_read_bytes) as stream:
+        held = len(stream.getvalue()) if isinstance(stream, io.BytesIO) else 0
         head = stream.read(64)
         stream.seek(0)
         if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
@@ -376,6 +408,8 @@ def open_image(
             elif may_stream and scan is not None:  # Pillow's after all: its image data's CRCs now
                 png.scan_png(stream, check_idat=True)
                 stream.seek(position)
+            if held:
+                header = dataclasses.replace(header, source_bytes=held)
             if before_decode is not None:
                 before_decode(header)
             source = stream.getvalue() if isinstance(stream, io.BytesIO) else path
@@ -418,6 +452,12 @@ class ImageFile:
         if self._fmt not in ANIMATED_FORMATS:
             return 1
         return int(getattr(self._im, "n_frames", 1))
+
+    def file_bytes(self) -> IO[bytes]:
+        """The file, opened afresh for reading from its start (a pipe's bytes as read)."""
+        if isinstance(self._source, (bytes, bytearray)):
+            return io.BytesIO(self._source)
+        return open(self._source, "rb")
 
     def pillow_image(self) -> tuple[Any, bytes]:
         """The opened Pillow image and the file's first bytes, for reading every frame
@@ -510,17 +550,21 @@ class ImageFile:
             return
         from . import libvips
 
-        image = libvips.open_rows(self._source, self._fmt, **self._load_options)
         height, width = self.shape[:2]
         expected = ({1: "uchar", 2: "ushort"}[self.header.bytes_per_sample], self.header.channels,
                     width, height)
-        if (image.format, image.bands, image.width, image.height) != expected:
-            raise OSError(f"libvips reads this {self._fmt} file as {image.width}x{image.height} "
-                          f"{image.format} x {image.bands}, not as its header says")
-        if self._convert:
-            image = libvips.to_srgb(image)
+
+        def decoder(fail_on: str) -> Any:
+            image = libvips.open_rows(self._source, self._fmt, fail_on=fail_on,
+                                      **self._load_options)
+            if (image.format, image.bands, image.width, image.height) != expected:
+                raise OSError(f"libvips reads this {self._fmt} file as "
+                              f"{image.width}x{image.height} {image.format} x {image.bands}, "
+                              "not as its header says")
+            return libvips.to_srgb(image) if self._convert else image
+
         flat = len(self.shape) == 2
-        for band in libvips.bands(image, rows, self._fmt):
+        for band in libvips.decoded_bands(decoder, rows, self._fmt):
             yield band[:, :, 0] if flat else band
 
     def like(self, pixels: np.ndarray) -> LoadedImage:
@@ -530,8 +574,13 @@ class ImageFile:
         return dataclasses.replace(self._like, pixels=pixels)
 
     def _read_whole(self) -> LoadedImage:
-        loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream, self._scan,
-                                     keep_cmyk=self._to_srgb)
+        if self._fmt == "JPEG":  # Pillow does not say libjpeg's warnings of damage
+            from . import libvips
+
+            libvips.check_jpeg(self._source)
+        with pillow_limit_lifted(self.header.pixels):
+            loaded = _decode_with_pillow(self._im, self._fmt, self._head, self._stream,
+                                         self._scan, keep_cmyk=self._to_srgb)
         self._im.close()  # Pillow's copy of the pixels goes before they are pooled
         if self._to_srgb:
             loaded = _in_srgb(loaded)
@@ -541,6 +590,31 @@ class ImageFile:
 
 
 _PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def pillow_limit_lifted(pixels: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb limit lifted while an image (or frame, or page)
+    of ``pixels`` is decoded, where it is above that limit: the caller's limit
+    (``max_pixels``, and the command's memory check) was applied to its header, and is
+    the one that holds; Pillow's would refuse a TIFF page or GIF frame over 179
+    megapixels even with ``--max-pixels 0``.  The limit is process-wide: it is lifted,
+    and the decoding done, under the lock that :func:`open_image` takes, so only
+    such large images wait for one another."""
+    from PIL import Image
+
+    with _PILLOW_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or pixels <= limit:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 #: What :meth:`ImageFile.shrink_on_load` scales as it decodes.
 SHRINK_ON_LOAD_FORMATS = ("JPEG", "WEBP")

@@ -19,7 +19,7 @@ from .files import put_file
 from .io import _DEFAULT_QUALITY
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoUnavailableError", "is_video", "crf_for_quality",
-           "rewrite_video"]
+           "rewrite_video", "probe_video"]
 
 #: Video files, by extension, and the FFmpeg muxer that writes each.
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -55,6 +55,48 @@ def _av() -> Any:
         raise VideoUnavailableError(
             'video files need PyAV: pip install "downpool[video]"') from None
     return av
+
+
+def probe_video(source: str | os.PathLike) -> dict[str, Any]:
+    """What a video's header says of its first video stream, before a frame is decoded.
+
+    Returns ``width``, ``height`` (of its frames, as decoded), ``frames`` (as the
+    header counts them; 0 where it does not), ``codec`` (FFmpeg's decoder name)
+    and ``bits`` (per sample: 8, 10, 12 ...).
+
+    Raises
+    ------
+    VideoUnavailableError
+        Without PyAV.
+    OSError
+        A file FFmpeg cannot read, one without a video stream, or one whose
+        codec this build of FFmpeg cannot decode (an unknown codec tag).
+    """
+    av = _av()
+    try:
+        reader = av.open(os.fspath(source))
+    except av.error.FFmpegError as exc:
+        raise OSError(f"cannot read the video: {_words(exc)}") from None
+    with reader:
+        video = _first_video_stream(reader)
+        context = video.codec_context
+        pixel_format = context.format
+        bits = 8
+        if pixel_format is not None and pixel_format.components:
+            bits = max(c.bits for c in pixel_format.components)
+        return {"width": context.width, "height": context.height, "frames": video.frames or 0,
+                "codec": context.name, "bits": bits}
+
+
+def _first_video_stream(reader: Any) -> Any:
+    """The container's first video stream, one FFmpeg can decode (else an ``OSError``)."""
+    if not reader.streams.video:
+        raise OSError("no video stream in the file")
+    video = reader.streams.video[0]
+    if video.codec_context is None:  # a codec tag this FFmpeg does not know
+        raise OSError("the video stream's codec is not one that FFmpeg (in PyAV) can "
+                      "decode: an unknown or damaged codec tag")
+    return video
 
 
 def crf_for_quality(quality: int, crf_max: int) -> int:
@@ -120,9 +162,7 @@ def rewrite_video(
         raise OSError(f"cannot read the video: {_words(exc)}") from None
     stats: dict[str, Any] = {}
     try:
-        if not reader.streams.video:
-            raise OSError("no video stream in the file")
-        video = reader.streams.video[0]
+        video = _first_video_stream(reader)
         video.thread_type = "AUTO"
         audio = reader.streams.audio[0] if reader.streams.audio else None
         if audio is not None and container_format == "webm" and audio.codec_context.name not in WEBM_AUDIO:
