@@ -174,8 +174,9 @@ def _check_montage_target(montage_path: str, files: list[str], walked: set[str],
 
 
 def _compare_one(file: str, methods: list[str], given: dict, settings: dict,
-                 keep_outputs: bool, max_pixels: int | None,
-                 check: Any) -> tuple[Any, Any, str | None, tuple[str, ...], int]:
+                 keep_outputs: bool, max_pixels: int | None, check: Any,
+                 max_read_bytes: int | None = None,
+                 ) -> tuple[Any, Any, str | None, tuple[str, ...], int]:
     """Read and compare one image: (comparison, montage cells, error, warnings, frames).
 
     What Python warnings and C libraries (libtiff) say meanwhile is caught
@@ -188,7 +189,9 @@ def _compare_one(file: str, methods: list[str], given: dict, settings: dict,
     frames = 1
     with caught() as words:
         try:
-            with open_image(file, max_pixels=max_pixels, before_decode=check) as source:
+            # A pipe is read into memory: no more of it than --max-memory.
+            with open_image(file, max_pixels=max_pixels, before_decode=check,
+                            max_read_bytes=max_read_bytes) as source:
                 frames = source.n_frames
                 loaded = source.read()
             pixels, has_alpha = loaded.pixels, loaded.has_alpha
@@ -389,7 +392,8 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     try:
         for file in files:
             result, image_cells, error, warnings, frames = _compare_one(
-                file, methods, given, settings, keep_outputs, max_pixels or None, check)
+                file, methods, given, settings, keep_outputs, max_pixels or None, check,
+                memory_limit)
             for warning in warnings:
                 _say(f"downpool: warning: {file}: {warning}", bar)
             if error is not None:

@@ -669,9 +669,10 @@ def _write_image(source: Path, store: Path, settings: _Settings) -> list[tuple]:
     from .io import open_image
 
     labels = get_method(settings.method).labels
+    # A pipe is read into memory: no more of it than --max-memory.
     with open_image(source, max_pixels=settings.max_pixels,
-                    before_decode=lambda header: _check_header(source, header, settings,
-                                                               "image")) as image:
+                    before_decode=lambda header: _check_header(source, header, settings, "image"),
+                    max_read_bytes=settings.max_memory) as image:
         shape, dtype, has_alpha, rows = _rows(image)
         sizes = dd.pyramid_levels(shape, settings.levels, settings.min_size, settings.chunks)
         options = dict(has_alpha=has_alpha and not labels, linear=settings.linear,
