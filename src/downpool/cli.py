@@ -154,3 +154,15 @@ def methods_command() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def memory_limit_option(option: str, shares: int = 1, processes: int = 1,
+                        ) -> tuple[int | None, bool]:
+    """:func:`downpool.memory.memory_limit` of a command's ``--max-memory``: a bad size is a
+    usage error."""
+    from .memory import memory_limit
+
+    try:
+        return memory_limit(option, shares, processes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-memory") from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .cli import check_params_used, method_param_options, pop_method_params
+from .cli import check_params_used, memory_limit_option, method_param_options, pop_method_params
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from .messages import caught, fold, one_line
 from .methods import METHODS, resolve_params
@@ -26,10 +26,6 @@ EXIT_FAILED = 1
 
 FORMATS = ("table", "markdown", "csv", "json")
 
-#: What the command's own Python, NumPy, Numba, SciPy and scikit-image take
-#: (about 230 MiB measured), kept out of the memory ``--max-memory auto``
-#: leaves to an image; as ``shrink``'s allowance for itself.
-COMMAND_BASE_BYTES = 250 * 2**20
 
 
 class _Refused(Exception):
@@ -97,23 +93,6 @@ def _fail(message: str) -> None:
     """Refuse the whole command, before any image is measured: one line, exit 1."""
     _say(f"downpool: error: {message}", None)
     sys.exit(EXIT_FAILED)
-
-
-def _memory_limit(option: str) -> tuple[int | None, bool]:
-    """The bytes one image may take, from ``--max-memory``, and whether it was "auto"."""
-    from .memory import available_bytes, parse_size
-
-    if option.strip().lower() != "auto":
-        try:
-            limit = parse_size(option)
-        except (ValueError, OverflowError) as exc:
-            text = str(exc) if isinstance(exc, ValueError) else f"{option[:40]}... is too large"
-            raise click.BadParameter(text, param_hint="--max-memory") from None
-        return (limit or None), False
-    available = available_bytes()
-    if available is None:
-        return None, True
-    return max(0, available - COMMAND_BASE_BYTES), True
 
 
 def _check_memory(header: Any, limit: int | None, is_auto: bool, methods: list[str],
@@ -352,7 +331,7 @@ def compare(inputs: tuple[str, ...], kernel_size: int | None, scale: float | Non
     if kernel_size is not None and scale is not None:
         raise click.UsageError("give one of -k and --scale, not both")
 
-    memory_limit, memory_is_auto = _memory_limit(max_memory)  # a bad value: usage error
+    memory_limit, memory_is_auto = memory_limit_option(max_memory)  # a bad value: usage error
 
     files: list[str] = []
     walked: set[str] = set()

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import click
 
-from .cli import command_params, method_choice, method_param_options
+from .cli import command_params, memory_limit_option, method_choice, method_param_options
 from .io import DEFAULT_MAX_PIXELS
 from .messages import caught, fold, one_line
 from .methods import get_method
@@ -42,9 +42,6 @@ __all__ = ["pyramid", "pyramid_kind", "memory_needed"]
 
 EXIT_FAILED = 1
 
-#: What ``--max-memory auto`` keeps back for the process itself (Python, NumPy, Numba,
-#: Dask), as ``shrink`` does for each worker.
-PROCESS_BASE_BYTES = 250 * 2**20
 
 #: About how many bytes of rows each band of a decoded image file holds.
 BAND_BYTES = 1 << 20
@@ -72,23 +69,6 @@ def _say(message: str) -> None:
 def _fail(message: str) -> None:
     _say(f"downpool: error: {message}")
     sys.exit(EXIT_FAILED)
-
-
-def _memory_limit(option: str) -> tuple[int | None, bool]:
-    """The bytes the run may take, from --max-memory, and whether it was "auto"."""
-    from .memory import available_bytes, parse_size
-
-    if option.strip().lower() != "auto":
-        try:
-            limit = parse_size(option)
-        except (ValueError, OverflowError) as exc:
-            text = str(exc) if isinstance(exc, ValueError) else f"{option[:20]}... is too large"
-            raise click.BadParameter(text, param_hint="--max-memory") from None
-        return (limit or None), False
-    available = available_bytes()
-    if available is None:
-        return None, True
-    return max(0, available - PROCESS_BASE_BYTES), True
 
 
 @click.command("pyramid", context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,7 +118,7 @@ def pyramid(source: str, out: str, method: str, levels: int | None, min_size: in
         raise click.UsageError("give one of --levels and --min-size")
     if spec.labels and linear:
         raise click.UsageError(f"--linear does not apply to {method}: it pools labels")
-    memory, memory_is_auto = _memory_limit(max_memory)
+    memory, memory_is_auto = memory_limit_option(max_memory)
     try:
         from . import dask as dd
 
@@ -499,7 +479,7 @@ def memory_needed(shape: Sequence[int], itemsize: int, sizes: Sequence[tuple[int
                   chunks: int, *, first: int, has_alpha: bool = False, linear: bool = False,
                   workers: int = 1, pages: int = 1) -> int:
     """Bytes that writing a pyramid of (H, W[, C]) ``shape`` (a page's, for a stack) takes,
-    beyond the process itself (Python, NumPy, Numba, Dask: :data:`PROCESS_BASE_BYTES`).
+    beyond the process itself (Python, NumPy, Numba, Dask: :data:`downpool.memory.PROCESS_BASE_BYTES`).
 
     The sum of its two phases (what level 0 took is mostly kept by the allocator
     while the levels are made, so the peaks add up):

@@ -41,12 +41,12 @@ from typing import Any, Iterator
 import click
 
 from . import interrupts
-from .cli import command_params, method_choice, method_param_options
+from .cli import command_params, memory_limit_option, method_choice, method_param_options
 from .files import output_is_stream, remove_stale_temporaries
 from .geometry import output_size
 from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS,
                  IMAGE_EXTENSIONS)
-from .memory import available_bytes, format_bytes, parse_size
+from .memory import format_bytes
 from .messages import caught, fold, one_line
 from .methods import get_method
 from .video import VIDEO_EXTENSIONS, is_video
@@ -58,9 +58,6 @@ DEFAULT_NAME_IN_FOLDER = "{stem}{ext}"
 NAME_FIELDS = ("stem", "method", "ext")
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
-#: What a worker process is assumed to take before its first image (Python,
-#: NumPy, Numba and the compiled kernels), for dividing memory between -j workers.
-WORKER_BASE_BYTES = 250 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1741,7 +1738,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
         raise click.UsageError("--frames first keeps one frame: --time-kernel and --time-stride "
                                "do not apply")
     _check_template(name)
-    _memory_limit(max_memory, 1)  # a bad --max-memory is a usage error before any planning
+    memory_limit_option(max_memory)  # a bad --max-memory is a usage error before any planning
     if device == "cuda":
         _check_device(device)
 
@@ -1753,7 +1750,10 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
         _say(f"downpool: warning: {warning}", None)
     # The memory is shared by the files that can be in flight at once.
     jobs = max(1, min(_usable_cpus() if jobs is None else jobs, len(tasks)))
-    memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, processes)
+    # Each worker process holds its own Python, NumPy and Numba besides its image;
+    # threads share the one process's.
+    memory_limit, memory_is_auto = memory_limit_option(
+        max_memory, jobs, jobs if processes and jobs > 1 else 1)
     if scheduler is not None:
         _check_cluster(scheduler, processes)
         local = re.fullmatch(r"local(?::(\d+))?", scheduler)
@@ -1761,7 +1761,7 @@ def shrink(inputs: tuple[str, ...], out: str | None, recursive: bool, name: str 
             memory_limit = None  # this machine's memory says nothing of the workers'
         elif local is not None:
             jobs = max(1, int(local[1]) if local[1] else _usable_cpus())
-            memory_limit, memory_is_auto = _memory_limit(max_memory, jobs, True)
+            memory_limit, memory_is_auto = memory_limit_option(max_memory, jobs, jobs)
     settings = Settings(
         method=method, params=params, kernel_size=kernel_size, stride=stride, scale=scale,
         size=size, width=width, height=height, device=device, linear=linear, to_srgb=to_srgb,
@@ -1807,23 +1807,6 @@ def _usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def _memory_limit(option: str, jobs: int, processes: bool = False) -> tuple[int | None, bool]:
-    """The bytes each file may take, from --max-memory, and whether it was "auto"."""
-    if option.strip().lower() != "auto":
-        try:
-            limit = parse_size(option)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--max-memory") from None
-        return (limit or None), False
-    available = available_bytes()
-    if available is None:
-        return None, True
-    # Each worker process holds its own Python, NumPy and Numba besides its
-    # image; threads share the one process's.
-    workers_base = WORKER_BASE_BYTES * (jobs if processes and jobs > 1 else 1)
-    return max(0, available - workers_base) // jobs, True
 
 
 def _check_device(device: str) -> None:

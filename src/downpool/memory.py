@@ -19,7 +19,11 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["available_bytes", "parse_size", "format_bytes"]
+__all__ = ["available_bytes", "parse_size", "format_bytes", "memory_limit", "PROCESS_BASE_BYTES"]
+
+#: What a downpool process holds before any image (Python, NumPy, Numba and the
+#: kernels, Dask where it is used): left out of what ``--max-memory auto`` gives.
+PROCESS_BASE_BYTES = 250 * 2**20
 
 _CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -123,3 +127,20 @@ def format_bytes(count: float) -> str:
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{int(count)} bytes"
+
+
+def memory_limit(option: str, shares: int = 1, processes: int = 1) -> tuple[int | None, bool]:
+    """The bytes each of ``shares`` images in flight may take, from ``--max-memory``, and
+    whether it was "auto" (None: no limit).
+
+    "auto": what the system has left (:func:`available_bytes`) less
+    :data:`PROCESS_BASE_BYTES` for each of ``processes`` processes, divided
+    between the ``shares``; a size (:func:`parse_size`; 0: no limit) is each
+    one's.  A bad size is a ``ValueError``.
+    """
+    if option.strip().lower() != "auto":
+        return (parse_size(option) or None), False
+    available = available_bytes()
+    if available is None:
+        return None, True
+    return max(0, available - PROCESS_BASE_BYTES * processes) // shares, True
