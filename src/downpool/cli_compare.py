@@ -106,15 +106,10 @@ def _check_memory(header: Any, limit: int | None, is_auto: bool, methods: list[s
     need = memory_needed(header, methods, keep_outputs=keep_outputs, **settings)
     if need <= limit:
         return
-    from .memory import format_bytes
+    from .memory import format_bytes, over_the_limit
 
-    size = f"{header.width}x{header.height}"
-    if is_auto:
-        raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to compare, "
-                       f"more than the {format_bytes(limit)} this run has; free memory or set "
-                       "--max-memory")
-    raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to compare, above "
-                   f"--max-memory {format_bytes(limit)}")
+    raise _Refused(f"{header.width}x{header.height} image needs about {format_bytes(need)} of "
+                   f"memory to compare, {over_the_limit(limit, is_auto)}")
 
 
 def _check_montage_target(montage_path: str, files: list[str], walked: set[str],

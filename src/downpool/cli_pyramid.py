@@ -534,7 +534,7 @@ def _check_limits(source: Path, shape: Sequence[int], itemsize: int, settings: _
     """Refuse ``source`` (pixels of (H, W[, C]) ``shape``: an image, a zarr array or a page)
     whose pyramid would need more than --max-memory.  (--max-pixels is checked before:
     by :func:`downpool.io.open_image` for a file, by :func:`_write_zarr` for an array.)"""
-    from .memory import format_bytes
+    from .memory import format_bytes, over_the_limit
 
     h, w = int(shape[0]), int(shape[1])
     if settings.max_memory is None:
@@ -544,11 +544,8 @@ def _check_limits(source: Path, shape: Sequence[int], itemsize: int, settings: _
                          pages=pages)
     if need <= settings.max_memory:
         return
-    if settings.memory_is_auto:
-        limit = (f"more than the {format_bytes(settings.max_memory)} this run has; free memory, "
-                 "use a smaller --chunks or set --max-memory")
-    else:
-        limit = f"above --max-memory {format_bytes(settings.max_memory)}"
+    limit = over_the_limit(settings.max_memory, settings.memory_is_auto,
+                           advice=("use a smaller --chunks",))
     raise _Fault(source, f"a pyramid of this {w}x{h} {what} with --chunks {settings.chunks} "
                          f"needs about {format_bytes(need)} of memory, {limit}")
 

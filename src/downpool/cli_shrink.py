@@ -46,7 +46,7 @@ from .files import output_is_stream, remove_stale_temporaries
 from .geometry import output_size
 from .io import (ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, EXTENSION_FORMATS, FORMAT_EXTENSIONS,
                  IMAGE_EXTENSIONS)
-from .memory import format_bytes
+from .memory import format_bytes, over_the_limit
 from .messages import caught, fold, one_line
 from .methods import get_method
 from .video import VIDEO_EXTENSIONS, is_video
@@ -421,15 +421,8 @@ def _check_video(facts: dict[str, Any], settings: Settings) -> None:
     need = video_memory_needed(width, height, facts["bits"], settings)
     if need <= settings.max_memory:
         return
-    size = f"{width}x{height} video"
-    if settings.memory_is_auto:
-        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
-        raise _Refused(f"{size} needs about {format_bytes(need)} of memory to decode, pool and "
-                       f"encode, more than the {format_bytes(settings.max_memory)} this run has"
-                       f"{shared}; free memory{', use a smaller -j' if settings.jobs > 1 else ''} "
-                       "or set --max-memory")
-    raise _Refused(f"{size} needs about {format_bytes(need)} of memory to decode, pool and "
-                   f"encode, above --max-memory {format_bytes(settings.max_memory)}")
+    raise _Refused(f"{width}x{height} video needs about {format_bytes(need)} of memory to "
+                   f"decode, pool and encode, {_over_the_limit(settings)}")
 
 
 #: Frames of the input that FFmpeg's decoder may hold at once: the reference
@@ -642,14 +635,8 @@ def _check_frames(headers: list[Any], fmt: str, settings: Settings,
     size = (f"{len(headers)} {what}s of {widest.width}x{widest.height}" if fmt != "TIFF"
             else f"{len(headers)} pages of up to {widest.width}x{widest.height}")
     held = "the pooled frames are all held until they are written"
-    if settings.memory_is_auto:
-        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
-        raise _Refused(f"{size} need about {format_bytes(need)} of memory to pool ({held}), "
-                       f"more than the {format_bytes(settings.max_memory)} this run has{shared}; "
-                       f"free memory{', use a smaller -j' if settings.jobs > 1 else ''} or set "
-                       "--max-memory")
-    raise _Refused(f"{size} need about {format_bytes(need)} of memory to pool ({held}), above "
-                   f"--max-memory {format_bytes(settings.max_memory)}")
+    raise _Refused(f"{size} need about {format_bytes(need)} of memory to pool ({held}), "
+                   f"{_over_the_limit(settings)}")
 
 
 def frames_memory_needed(headers: list[Any], settings: Settings, fmt: str = "TIFF") -> int:
@@ -856,14 +843,12 @@ def _check_header(header: Any, settings: Settings) -> None:
     need = memory_needed(header, settings)
     if need <= settings.max_memory:
         return
-    size = f"{header.width}x{header.height}"
-    if settings.memory_is_auto:
-        shared = f", shared by {settings.jobs} files at a time (-j)" if settings.jobs > 1 else ""
-        raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, more than "
-                       f"the {format_bytes(settings.max_memory)} this run has{shared}; free memory"
-                       f"{', use a smaller -j' if settings.jobs > 1 else ''} or set --max-memory")
-    raise _Refused(f"{size} image needs about {format_bytes(need)} of memory to pool, above "
-                   f"--max-memory {format_bytes(settings.max_memory)}")
+    raise _Refused(f"{header.width}x{header.height} image needs about {format_bytes(need)} of "
+                   f"memory to pool, {_over_the_limit(settings)}")
+
+
+def _over_the_limit(settings: Settings) -> str:
+    return over_the_limit(settings.max_memory, settings.memory_is_auto, settings.jobs)
 
 
 def _larger_than_input(geometry: dict[str, Any], shape: tuple[int, int]) -> str | None:

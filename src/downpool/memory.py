@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["available_bytes", "parse_size", "format_bytes", "memory_limit", "PROCESS_BASE_BYTES"]
+__all__ = ["available_bytes", "parse_size", "format_bytes", "memory_limit", "over_the_limit",
+           "PROCESS_BASE_BYTES"]
 
 #: What a downpool process holds before any image (Python, NumPy, Numba and the
 #: kernels, Dask where it is used): left out of what ``--max-memory auto`` gives.
@@ -144,3 +145,15 @@ def memory_limit(option: str, shares: int = 1, processes: int = 1) -> tuple[int 
     if available is None:
         return None, True
     return max(0, available - PROCESS_BASE_BYTES * processes) // shares, True
+
+
+def over_the_limit(limit: int, is_auto: bool, jobs: int = 1, advice: tuple[str, ...] = ()) -> str:
+    """How a refusal says the memory it needs is over ``limit``: "above --max-memory X", or,
+    for "auto", "more than the X this run has[, shared by N files at a time (-j)]; free
+    memory[, use a smaller -j][, advice] or set --max-memory"."""
+    if not is_auto:
+        return f"above --max-memory {format_bytes(limit)}"
+    shared = f", shared by {jobs} files at a time (-j)" if jobs > 1 else ""
+    steps = ["free memory", *(["use a smaller -j"] if jobs > 1 else []), *advice]
+    return (f"more than the {format_bytes(limit)} this run has{shared}; {', '.join(steps)} "
+            "or set --max-memory")
