@@ -277,16 +277,19 @@ def test_damaged_png_chunks_and_unsupported_formats_are_errors_in_words(tmp_path
         data[:idat - 4] + struct.pack(">I", length + 1000) + data[idat:crc_at + 4])
     (tmp_path / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(200))
     (tmp_path / "cut.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x0a")
+    (tmp_path / "raw.cr3").write_bytes(b"\0\0\0\x18ftypcrx \0\0\0\x01crx isom" + bytes(200))
     result = run_downpool("shrink", tmp_path / "bad_crc.png", tmp_path / "past_end.png",
-                          tmp_path / "photo.heic", tmp_path / "cut.tif", tmp_path / "good.png",
+                          tmp_path / "photo.heic", tmp_path / "cut.tif", tmp_path / "raw.cr3",
+                          tmp_path / "good.png",
                           "--method", "avg")
     assert result.returncode == 1
     no_traceback(result)
     causes = {
         "bad_crc.png": "corrupt PNG file: the checksum of its IDAT chunk is wrong",
         "past_end.png": "truncated PNG file: its IDAT chunk runs past the end of the file",
-        "photo.heic": "HEIC files are not supported yet",
+        "photo.heic": "corrupt or truncated HEIC file: its header cannot be read",
         "cut.tif": "corrupt or truncated TIFF file",
+        "raw.cr3": "Canon CR3 raw files are not supported (PNG, JPEG",
     }
     errors = _errors(result)
     assert len(errors) == len(causes), result.stderr

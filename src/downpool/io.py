@@ -820,10 +820,12 @@ def _signature_format(head: bytes) -> str | None:
     return None
 
 
-# Formats people try that Pillow cannot read here, by their first bytes.
+# ISO media files by their brand: the formats read here (HEIC, HEIF, AVIF), which
+# Pillow fails to identify only when they are damaged, and others people try.
 _ISO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"heim": "HEIC",
                b"heis": "HEIC", b"hevm": "HEIC", b"hevs": "HEIC", b"mif1": "HEIF",
                b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF", b"crx ": "Canon CR3 raw"}
+_ISO_READ = {"HEIC", "HEIF", "AVIF"}
 
 
 def _unidentified(head: bytes) -> str:
@@ -836,8 +838,10 @@ def _unidentified(head: bytes) -> str:
         return f"corrupt or truncated {known} file: its header cannot be read"
     if head[4:8] == b"ftyp":
         name = _ISO_BRANDS.get(head[8:12])
+        if name in _ISO_READ:
+            return f"corrupt or truncated {name} file: its header cannot be read"
         if name:
-            return f"{name} files are not supported yet ({supported})"
+            return f"{name} files are not supported ({supported})"
         return f"a video or other ISO media file, not an image ({supported})"
     for magic, name in ((b"%PDF", "PDF"), (b"\xff\x0a", "JPEG XL"),
                         (b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000")):
