@@ -70,13 +70,39 @@ def test_folders_nested_past_the_recursion_limit_are_walked_and_mirrored(tmp_pat
     finally:
         os.chdir(tmp_path)
     save(deep / "top.png", PIXELS)
-    result = run_downpool("shrink", "in", "-r", "-o", "out", "-m", "avg", cwd=tmp_path)
-    no_traceback(result)
-    assert result.returncode == 0, result.stderr
-    assert summary(result).startswith("downpool: 2 done")
-    bottom = os.path.join("out", *["d"] * 1050, "bottom.png")
-    assert load(tmp_path / bottom)[0].shape == (6, 5, 3)
-    assert (tmp_path / "out" / "top.png").is_file()
+    try:
+        result = run_downpool("shrink", "in", "-r", "-o", "out", "-m", "avg", cwd=tmp_path)
+        no_traceback(result)
+        assert result.returncode == 0, result.stderr
+        assert summary(result).startswith("downpool: 2 done")
+        bottom = os.path.join("out", *["d"] * 1050, "bottom.png")
+        assert load(tmp_path / bottom)[0].shape == (6, 5, 3)
+        assert (tmp_path / "out" / "top.png").is_file()
+    finally:  # pytest's clean-up of old temporary folders recurses, as os.walk does
+        for tree in ("in", "out"):
+            _remove_deep_tree(tmp_path / tree)
+
+
+def _remove_deep_tree(top) -> None:
+    """Remove ``top``, a folder whose subfolders ``d`` nest deep, without recursion."""
+    if not top.is_dir():
+        return
+    os.chdir(top)
+    try:
+        depth = 0
+        while os.path.isdir("d"):
+            os.chdir("d")
+            depth += 1
+        for _ in range(depth + 1):
+            for name in os.listdir("."):
+                if name != "d":
+                    os.remove(name)
+            if os.path.isdir("d"):
+                os.rmdir("d")
+            os.chdir("..")
+        os.rmdir(top)
+    finally:
+        os.chdir(top.parent if top.parent.is_dir() else "/")
 
 
 @pytest.mark.parametrize("option, value, words", [
