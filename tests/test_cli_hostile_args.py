@@ -56,19 +56,17 @@ def test_names_past_the_file_systems_limit_are_one_line_errors(tmp_path, args):
     assert summary(result).startswith("downpool: 0 done, 0 skipped, 1 failed")
 
 
-def test_folders_nested_past_the_recursion_limit_are_walked_and_mirrored(tmp_path):
+def test_folders_nested_past_the_recursion_limit_are_walked_and_mirrored(tmp_path,
+                                                                        monkeypatch):
     """1,050 folders deep with -r: os.walk and os.makedirs recurse (Python 3.11) and ran out
     of the recursion limit; the tree is walked and mirrored."""
     deep = tmp_path / "in"
     deep.mkdir()
-    os.chdir(deep)  # short relative names: the absolute path would pass PATH_MAX
-    try:
-        for _ in range(1050):
-            os.mkdir("d")
-            os.chdir("d")
-        Image.fromarray(PIXELS).save("bottom.png")
-    finally:
-        os.chdir(tmp_path)
+    monkeypatch.chdir(deep)  # the test's own working folder, put back after it
+    for _ in range(1050):  # short relative names: the absolute path would pass PATH_MAX
+        os.mkdir("d")
+        os.chdir("d")
+    Image.fromarray(PIXELS).save("bottom.png")
     save(deep / "top.png", PIXELS)
     try:
         result = run_downpool("shrink", "in", "-r", "-o", "out", "-m", "avg", cwd=tmp_path)
@@ -102,7 +100,7 @@ def _remove_deep_tree(top) -> None:
             os.chdir("..")
         os.rmdir(top)
     finally:
-        os.chdir(top.parent if top.parent.is_dir() else "/")
+        os.chdir(top.parent)
 
 
 @pytest.mark.parametrize("option, value, words", [
