@@ -83,28 +83,38 @@ class PublicApi(griffe.Extension):
                 if text is not None:
                     parent = obj.parent.docstring if obj.parent is not None else None
                     obj.docstring = griffe.Docstring(
-                        text, lineno=obj.lineno, parent=obj,
+                        text,
+                        lineno=obj.lineno,
+                        parent=obj,
                         parser=parent.parser if parent else None,
-                        parser_options=parent.parser_options if parent else None)
+                        parser_options=parent.parser_options if parent else None,
+                    )
             if obj.docstring is not None:
                 obj.docstring.value = _ROLE.sub(_as_code, obj.docstring.value)
         for path in PUBLIC_MODULES:
             self._check_documented(pkg.modules_collection[path])
 
     def _check_documented(self, module: griffe.Module) -> None:
-        for name in module.exports or ():
+        for name in map(str, module.exports or ()):
             if name.startswith("__"):
                 continue
             obj = module.members.get(name)
             if obj is None:
                 logger.warning("%s.%s is in __all__ but not defined", module.path, name)
                 continue
-            target = obj.final_target if obj.is_alias else obj
+            try:
+                target = obj.final_target if obj.is_alias else obj
+            except griffe.AliasResolutionError:
+                logger.warning("%s.%s: %s is not found", module.path, name, obj.target_path)
+                continue
             if not target.docstring:
                 logger.warning("%s.%s has no docstring", module.path, name)
             if target.is_class:
                 for member in target.members.values():
-                    if (not member.name.startswith("_") and not member.is_alias
-                            and (member.is_function or "property" in member.labels)
-                            and not member.docstring):
+                    if (
+                        not member.name.startswith("_")
+                        and not member.is_alias
+                        and (member.is_function or "property" in member.labels)
+                        and not member.docstring
+                    ):
                         logger.warning("%s.%s.%s has no docstring", module.path, name, member.name)

@@ -20,7 +20,7 @@ README = ROOT / "README.md"
 MAX_README_LINES = 150
 
 _LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^)\s]+)\)")
-_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 
 
 def _slug(heading: str) -> str:
@@ -34,20 +34,21 @@ def _slug(heading: str) -> str:
 
 def _anchors(markdown: Path) -> set[str]:
     text = _FENCE.sub("", markdown.read_text(encoding="utf-8"))
-    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)}
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)}
 
 
 def _local_links(markdown: Path) -> list[str]:
     text = _FENCE.sub("", markdown.read_text(encoding="utf-8"))
-    return [target for target in _LINK.findall(text)
-            if not re.match(r"[a-z][a-z0-9+.-]*:", target)]  # http:, https:, mailto: ...
+    # Not http:, https:, mailto: ...: those lead outside the checkout.
+    return [link for link in _LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", link)]
 
 
 def test_the_readme_is_one_page():
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines <= MAX_README_LINES, (
         f"README.md has {lines} lines (at most {MAX_README_LINES}): move the detail to a page of "
-        "docs/ and link to it")
+        "docs/ and link to it"
+    )
 
 
 def test_the_readme_links_lead_somewhere():
@@ -64,13 +65,18 @@ def test_the_readme_links_lead_somewhere():
     assert not broken, "README.md links to:\n" + "\n".join(broken)
 
 
-@pytest.mark.parametrize("heading, anchor", [
-    ("Results on `sample_images/`", "results-on-sample_images"),
-    ("Batches on a Dask cluster: `downpool shrink --scheduler`",
-     "batches-on-a-dask-cluster-downpool-shrink-scheduler"),
-    ("What each method keeps (k = 4)", "what-each-method-keeps-k-4"),
-    ("Dask arrays: `downpool.dask`", "dask-arrays-downpooldask"),
-])
+@pytest.mark.parametrize(
+    "heading, anchor",
+    [
+        ("Results on `sample_images/`", "results-on-sample_images"),
+        (
+            "Batches on a Dask cluster: `downpool shrink --scheduler`",
+            "batches-on-a-dask-cluster-downpool-shrink-scheduler",
+        ),
+        ("What each method keeps (k = 4)", "what-each-method-keeps-k-4"),
+        ("Dask arrays: `downpool.dask`", "dask-arrays-downpooldask"),
+    ],
+)
 def test_anchors_are_made_as_mkdocs_makes_them(heading, anchor):
     # Anchors MkDocs accepted in the strict build of docs/ (links in docs/*.md).
     assert _slug(heading) == anchor
