@@ -1,4 +1,5 @@
-"""The README stays one page, and its links lead to files and headings that exist.
+"""The README stays one page, its links lead to files and headings that exist, and the
+site's Getting started shows its set-up commands as they are.
 
 The documentation site's own links, anchors and docstrings are checked by
 ``mkdocs build --strict`` (CI runs it); MkDocs does not read the README, which
@@ -80,3 +81,16 @@ def test_the_readme_links_lead_somewhere():
 def test_anchors_are_made_as_mkdocs_makes_them(heading, anchor):
     # Anchors MkDocs accepted in the strict build of docs/ (links in docs/*.md).
     assert _slug(heading) == anchor
+
+
+def _first_bash_block(text: str) -> str:
+    block = re.search(r"^```bash\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert block is not None
+    return block.group(1)
+
+
+def test_getting_started_shows_the_readmes_set_up_commands():
+    readme = README.read_text(encoding="utf-8")
+    setup = readme[readme.index("## Set-up in two commands") :]
+    page = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert _first_bash_block(page) == _first_bash_block(setup)
