@@ -70,14 +70,18 @@ class FrameDownscaler:
         As for :func:`downpool.downscale`, and so are the space geometry
         (``kernel_size``, ``stride``, ``size``, ``scale``), ``device``,
         ``has_alpha``, ``linear`` and the method's parameters.
-    time_kernel, time_stride : int
-        The time geometry of :func:`downscale_frames`.
+    time_kernel : int
+        Frames pooled into one output frame, as for :func:`downscale_frames`.
+    time_stride : int, optional
+        Step between time windows (default ``time_kernel``).
     max_bytes : int, optional
         Input bytes pooled in one kernel call (default
         :data:`downpool.api.STRIP_BYTES`): small frames of integer dtypes are
         pooled several output frames at a time, which saves the cost of a call
         per frame.  0 pools each output frame as soon as its window is complete.
 
+    Notes
+    -----
     :meth:`feed` takes the next frame and returns the output frames that are
     done; :meth:`close` returns the rest (the last, partial time window among
     them).  Only the frames that a time window still to pool reads are kept:
