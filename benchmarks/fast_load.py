@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_cli import downpool_command, make_photo  # noqa: E402
 
-from downpool.compare import _ssim_psnr, resize_float, to_unit_float  # noqa: E402
+from downpool.compare.scores import _ssim_psnr, resize_float, to_unit_float  # noqa: E402
 
 
 def _jpegs(folder: Path) -> list[Path]:

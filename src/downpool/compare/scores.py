@@ -64,10 +64,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from .api import downscale
-from .geometry import output_size, plan_windows
-from .messages import one_line
-from .methods import METHODS, MethodSpec, resolve_params
+from ..api import downscale
+from ..geometry import output_size, plan_windows
+from ..messages import one_line
+from ..methods import METHODS, MethodSpec, resolve_params
 
 __all__ = [
     "UPSAMPLE_FILTERS", "AGAINST", "BASELINES", "Score", "ImageComparison",
@@ -969,7 +969,7 @@ def save_montage(picture: Image.Image, path: str | os.PathLike, replace: bool = 
     FileExistsError
         ``path`` exists and ``replace`` is False.
     """
-    from .io import write_image
+    from ..io import write_image
 
     fmt = montage_format(path)
     write_image(path, np.asarray(picture.convert("RGB")), format=fmt,
@@ -978,7 +978,7 @@ def save_montage(picture: Image.Image, path: str | os.PathLike, replace: bool = 
 
 def montage_format(path: str | os.PathLike) -> str:
     """The format a montage file name asks for (see :func:`save_montage`)."""
-    from .io import FORMAT_EXTENSIONS, format_for_extension
+    from ..io import FORMAT_EXTENSIONS, format_for_extension
 
     fmt = format_for_extension(path)
     if fmt is not None:
