@@ -1,6 +1,8 @@
-"""Measure what each downscaling method keeps of an image: SSIM and PSNR.
+"""Score what each downscaling method keeps of an image: SSIM and PSNR.
 
-This is the array-level logic behind ``downpool compare``.
+This is the array-level logic behind ``downpool compare``; the tables are
+:mod:`downpool.compare.report`'s, the montage :mod:`downpool.compare.drawing`'s
+and the memory estimate :mod:`downpool.compare.memory`'s.
 
 Protocol
 --------
@@ -41,19 +43,12 @@ Protocol
    (or Pillow resizes): the first compiles the method's kernels, on the very
    path the image takes, so Numba's compilation is never counted.
 
-:func:`memory_needed` estimates, from a file's header, the memory that
-decoding it and comparing it take, so that ``downpool compare`` can refuse
-an image before decoding it (``--max-memory``).
-
 Pillow's float resizes work on mode ``"F"`` images, one channel at a time, so
 no 8-bit quantisation happens anywhere in the protocol.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import time
@@ -61,19 +56,17 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from ..api import downscale
-from ..geometry import output_size, plan_windows
-from ..messages import one_line
+from ..geometry import plan_windows
 from ..methods import METHODS, MethodSpec, resolve_params
 
 __all__ = [
-    "UPSAMPLE_FILTERS", "AGAINST", "BASELINES", "Score", "ImageComparison",
-    "to_unit_float", "resize_float", "parse_methods", "compare_image", "mean_scores",
-    "best_marks", "format_table", "format_csv", "format_json", "montage_cells", "montage",
-    "montage_size", "save_montage", "montage_format", "memory_needed",
+    "UPSAMPLE_FILTERS", "AGAINST", "BASELINES", "SSIM_WINDOW", "WHOLE_IMAGE_VALUES",
+    "STRIP_VALUES", "BAND_VALUES", "Score", "ImageComparison", "to_unit_float", "resize_float",
+    "ssim_psnr", "strip_threads", "strip_sums", "best_of_two", "parse_methods", "compare_image",
 ]
 
 #: ``upsample`` names and the Pillow filters they mean.
@@ -95,20 +88,6 @@ BASELINES: Mapping[str, Image.Resampling] = {
 
 #: SSIM's default (uniform) window side in scikit-image.
 SSIM_WINDOW = 7
-
-# Montage layout, in pixels: every image gets a block of cells, MONTAGE_COLUMNS
-# cells wide; a cell is a TILE_SIDE square over a LABEL_HEIGHT label, with GAP
-# between cells and around the edge.  The size depends only on the number of
-# images and tiles, not on their content (see `montage`).
-TILE_SIDE = 192
-CROP_SIDE = 24  # output pixels per side of the cropped region shown per method
-LABEL_HEIGHT = 30
-GAP = 6
-MONTAGE_COLUMNS = 5
-
-_BACKGROUND = (255, 255, 255)
-_TEXT = (0, 0, 0)
-_HIGHLIGHT = (170, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -234,7 +213,7 @@ def to_unit_float(pixels: Any, has_alpha: bool = False) -> np.ndarray:
     out = np.empty((height, width) if channels == 1 else (height, width, channels), np.float64)
     # A band of rows at a time: the float64 working values (and the alpha
     # compositing's) never take more than a band, whatever the image's size.
-    rows = max(1, _BAND_VALUES // (arr[0].size or 1))
+    rows = max(1, BAND_VALUES // (arr[0].size or 1))
     for top in range(0, height, rows):
         band = arr[top:top + rows]
         if integer:
@@ -253,7 +232,7 @@ def to_unit_float(pixels: Any, has_alpha: bool = False) -> np.ndarray:
 
 
 #: Values of the input converted at a time by :func:`to_unit_float`.
-_BAND_VALUES = 1 << 20
+BAND_VALUES = 1 << 20
 
 
 def resize_float(image: np.ndarray, size: tuple[int, int], resample: Image.Resampling,
@@ -274,7 +253,8 @@ def resize_float(image: np.ndarray, size: tuple[int, int], resample: Image.Resam
 
     Returns
     -------
-    ndarray of float64 with shape ``size`` (plus the channel axis).
+    ndarray of float64
+        Shape ``size``, plus the channel axis when ``image`` has one.
     """
     height, width = size
     planes = image[:, :, np.newaxis] if image.ndim == 2 else image
@@ -285,8 +265,25 @@ def resize_float(image: np.ndarray, size: tuple[int, int], resample: Image.Resam
     return out[:, :, 0] if image.ndim == 2 else out
 
 
-def _ssim_psnr(truth: np.ndarray, test: np.ndarray) -> tuple[float, float]:
-    """SSIM and PSNR from scikit-image, on [0, 1] data, of two whole images."""
+def ssim_psnr(truth: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """SSIM and PSNR from scikit-image, on [0, 1] data, of two whole images.
+
+    Parameters
+    ----------
+    truth : ndarray, shape (H, W) or (H, W, C)
+        What ``test`` is compared with (X, or the reference), in [0, 1].
+    test : ndarray
+        The image scored, of ``truth``'s shape.
+
+    Returns
+    -------
+    ssim : float
+        ``structural_similarity(data_range=1)``, with ``channel_axis=-1``
+        for a colour image.
+    psnr : float
+        ``peak_signal_noise_ratio(data_range=1)`` in dB; ``inf`` for an
+        exact match.
+    """
     channel_axis = -1 if truth.ndim == 3 else None
     ssim = structural_similarity(truth, test, data_range=1, channel_axis=channel_axis)
     # An exact match divides by a zero error: PSNR is inf, which is the answer.
@@ -301,16 +298,44 @@ WHOLE_IMAGE_VALUES = 1 << 22
 STRIP_VALUES = 1 << 18
 
 
-def _strip_threads() -> int:
-    """Threads that score strips at once: the CPUs this process may run on."""
+def strip_threads() -> int:
+    """Threads that score strips at once: the CPUs this process may run on.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
 
 
-def _strip_sums(truth: np.ndarray, test: np.ndarray, rows: tuple[int, int]) -> tuple[float, int, float]:
-    """(sum of SSIM over the strip's share of the map, their count, sum of squared errors)."""
+def strip_sums(truth: np.ndarray, test: np.ndarray, rows: tuple[int, int]) -> tuple[float, int, float]:
+    """What one strip of rows adds to the SSIM mean and to the squared error.
+
+    The strip is read with the ``(SSIM_WINDOW - 1) // 2`` rows on either side
+    that SSIM's window reads, so that its SSIM values are those of a
+    whole-image call.
+
+    Parameters
+    ----------
+    truth, test : ndarray, shape (H, W)
+        One channel of the two images compared, in [0, 1].
+    rows : (int, int)
+        The strip's first row and the row past its last.
+
+    Returns
+    -------
+    ssim_sum : float
+        Sum of the SSIM map over the strip's rows that a whole image's mean
+        counts (all but the window's half-width at each edge).
+    count : int
+        How many SSIM values that sum adds.
+    squared : float
+        Sum of the squared errors over the strip's rows.
+    """
     pad = (SSIM_WINDOW - 1) // 2
     height, width = truth.shape
     r0, r1 = rows
@@ -337,10 +362,10 @@ def _ssim_psnr_in_strips(truth: np.ndarray, planes: Iterable[np.ndarray]) -> tup
     step = max(16, STRIP_VALUES // width)
     strips = [(r, min(height, r + step)) for r in range(0, height, step)]
     ssims, squared = [], 0.0
-    with ThreadPoolExecutor(max_workers=_strip_threads()) as threads:
+    with ThreadPoolExecutor(max_workers=strip_threads()) as threads:
         for c, plane in enumerate(planes):
             channel = truth if truth.ndim == 2 else truth[:, :, c]
-            parts = list(threads.map(lambda rows: _strip_sums(channel, plane, rows), strips))
+            parts = list(threads.map(lambda rows: strip_sums(channel, plane, rows), strips))
             ssims.append(sum(p[0] for p in parts) / sum(p[1] for p in parts))
             squared += sum(p[2] for p in parts)
     mse = squared / truth.size
@@ -360,8 +385,24 @@ def _planes_upsampled(y: np.ndarray, size: tuple[int, int], resample: Image.Resa
         yield np.asarray(plane.resize((width, height), resample, box=box))
 
 
-def _best_of_two(call: Any) -> tuple[Any, float]:
-    """``call()``'s result and the shorter wall time of two calls."""
+def best_of_two(call: Any) -> tuple[Any, float]:
+    """``call()``'s result and the shorter wall time of two calls.
+
+    The first call compiles whatever Numba kernels the call takes, on the
+    very path the input takes, so compilation is never counted.
+
+    Parameters
+    ----------
+    call : callable
+        Called twice, without arguments.
+
+    Returns
+    -------
+    result : object
+        What the second call returned.
+    seconds : float
+        The shorter of the two calls' wall times (``time.perf_counter``).
+    """
     times = []
     for _ in range(2):
         start = time.perf_counter()
@@ -377,6 +418,16 @@ def parse_methods(methods: str | Iterable[str]) -> list[str]:
     """Turn ``"all"``, ``"avg,softpool"`` or a list of names into method names.
 
     Order is kept and repeats are dropped.
+
+    Parameters
+    ----------
+    methods : str or iterable of str
+        ``"all"``, names separated by commas, or a sequence of names.
+
+    Returns
+    -------
+    list of str
+        Names from ``downpool.METHODS``.
 
     Raises
     ------
@@ -520,470 +571,25 @@ def compare_image(
             if reference.size > WHOLE_IMAGE_VALUES:
                 planes = (y,) if y.ndim == 2 else (y[:, :, c] for c in range(y.shape[2]))
                 return _ssim_psnr_in_strips(reference, planes)
-            return _ssim_psnr(reference, y)
+            return ssim_psnr(reference, y)
         resample = UPSAMPLE_FILTERS[upsample]
         if x.size > WHOLE_IMAGE_VALUES:
             return _ssim_psnr_in_strips(x, _planes_upsampled(y, (height, width), resample, box))
-        return _ssim_psnr(x, resize_float(y, (height, width), resample, box=box))
+        return ssim_psnr(x, resize_float(y, (height, width), resample, box=box))
 
     outputs: dict[str, np.ndarray] = {}
     scores: list[Score] = []
     for spec, value in zip(specs, values):
-        y, seconds = _best_of_two(lambda: downscale(x, spec.name, **geometry, **value))
+        y, seconds = best_of_two(lambda: downscale(x, spec.name, **geometry, **value))
         box = full_box if (scale is not None or spec.area_only) else pooled_box
         label = Score(name, spec.name, dict(value), out_size, 0.0, 0.0, 0.0).label
         ssim, psnr = score(label, y, box)
         scores.append(Score(name, spec.name, dict(value), out_size, ssim, psnr, seconds))
     for baseline, resample in BASELINES.items():
-        y, seconds = _best_of_two(lambda: resize_float(x, out_size, resample))
+        y, seconds = best_of_two(lambda: resize_float(x, out_size, resample))
         ssim, psnr = score(baseline, y, full_box)
         is_reference = against == "reference" and baseline == "pillow-lanczos"
         scores.append(Score(name, baseline, {}, out_size, ssim, psnr, seconds,
                             baseline=True, reference=is_reference))
     return ImageComparison(name, x.shape, scores, x if keep_outputs else None, outputs, footprint,
                            geometry)
-
-
-# --- memory ------------------------------------------------------------------
-
-#: Bytes per pixel of one channel plane that a whole-image SSIM call
-#: (scikit-image, float64) holds at its peak, for one channel and with
-#: ``channel_axis`` (measured with tracemalloc: 112 and 160).
-_SSIM_PLANE_BYTES = {False: 112, True: 160}
-#: What one thread scoring a strip holds, per value of the strip it reads (112 measured).
-_SSIM_STRIP_BYTES = 128
-#: Bytes per value of X: its float64 values, and 6 more that colour images
-#: took beyond the other terms (the per-channel float copies, which the
-#: allocator keeps after they are freed).
-_X_BYTES = 14
-#: The terms' sum is raised by this share for what they do not follow
-#: (Numba's, Pillow's and libvips' own buffers, the allocator's slack).  The
-#: peak resident memory of `downpool compare` (less that of a 64x64 image)
-#: measured on 1 to 64 megapixel images -- grey, RGB, RGBA, 16-bit; k 2 and
-#: 8, scale 0.9, --montage, --against reference -- was 0.60 to 0.77 of the
-#: estimate (64 MP RGB: 3.5 GiB of 5.3 GiB).
-_MEMORY_MARGIN = 1.3
-
-
-def memory_needed(header: Any, methods: str | Iterable[str] = "all", *,
-                  kernel_size: int | None = None, scale: float | None = None,
-                  upsample: str = "bicubic", against: str = "original",
-                  keep_outputs: bool = False) -> int:
-    """Bytes that decoding one image and :func:`compare_image` on it take, from above.
-
-    Parameters
-    ----------
-    header : downpool.io.ImageHeader
-        What the file's header says (size, channels, bytes per sample,
-        alpha, the decoder's own buffer), known before its pixels are decoded.
-    methods, kernel_size, scale, upsample, against, keep_outputs
-        As for :func:`compare_image`.
-
-    Notes
-    -----
-    The terms, for an image of n pixels whose X has v values (its channels
-    after alpha compositing), each output Y o values, r rows (the methods and
-    the two baselines):
-
-    - the decoded pixels, held throughout, and the decoder's buffer while
-      reading;
-    - X, ``8 v`` (float64), held throughout;
-    - then the largest of: downscaling (two Ys, the faster of two calls, and
-      the method's own working values: ``32 o``); a baseline's resize (Y and
-      Pillow's float32 planes: ``8 o + 16 n``); scoring against the original
-      (Y, the upsampled float32 planes with Pillow's copies, ``8 o + 16 n``,
-      and each strip thread's SSIM working values, ``_SSIM_STRIP_BYTES`` per
-      value of a strip; up to ``WHOLE_IMAGE_VALUES`` values, scored whole:
-      the upsampled Y, ``8 v``, and SSIM's working values,
-      ``_SSIM_PLANE_BYTES`` per pixel);
-    - against the reference: the reference, ``8 o``, and scoring at Y's size;
-    - with ``keep_outputs``: every Y (``8 r o``) and the montage's grey
-      copies of X (``16 n``).
-
-    The sum is raised by ``_MEMORY_MARGIN`` for what it does not follow.
-    """
-    rows_count = len(parse_methods(methods)) + len(BASELINES)
-    height, width = header.height, header.width
-    pixels = height * width
-    channels = max(1, header.channels - bool(header.has_alpha))
-    geometry = {"scale": scale} if scale is not None else {"kernel_size": kernel_size or 2}
-    out_h, out_w = output_size((height, width), method="compare", **geometry)
-    values, out_values = pixels * channels, out_h * out_w * channels
-    held = pixels * header.channels * header.bytes_per_sample
-
-    def scoring(compared_pixels: int, compared_width: int) -> int:
-        if compared_pixels * channels <= WHOLE_IMAGE_VALUES:
-            return (8 * compared_pixels * channels + 8 * compared_pixels
-                    + _SSIM_PLANE_BYTES[channels > 1] * compared_pixels)
-        step = max(16, STRIP_VALUES // compared_width)
-        strip = (step + SSIM_WINDOW - 1) * compared_width
-        threads = min(_strip_threads(), -(-compared_pixels // (step * compared_width)))
-        return 16 * compared_pixels + threads * _SSIM_STRIP_BYTES * strip
-
-    if against == "original":
-        score = scoring(pixels, width)
-    else:
-        score = 8 * out_values + scoring(out_h * out_w, out_w)
-    working = _X_BYTES * values + max(32 * out_values, 8 * out_values + 16 * pixels,
-                               8 * out_values + score)
-    if against != "original":
-        working += 8 * out_values  # the reference, held throughout
-    if keep_outputs:
-        working += 8 * rows_count * out_values + 16 * pixels
-    need = max(header.decoded_bytes + held, held + working)
-    return int(_MEMORY_MARGIN * need)
-
-
-# --- tables ------------------------------------------------------------------
-
-
-def mean_scores(comparisons: Sequence[ImageComparison]) -> list[Score]:
-    """One row per method: SSIM, PSNR and seconds averaged over the images.
-
-    Rows are matched by :attr:`Score.label`; a PSNR of ``inf`` on any image
-    makes the mean ``inf``.  The ``image`` field says how many images were
-    averaged, and ``size`` is that of the first image.
-    """
-    groups: dict[str, list[Score]] = {}
-    for comparison in comparisons:
-        for s in comparison.scores:
-            groups.setdefault(s.label, []).append(s)
-    means = []
-    for rows in groups.values():
-        first = rows[0]
-        means.append(Score(
-            f"mean of {len(rows)} images", first.method, first.params, first.size,
-            float(np.mean([r.ssim for r in rows])), float(np.mean([r.psnr for r in rows])),
-            float(np.mean([r.seconds for r in rows])), first.baseline, first.reference,
-        ))
-    return means
-
-
-#: Decimals shown for each column, in tables and on the montage.
-DECIMALS = {"ssim": 4, "psnr": 2, "seconds": 4}
-
-
-def best_marks(scores: Sequence[Score]) -> list[dict[str, bool]]:
-    """Which values are the best of their column: highest SSIM and PSNR, lowest seconds.
-
-    Values are compared as they are shown (rounded to ``DECIMALS``), so that
-    two values that print alike are both marked or neither.  The reference
-    row (``Score.reference``) is never best.
-    """
-    def shown(s: Score, column: str) -> float:
-        value = getattr(s, column)
-        return value if math.isinf(value) else round(value, DECIMALS[column])
-
-    eligible = [s for s in scores if not s.reference]
-    best = {
-        "ssim": max((shown(s, "ssim") for s in eligible), default=None),
-        "psnr": max((shown(s, "psnr") for s in eligible), default=None),
-        "seconds": min((shown(s, "seconds") for s in eligible), default=None),
-    }
-    return [{column: (not s.reference and shown(s, column) == best[column]) for column in best}
-            for s in scores]
-
-
-def _describe(comparisons: Sequence[ImageComparison], kernel_size: int | None,
-              scale: float | None, upsample: str, against: str) -> str:
-    """One line saying what was compared, and how."""
-    geometry = f"scale {scale}" if scale is not None else f"k={kernel_size or 2}"
-    if against == "original":
-        how = f"upsampled back ({upsample}) and compared with the original"
-    else:
-        how = "compared with Pillow's LANCZOS downscale (the reference)"
-    if len(comparisons) == 1:
-        c = comparisons[0]
-        (h, w), (oh, ow) = c.shape[:2], c.scores[0].size
-        what = f"{one_line(c.image)}: {h}x{w} -> {oh}x{ow}"
-    else:
-        what = f"mean over {len(comparisons)} images"
-    return f"{what}, {geometry}, {how}"
-
-
-def _psnr_text(psnr: float) -> str:
-    return "inf" if math.isinf(psnr) else f"{psnr:.2f}"
-
-
-def format_table(comparisons: Sequence[ImageComparison], *, markdown: bool = False,
-                 kernel_size: int | None = None, scale: float | None = None,
-                 upsample: str = "bicubic", against: str = "original") -> str:
-    """The human-readable table: per method SSIM, PSNR and seconds, best values marked.
-
-    One image gives its own rows; several give the mean over the images
-    (:func:`mean_scores`).  The geometry and protocol arguments only go into
-    the heading.  Plain text marks the best value of a column with ``*``,
-    markdown makes it bold.
-    """
-    rows = comparisons[0].scores if len(comparisons) == 1 else mean_scores(comparisons)
-    marks = best_marks(rows)
-    heading = _describe(comparisons, kernel_size, scale, upsample, against)
-    table = []
-    for s, mark in zip(rows, marks):
-        kind = "reference" if s.reference else ("baseline" if s.baseline else "")
-        cells = [s.method, s.params_text, f"{s.ssim:.4f}", _psnr_text(s.psnr), f"{s.seconds:.4f}"]
-        for i, col in ((2, "ssim"), (3, "psnr"), (4, "seconds")):
-            if mark[col]:
-                cells[i] = f"**{cells[i]}**" if markdown else cells[i] + "*"
-        table.append(cells + [kind])
-    header = ["method", "parameters", "SSIM", "PSNR (dB)", "seconds", ""]
-    if markdown:
-        lines = [f"*{heading}*", "", "| " + " | ".join(header[:-1]) + " |",
-                 "|---|---|--:|--:|--:|"]
-        for cells in table:
-            method = cells[0] + (f" ({cells[5]})" if cells[5] else "")
-            params = f"`{cells[1]}`" if cells[1] else ""
-            lines.append(f"| {method} | {params} | " + " | ".join(cells[2:5]) + " |")
-        return "\n".join(lines) + "\n"
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    aligned = []
-    for cells in [header, *table]:
-        parts = [cells[i].ljust(widths[i]) if i < 2 else cells[i].rjust(widths[i] + 1)
-                 for i in range(5)]
-        aligned.append("  ".join(parts) + ("  " + cells[5] if cells[5] else ""))
-    return "\n".join([heading, *aligned, "* best in its column"]) + "\n"
-
-
-def _row_dicts(comparisons: Sequence[ImageComparison]) -> list[dict]:
-    return [
-        {"image": s.image, "method": s.method, "parameters": dict(s.params),
-         "height": s.size[0], "width": s.size[1], "ssim": s.ssim, "psnr": s.psnr,
-         "seconds": s.seconds, "baseline": s.baseline, "reference": s.reference}
-        for c in comparisons for s in c.scores
-    ]
-
-
-def format_csv(comparisons: Sequence[ImageComparison]) -> str:
-    """Per-image rows as CSV.
-
-    Columns: ``image, method, parameters, height, width, ssim, psnr, seconds,
-    baseline, reference``; ``parameters`` is ``name=value`` words separated by
-    spaces, PSNR of an exact match is ``inf``, booleans are ``true``/``false``.
-    """
-    buffer = io.StringIO()
-    rows = _row_dicts(comparisons)
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "method", "parameters", "height", "width", "ssim", "psnr",
-                     "seconds", "baseline", "reference"])
-    for r in rows:
-        params = " ".join(f"{k}={v}" for k, v in r["parameters"].items())
-        writer.writerow([r["image"], r["method"], params, r["height"], r["width"],
-                         repr(r["ssim"]), "inf" if math.isinf(r["psnr"]) else repr(r["psnr"]),
-                         repr(r["seconds"]), str(r["baseline"]).lower(),
-                         str(r["reference"]).lower()])
-    return buffer.getvalue()
-
-
-def format_json(comparisons: Sequence[ImageComparison], *, kernel_size: int | None = None,
-                scale: float | None = None, upsample: str = "bicubic",
-                against: str = "original", failed: Sequence[tuple[str, str]] = ()) -> str:
-    """Per-image rows and the protocol as a JSON document.
-
-    Schema::
-
-        {"against": "original" | "reference",
-         "upsample": filter name, or null under "reference",
-         "kernel_size": int or null, "scale": float or null,
-         "rows": [{"image": str, "method": str, "parameters": {name: value},
-                   "height": int, "width": int, "ssim": float,
-                   "psnr": float or null (null: exact match, PSNR inf),
-                   "seconds": float, "baseline": bool, "reference": bool}],
-         "failed": [{"image": str, "error": str}]}
-    """
-    rows = _row_dicts(comparisons)
-    for r in rows:
-        if math.isinf(r["psnr"]):
-            r["psnr"] = None  # JSON has no infinity
-    document = {
-        "against": against,
-        "upsample": upsample if against == "original" else None,
-        "kernel_size": None if scale is not None else (kernel_size or 2),
-        "scale": scale,
-        "rows": rows,
-        "failed": [{"image": image, "error": error} for image, error in failed],
-    }
-    return json.dumps(document, indent=2, allow_nan=False) + "\n"
-
-
-# --- montage -----------------------------------------------------------------
-
-
-def _detail_window(x: np.ndarray, comparison: ImageComparison,
-                   crop: tuple[int, int]) -> tuple[int, int]:
-    """Top-left output pixel of the ``crop``-sized region with the most detail.
-
-    Detail is the local variance of the grey image (mean of the channels)
-    inside each output pixel's pooling window, ``avg(g^2) - avg(g)^2`` -- what
-    averaging throws away and what the detail-preserving methods try to
-    keep -- summed over the candidate region.
-    """
-    grey = x if x.ndim == 2 else x.mean(axis=2)
-    out_h, out_w = comparison.scores[0].size
-    # The pooling methods' own windows: avg with the geometry they were given.
-    mean = downscale(grey, "avg", **comparison.geometry)
-    variance = np.maximum(downscale(grey * grey, "avg", **comparison.geometry) - mean * mean, 0.0)
-    ch, cw = crop
-    table = np.zeros((out_h + 1, out_w + 1))
-    table[1:, 1:] = variance.cumsum(axis=0).cumsum(axis=1)
-    sums = table[ch:, cw:] - table[:-ch, cw:] - table[ch:, :-cw] + table[:-ch, :-cw]
-    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return int(top), int(left)
-
-
-def _to_rgb8(image: np.ndarray) -> Image.Image:
-    """A [0, 1] float image as an 8-bit RGB Pillow image."""
-    u8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-    if u8.ndim == 3 and u8.shape[2] != 3:
-        u8 = u8.mean(axis=2).astype(np.uint8)  # neither grey nor RGB: show the channel mean
-    return Image.fromarray(u8).convert("RGB")
-
-
-def _tile(image: np.ndarray, nearest: bool) -> Image.Image:
-    """Fit a crop into the tile square: nearest-neighbour enlargement by an
-    integer factor, so every output pixel shows as a sharp block."""
-    picture = _to_rgb8(image)
-    h, w = image.shape[:2]
-    factor = TILE_SIDE / max(h, w)
-    if factor >= 1:
-        factor = math.floor(factor)
-        return picture.resize((w * factor, h * factor), Image.Resampling.NEAREST)
-    # Only the original crop of a large k is bigger than the tile: shrink it smoothly.
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return picture.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS)
-
-
-def montage_size(n_images: int, n_tiles: int) -> tuple[int, int]:
-    """(width, height) of the montage of ``n_images`` images with ``n_tiles`` cells each.
-
-    ``columns = min(n_tiles, MONTAGE_COLUMNS)``, ``rows = ceil(n_tiles / columns)``
-    per image; ``width = columns * (TILE_SIDE + GAP) + GAP`` and
-    ``height = n_images * rows * (TILE_SIDE + LABEL_HEIGHT + GAP) + GAP``.
-    """
-    columns = min(n_tiles, MONTAGE_COLUMNS)
-    rows = -(-n_tiles // columns)
-    return (columns * (TILE_SIDE + GAP) + GAP,
-            n_images * rows * (TILE_SIDE + LABEL_HEIGHT + GAP) + GAP)
-
-
-#: One montage cell: its picture and its label lines, each line a list of
-#: ``(text, is_best)`` pieces (a best value is drawn in red).
-MontageCell = tuple[Image.Image, list[list[tuple[str, bool]]]]
-
-
-def montage_cells(comparison: ImageComparison) -> list[MontageCell]:
-    """The cells of one image's montage block: the original crop, then one per score.
-
-    The region with the most detail (see ``_detail_window``; ``CROP_SIDE``
-    output pixels a side, or the whole output if smaller) is cut from X and
-    from every output, and each crop is enlarged with nearest neighbour so
-    its pixels show; labels give the method, its parameters and its
-    SSIM/PSNR.  Needs a comparison made with ``keep_outputs=True``; the cells
-    are small, so a caller going through many images can keep these and drop
-    the comparison.
-    """
-    x = comparison.original
-    if x is None:
-        raise ValueError("a montage needs a comparison made with keep_outputs=True")
-    out_h, out_w = comparison.scores[0].size
-    crop = (min(CROP_SIDE, out_h), min(CROP_SIDE, out_w))
-    top, left = _detail_window(x, comparison, crop)
-    fy, fx = comparison.footprint
-    y0, x0 = round(top * fy), round(left * fx)
-    y1 = min(x.shape[0], round((top + crop[0]) * fy))
-    x1 = min(x.shape[1], round((left + crop[1]) * fx))
-    cells: list[MontageCell] = [(
-        _tile(x[y0:y1, x0:x1], nearest=False),
-        [[(f"original: {one_line(os.path.basename(comparison.image))}", False)],
-         [(f"{x1 - x0}x{y1 - y0} px at ({x0}, {y0})", False)]],
-    )]
-    for s, mark in zip(comparison.scores, best_marks(comparison.scores)):
-        y = comparison.outputs[s.label][top:top + crop[0], left:left + crop[1]]
-        suffix = " (reference)" if s.reference else ""
-        cells.append((_tile(y, nearest=True),
-                      [[(s.label + suffix, False)],
-                       [(f"SSIM {s.ssim:.4f}", mark["ssim"]),
-                        (f"PSNR {_psnr_text(s.psnr)}", mark["psnr"])]]))
-    return cells
-
-
-def montage(images: Sequence[ImageComparison | list[MontageCell]]) -> Image.Image:
-    """The picture to look at before choosing: what each method keeps of the detail.
-
-    Parameters
-    ----------
-    images : sequence of ImageComparison or of lists of cells
-        Comparisons made with ``keep_outputs=True``, or their
-        :func:`montage_cells`; all with the same methods.
-
-    Returns
-    -------
-    PIL.Image.Image
-        An RGB image of :func:`montage_size`: each image is a block of cells
-        ``MONTAGE_COLUMNS`` wide, the original crop first, then each method
-        and baseline in table order.
-    """
-    blocks = [montage_cells(item) if isinstance(item, ImageComparison) else item
-              for item in images]
-    if not blocks:
-        raise ValueError("a montage needs at least one image")
-    n_tiles = len(blocks[0])
-    if any(len(cells) != n_tiles for cells in blocks):
-        raise ValueError("every image of a montage needs the same methods")
-    width, height = montage_size(len(blocks), n_tiles)
-    canvas = Image.new("RGB", (width, height), _BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    columns = min(n_tiles, MONTAGE_COLUMNS)
-    block_height = -(-n_tiles // columns) * (TILE_SIDE + LABEL_HEIGHT + GAP)
-    for index, cells in enumerate(blocks):
-        for i, (picture, lines) in enumerate(cells):
-            row, col = divmod(i, columns)
-            cx = GAP + col * (TILE_SIDE + GAP)
-            cy = GAP + index * block_height + row * (TILE_SIDE + LABEL_HEIGHT + GAP)
-            canvas.paste(picture, (cx, cy))
-            for j, pieces in enumerate(lines):
-                for k, (text, best) in enumerate(pieces):
-                    draw.text((cx + k * TILE_SIDE // 2, cy + TILE_SIDE + 2 + 13 * j), text,
-                              fill=_HIGHLIGHT if best else _TEXT, font=font)
-    return canvas
-
-
-def save_montage(picture: Image.Image, path: str | os.PathLike, replace: bool = True) -> None:
-    """Write ``picture`` at ``path`` atomically, in the format its extension names.
-
-    ``.png``, ``.jpg``/``.jpeg`` (quality 95), ``.webp``, ``.tif``/``.tiff``,
-    ``.bmp`` or ``.gif``; a name without an extension gets PNG.  Written through
-    :func:`downpool.io.write_image` (a temporary file renamed into place).
-
-    Parameters
-    ----------
-    replace : bool
-        Replace an existing file at ``path``; if False and one exists (even
-        one that appeared meanwhile), ``FileExistsError`` is raised and
-        nothing is replaced.
-
-    Raises
-    ------
-    ValueError
-        For an extension that is not an image format's.
-    FileExistsError
-        ``path`` exists and ``replace`` is False.
-    """
-    from ..io import write_image
-
-    fmt = montage_format(path)
-    write_image(path, np.asarray(picture.convert("RGB")), format=fmt,
-                quality=95 if fmt == "JPEG" else None, replace=replace)
-
-
-def montage_format(path: str | os.PathLike) -> str:
-    """The format a montage file name asks for (see :func:`save_montage`)."""
-    from ..io import FORMAT_EXTENSIONS, format_for_extension
-
-    fmt = format_for_extension(path)
-    if fmt is not None:
-        return fmt
-    if os.path.splitext(os.fspath(path))[1]:
-        raise ValueError(f"{os.fspath(path)}: the montage's extension names no image format; use "
-                         + ", ".join(sorted(set(FORMAT_EXTENSIONS.values()))))
-    return "PNG"
