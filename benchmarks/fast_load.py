@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_cli import downpool_command, make_photo  # noqa: E402
 
-from downpool.compare import _ssim_psnr, resize_float, to_unit_float  # noqa: E402
+from downpool.compare import resize_float, ssim_psnr, to_unit_float  # noqa: E402
 
 
 def _jpegs(folder: Path) -> list[Path]:
@@ -58,7 +58,7 @@ def _shrink(inputs: Path, out: Path, *args: str) -> float:
 def _against_original(x: np.ndarray, y: np.ndarray, k: int) -> float:
     h, w = x.shape[:2]
     box = (0.0, 0.0, w / k, h / k)  # output pixel j covers input [j*k, j*k + k)
-    return _ssim_psnr(x, resize_float(y, (h, w), Image.Resampling.BICUBIC, box=box))[0]
+    return ssim_psnr(x, resize_float(y, (h, w), Image.Resampling.BICUBIC, box=box))[0]
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import downpool
 from downpool import compare as cmp
 from downpool.cli import main
+from downpool.compare import scores
 from helpers import textured_image
 
 #: The methods of SPEC section 3's table, in its order: what ``--methods all`` runs.
@@ -31,7 +32,7 @@ SPEC_METHODS = ["avg", "max", "lp", "softpool", "stochastic", "dpp", "dpid", "mo
 
 #: The montage layout, written out here rather than read from ``downpool.compare``:
 #: README ("downpool compare", ``--montage``): "Each image is a block five cells wide";
-#: the cell sizes are those of the "Montage layout" comment in src/downpool/compare.py:
+#: the cell sizes are those of the "Montage layout" comment in src/downpool/compare/drawing.py:
 #: a 192-pixel square tile over a 30-pixel label, 6 pixels between cells and around
 #: the edge.  A cell is then 192 + 6 = 198 wide and 192 + 30 + 6 = 228 high.
 MONTAGE_COLUMNS, TILE_SIDE, LABEL_HEIGHT, GAP = 5, 192, 30, 6
@@ -195,7 +196,7 @@ def test_montage_crops_the_most_detailed_region():
     pixels = np.full((96, 96), 120, dtype=np.uint8)
     pixels[60:76, 8:24] = textured_image((16, 16), seed=9)  # the only detail
     comparison = cmp.compare_image(pixels, "avg", kernel_size=2, keep_outputs=True)
-    top, left = cmp._detail_window(comparison.original, comparison, (24, 24))
+    top, left = cmp.detail_window(comparison.original, comparison, (24, 24))
     assert 2 * top <= 60 and 2 * (top + 24) >= 76  # the crop, in input pixels, holds the patch
     assert 2 * left <= 8 and 2 * (left + 24) >= 24
 
@@ -370,11 +371,11 @@ def test_scores_in_strips_equal_the_whole_image_scores(monkeypatch, shape):
     memory, threads): the same SSIM map values, added in another order."""
     pixels = textured_image(shape, seed=11)
     whole = cmp.compare_image(pixels, "avg,max,dpid", kernel_size=3)
-    monkeypatch.setattr(cmp, "WHOLE_IMAGE_VALUES", 0)
-    monkeypatch.setattr(cmp, "STRIP_VALUES", 16 * shape[1])  # 16-row strips: several of them
+    monkeypatch.setattr(scores, "WHOLE_IMAGE_VALUES", 0)
+    monkeypatch.setattr(scores, "STRIP_VALUES", 16 * shape[1])  # 16-row strips: several of them
     strip_calls = []
-    real_strip = cmp._strip_sums
-    monkeypatch.setattr(cmp, "_strip_sums", lambda *a: strip_calls.append(a[2]) or real_strip(*a))
+    real_strip = scores.strip_sums
+    monkeypatch.setattr(scores, "strip_sums", lambda *a: strip_calls.append(a[2]) or real_strip(*a))
     strips = cmp.compare_image(pixels, "avg,max,dpid", kernel_size=3)
     channels = shape[2] if len(shape) == 3 else 1
     assert len(strip_calls) == 5 * channels * -(-shape[0] // 16)  # 5 rows x channels x strips
@@ -387,13 +388,13 @@ def test_each_method_is_timed_on_the_image_itself_after_a_first_call(monkeypatch
     """The warm-up was once a small crop, whose kernel path differs from the image's: the
     timed call then compiled (dpid: 1.69 s against 0.07 s warm) and the best marks lied."""
     calls = []
-    real = cmp.downscale
+    real = scores.downscale
 
     def spy(image, method, **kwargs):
         calls.append((method, image.shape, tuple(sorted(kwargs.items()))))
         return real(image, method, **kwargs)
 
-    monkeypatch.setattr(cmp, "downscale", spy)
+    monkeypatch.setattr(scores, "downscale", spy)
     pixels = textured_image((30, 20, 3))
     cmp.compare_image(pixels, "avg,dpid", kernel_size=2)
     for method in ("avg", "dpid"):
@@ -401,8 +402,8 @@ def test_each_method_is_timed_on_the_image_itself_after_a_first_call(monkeypatch
         assert len(made) == 2 and made[0] == made[1] and made[0][1] == (30, 20, 3), made
 
     ticks = iter([0.0, 5.0, 5.0, 5.25])  # a slow first call (compiling), a quick second
-    monkeypatch.setattr(cmp.time, "perf_counter", lambda: next(ticks))
-    assert cmp._best_of_two(lambda: "y") == ("y", 0.25)
+    monkeypatch.setattr(scores.time, "perf_counter", lambda: next(ticks))
+    assert scores.best_of_two(lambda: "y") == ("y", 0.25)
 
 
 def test_montage_format_follows_the_extension(tmp_path):

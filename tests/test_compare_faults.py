@@ -409,15 +409,16 @@ def test_the_reference_comparison_in_strips_equals_the_whole_one(monkeypatch, sh
     """--against reference on a large output is scored in strips too (it was scored whole,
     with scikit-image's working values for the whole output): the same scores."""
     from downpool import compare as cmp
+    from downpool.compare import scores
 
     pixels = textured_image(shape, seed=21)
     whole = cmp.compare_image(pixels, "avg,dpid", kernel_size=2, against="reference")
     out_width = -(-shape[1] // 2)
-    monkeypatch.setattr(cmp, "WHOLE_IMAGE_VALUES", 0)
-    monkeypatch.setattr(cmp, "STRIP_VALUES", 16 * out_width)  # 16-row strips: two of them
+    monkeypatch.setattr(scores, "WHOLE_IMAGE_VALUES", 0)
+    monkeypatch.setattr(scores, "STRIP_VALUES", 16 * out_width)  # 16-row strips: two of them
     calls = []
-    real = cmp._strip_sums
-    monkeypatch.setattr(cmp, "_strip_sums", lambda *a: calls.append(a[2]) or real(*a))
+    real = scores.strip_sums
+    monkeypatch.setattr(scores, "strip_sums", lambda *a: calls.append(a[2]) or real(*a))
     strips = cmp.compare_image(pixels, "avg,dpid", kernel_size=2, against="reference")
     channels = shape[2] if len(shape) == 3 else 1
     assert len(calls) == 4 * channels * 2  # 4 rows x channels x 2 strips
@@ -433,8 +434,9 @@ def test_x_made_a_band_at_a_time_is_the_documented_formula(monkeypatch, dtype, c
     """X is converted a band of rows at a time (its float64 working copies stay a band):
     each value is still ``c * a + (1 - a)`` in float64, rounded to float32."""
     from downpool import compare as cmp
+    from downpool.compare import scores
 
-    monkeypatch.setattr(cmp, "_BAND_VALUES", 50)  # bands of a row or two: many of them
+    monkeypatch.setattr(scores, "BAND_VALUES", 50)  # bands of a row or two: many of them
     rng = np.random.default_rng(7)
     shape = (23, 19, channels)
     if np.dtype(dtype).kind == "u":
