@@ -27,7 +27,7 @@ import griffe
 logger = griffe.get_logger("griffe_downpool")
 
 #: The modules whose ``__all__`` is the public API that the docs render.
-PUBLIC_MODULES = ("downpool", "downpool.dask")
+PUBLIC_MODULES = ("downpool", "downpool.dask", "downpool.compare")
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)([^`]+)`")
 
